@@ -1,0 +1,1 @@
+"""dnsd: the mirror table, configuration, geo lookup, plan, picker and the DNS protocols."""

@@ -1,0 +1,262 @@
+"""The TOML configuration, read once into frozen dataclasses.
+
+Every section is a frozen dataclass whose fields are the allowed keys with their defaults; an unknown
+key, a wrong type or a missing file is a `ConfigError` whose message names the file and the key, so
+an operator's typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = "mirrordns.toml"
+ENV_VAR = "MIRRORDNS_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator (file, key, what was expected)."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/mirrordns.sqlite"
+    pool_threads: int = 4                 # threads of the table's own pool (SQLite uses 1 writer)
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    zone: str = "mirrors.example.org"
+    zone_file: str = "zones/mirrors.example.org.zone"
+    listen: tuple[str, ...] = ("127.0.0.1:5353",)
+    geo_name: str = "www"
+    apex_geo: bool = False                # also answer the zone apex by client location
+    continent_names: bool = True          # eu.Z, na.Z, ... answered like country names
+    ttl: int = 150                        # TTL of mirror answers
+    answers: int = 2                      # addresses per reply
+    min_candidates: int = 2               # a tier with fewer serving mirrors borrows from the next
+    share_cap: float = 0.0                # max share of one mirror in a tier (0 = no cap)
+    distance_weighting: bool = False      # scale weights down by great-circle distance
+    max_sync_age: int = 86400             # seconds; older mirrors are not serving
+    ring_size: int = 64                   # pre-encoded answers per (name, type, location)
+    poll_interval: float = 1.0            # seconds between table version checks
+    rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
+    tcp_idle_timeout: float = 10.0
+    workers: int = 1                      # DNS worker processes sharing the port (SO_REUSEPORT)
+
+
+@dataclass(frozen=True)
+class GeoIPConfig:
+    database: str = ""                    # empty = the bundled GeoLite2 City from maxminddb-geolite2
+    cache_size: int = 65536               # client location keys kept in memory
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: str = "127.0.0.1:8080"
+    base_url: str = ""                    # public URL of the admin, for links in mails
+    https: bool = False                   # served behind https: cookies get Secure
+    session_hours: int = 12
+    metrics: bool = True                  # /metrics on the admin listener
+    trusted_proxies: tuple[str, ...] = () # X-Forwarded-For is believed only from these
+    public_title: str = "Mirrors"
+    application_reminder_days: int = 91   # "are you still willing?" mails to the waiting list
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    enabled: bool = True
+    interval: int = 300
+    timeout: float = 15.0
+    connect_timeout: float = 5.0
+    timestamp_path: str = "TIME"
+    timestamp_format: str = "mirmon"      # mirmon | phpnet | debian-trace
+    fail_after: int = 3
+    pass_after: int = 2
+    max_age: int = 86400
+    allow_private: bool = False
+    concurrency: int = 200
+    max_body: int = 65536
+    follow_redirects: bool = False
+    user_agent: str = "mirrordns-probe/0.1 (+https://mirrors.example.org/)"
+    keep_raw_days: int = 14
+    keep_hourly_days: int = 90
+    min_pass_share: float = 0.5           # warn the list when fewer mirrors pass
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    smtp: str = "127.0.0.1:25"
+    from_: str = "mirrors@example.org"
+    list: str = "mirrors@lists.example.org"
+    reply_to: str = ""
+    username: str = ""
+    password_file: str = ""
+    starttls: bool = False
+    retry_max: int = 20                   # attempts before a mail is parked as failed
+
+
+@dataclass(frozen=True)
+class CloserConfig:
+    document_root: str = ""               # where project <name>.html/.ezt templates live
+    dist_root: str = ""                   # the distribution tree, to tell "not in dist"
+    project: str = "Example"
+    allow_http: bool = True
+    archive_url: str = "https://archive.example.org/dist/"
+    head_check: bool = False
+    head_check_ttl: int = 300
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    closer: CloserConfig = field(default_factory=CloserConfig)
+    path: str = ""                        # the file this came from ("" = built-in defaults)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).resolve().parent if self.path else Path.cwd()
+
+    def resolve_path(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.base_dir / q
+
+
+# TOML keys that are Python keywords or builtins get a trailing underscore in the dataclass.
+_RENAMED = {"from": "from_"}
+
+
+def _check_type(value, tp, where: str):
+    """Return value converted to tp (lists become tuples), or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of {inner.__name__}, got {_tname(value)}")
+        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError("unions are not used in config dataclasses")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got a boolean")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_TYPE_WORDS.get(tp, tp.__name__)}, got {_tname(value)}")
+    return value
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _tname(v) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _section(cls, data: dict, fname: str, section: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{fname}: [{section}] must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        attr = _RENAMED.get(key, key)
+        if attr not in names:
+            allowed = ", ".join(sorted(_RENAMED_BACK.get(n, n) for n in names))
+            raise ConfigError(f"{fname}: unknown key '{key}' in [{section}] (allowed: {allowed})")
+        kwargs[attr] = _check_type(value, hints[attr], f"{fname}: [{section}] {key}")
+    return cls(**kwargs)
+
+
+_RENAMED_BACK = {v: k for k, v in _RENAMED.items()}
+
+
+def parse_config(text: str, fname: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{fname}: not valid TOML: {e}") from None
+    hints = typing.get_type_hints(Config)
+    sections = {f.name for f in dataclasses.fields(Config) if f.name != "path"}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in sections:
+            raise ConfigError(f"{fname}: unknown section [{name}] (allowed: {', '.join(sorted(sections))})")
+        kwargs[name] = _section(hints[name], value, fname, name)
+    cfg = Config(**kwargs, path=fname if fname != "<string>" else "")
+    _validate(cfg, fname)
+    return cfg
+
+
+def _validate(cfg: Config, fname: str) -> None:
+    d = cfg.dns
+    if not d.zone or d.zone.startswith(".") or " " in d.zone:
+        raise ConfigError(f"{fname}: [dns] zone: '{d.zone}' is not a domain name")
+    if not d.listen:
+        raise ConfigError(f"{fname}: [dns] listen: at least one address:port is needed")
+    for hp in d.listen:
+        split_hostport(hp, f"{fname}: [dns] listen")
+    split_hostport(cfg.admin.listen, f"{fname}: [admin] listen")
+    split_hostport(cfg.mail.smtp, f"{fname}: [mail] smtp")
+    if d.answers < 1:
+        raise ConfigError(f"{fname}: [dns] answers: must be at least 1")
+    if not 0 <= d.share_cap <= 1:
+        raise ConfigError(f"{fname}: [dns] share_cap: must be between 0 and 1")
+    if d.workers < 1:
+        raise ConfigError(f"{fname}: [dns] workers: must be at least 1")
+    p = cfg.probes
+    if p.fail_after < 1 or p.pass_after < 1:
+        raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")
+    if p.interval < 1 or p.timeout <= 0:
+        raise ConfigError(f"{fname}: [probes] interval and timeout must be positive")
+    if p.timestamp_format not in ("mirmon", "phpnet", "debian-trace"):
+        raise ConfigError(f"{fname}: [probes] timestamp_format: one of mirmon, phpnet, debian-trace")
+
+
+def split_hostport(hp: str, where: str = "address") -> tuple[str, int]:
+    """'127.0.0.1:53' or '[::1]:53' -> (host, port), with a clear error."""
+    host, sep, port = hp.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"{where}: '{hp}' is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: port {port} out of range")
+    return host, int(port)
+
+
+def find_config_path(cli_path: str | None = None) -> str | None:
+    """--config FILE, else $MIRRORDNS_CONFIG, else ./mirrordns.toml if it exists, else None."""
+    if cli_path:
+        return cli_path
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+def load_config(path: str | None = None) -> Config:
+    """Load the config found by the usual rule; the built-in defaults when there is no file at all.
+
+    A path that was given explicitly (flag or environment) and does not exist is an error.
+    """
+    found = find_config_path(path)
+    if found is None:
+        return Config()
+    try:
+        text = Path(found).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{found}: configuration file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{found}: cannot read configuration: {e.strerror}") from None
+    return parse_config(text, str(found))

@@ -1,0 +1,152 @@
+"""Opening the table and running work on it off the reactor thread.
+
+`make_engine` is the one place that knows dialects (SQLite pragmas; PostgreSQL through psycopg 3).
+`DBPool` is the one way Twisted code touches the table: `pool.run(thd)` calls `thd(conn)` inside a
+transaction on a thread pool of its own and fires with whatever plain data `thd` returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import sqlalchemy as sa
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+def normalise_url(url: str, base_dir: Path | None = None) -> str:
+    """SQLite paths relative to the config file's folder; plain postgresql:// means psycopg 3."""
+    u = sa.engine.make_url(url)
+    if u.drivername == "sqlite" and u.database and u.database != ":memory:" and base_dir:
+        p = Path(u.database)
+        if not p.is_absolute():
+            u = u.set(database=str(base_dir / p))
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, base_dir: Path | None = None) -> sa.Engine:
+    url = normalise_url(url, base_dir)
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        memory = not u.database or u.database == ":memory:"
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # one shared connection for an in-memory table, or every thread would see its own
+            poolclass=sa.pool.StaticPool if memory else None,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            # pysqlite's own transaction handling is turned off so that BEGIN is ours (see below).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            for p in ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=30000",
+                      "synchronous=NORMAL"):
+                cur.execute(f"PRAGMA {p}")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):
+            # IMMEDIATE takes the write lock up front, so two writers wait instead of deadlocking;
+            # readers (run_readonly) take a plain deferred BEGIN and never block writers under WAL.
+            ro = conn.get_execution_options().get("mirrordns_readonly")
+            conn.exec_driver_sql("BEGIN" if ro else "BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class DBPool:
+    """A thread pool of its own for the table; the reactor's pool stays free for everything else."""
+
+    def __init__(self, engine: sa.Engine, reactor, threads_max: int = 4):
+        self.engine = engine
+        self._reactor = reactor
+        memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+        n = 1 if memory else max(1, threads_max)
+        self._pool = ThreadPool(minthreads=1, maxthreads=n, name="mirrordns-db")
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._pool.start()
+            self._started = True
+            self._shutdown_id = self._reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            self._pool.stop()
+            self.engine.dispose()
+
+    def run(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
+        """Fire with thd(conn)'s result; thd runs in one transaction, committed if it returns."""
+        if not self._started:
+            self.start()
+
+        def in_thread():
+            with self.engine.begin() as conn:
+                return thd(conn)
+
+        return threads.deferToThreadPool(self._reactor, self._pool, in_thread)
+
+    def run_readonly(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
+        """Same as run, without the write lock SQLite would take (for the plan poller, pages)."""
+        if not self._started:
+            self.start()
+
+        def in_thread():
+            with self.engine.connect() as conn:
+                conn.execution_options(mirrordns_readonly=True)
+                try:
+                    return thd(conn)
+                finally:
+                    conn.rollback()
+
+        return threads.deferToThreadPool(self._reactor, self._pool, in_thread)
+
+
+def open_pool(cfg, reactor) -> DBPool:
+    """The table's pool from a Config (dnsd.config.Config)."""
+    engine = make_engine(cfg.database.url, cfg.base_dir)
+    return DBPool(engine, reactor, cfg.database.pool_threads)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(engine_or_url):
+    from alembic.config import Config as AlembicConfig
+
+    ac = AlembicConfig()
+    ac.set_main_option("script_location", str(MIGRATIONS))
+    ac.attributes["engine"] = engine_or_url if isinstance(engine_or_url, sa.Engine) else None
+    if isinstance(engine_or_url, str):
+        ac.set_main_option("sqlalchemy.url", engine_or_url.replace("%", "%%"))
+    return ac
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (alembic), then make sure the version row exists."""
+    from alembic import command
+
+    command.upgrade(alembic_config(engine), revision)
+
+
+def schema_is_current(engine: sa.Engine) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads

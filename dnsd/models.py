@@ -1,0 +1,291 @@
+"""The mirror table: SQLAlchemy Core tables shared by every part.
+
+Core, not ORM: every caller runs inside a `thd(conn)` on the table's thread pool and hands back plain
+rows (dicts, tuples), so nothing lazy ever escapes to the reactor thread.
+
+Anything that can change a DNS answer (a mirror's addresses, country, name, status, weight, backup
+flag, health) must call `bump_version(conn)` in the same transaction; the DNS nodes poll that one
+integer and rebuild their plan when it moves.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def utcnow() -> _dt.datetime:
+    """Naive UTC: both SQLite and PostgreSQL store it the same way."""
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+
+
+# Mirror statuses. Only ACTIVE mirrors can serve; the picker further needs health and freshness.
+PENDING = "pending"
+ACTIVE = "active"
+DISABLED_ADMIN = "disabled-by-admin"
+DISABLED_PROBES = "disabled-by-probes"
+RETIRED = "retired"
+STATUSES = (PENDING, ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, RETIRED)
+
+ROLES = ("admin", "helper")
+APPLICATION_STATUSES = ("new", "contacted", "accepted", "declined", "withdrawn")
+
+# One row; `version` moves on every change that can alter a DNS answer.
+table_version = sa.Table(
+    "table_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False, default=1),
+    sa.Column("changed_at", sa.DateTime, nullable=False, default=utcnow),
+)
+
+mirrors = sa.Table(
+    "mirrors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(32), nullable=True, unique=True),   # ccN label; NULL while unnamed
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),              # ISO 3166-1 alpha-2, upper case
+    sa.Column("ipv4", sa.String(15), nullable=True),
+    sa.Column("ipv6", sa.String(45), nullable=True),
+    sa.Column("http_url", sa.String(512), nullable=True),
+    sa.Column("https_url", sa.String(512), nullable=True),
+    sa.Column("ftp_url", sa.String(512), nullable=True),
+    sa.Column("rsync_url", sa.String(512), nullable=True),
+    sa.Column("provider_name", sa.String(255), nullable=False, default=""),
+    sa.Column("provider_url", sa.String(512), nullable=False, default=""),
+    sa.Column("provider_logo", sa.String(512), nullable=False, default=""),
+    sa.Column("status", sa.String(24), nullable=False, default=PENDING),
+    sa.Column("status_reason", sa.Text, nullable=False, default=""),
+    sa.Column("status_since", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("backup", sa.Boolean, nullable=False, default=False),
+    sa.Column("weight", sa.Float, nullable=False, default=1.0),       # admin weight
+    sa.Column("bandwidth_mbit", sa.Integer, nullable=True),
+    sa.Column("cores", sa.Integer, nullable=True),
+    sa.Column("memory_gb", sa.Integer, nullable=True),
+    sa.Column("disk_gb", sa.Integer, nullable=True),
+    sa.Column("has_ipv6", sa.Boolean, nullable=False, default=False),
+    sa.Column("has_https", sa.Boolean, nullable=False, default=False),
+    sa.Column("source", sa.String(255), nullable=False, default=""),  # import key, e.g. phpnet:URL
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    sa.CheckConstraint(
+        "status IN ('pending','active','disabled-by-admin','disabled-by-probes','retired')",
+        name="status",
+    ),
+    sa.CheckConstraint("weight >= 0", name="weight"),
+)
+sa.Index("ix_mirrors_country", mirrors.c.country)
+sa.Index("ix_mirrors_source", mirrors.c.source)
+
+maintainers = sa.Table(
+    "maintainers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False, default=""),
+    sa.Column("email", sa.String(255), nullable=False),
+)
+sa.Index("ix_maintainers_mirror", maintainers.c.mirror_id)
+
+# Append-only: nothing updates or deletes a note.
+notes = sa.Table(
+    "notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("author", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("text", sa.Text, nullable=False),
+)
+sa.Index("ix_notes_mirror_time", notes.c.mirror_id, notes.c.created_at)
+
+# What the probes know now, one row per mirror; the picker reads it, the verdicts write it.
+mirror_health = sa.Table(
+    "mirror_health",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("failures_in_row", sa.Integer, nullable=False, default=0),
+    sa.Column("passes_in_row", sa.Integer, nullable=False, default=0),
+    sa.Column("last_probe_at", sa.DateTime, nullable=True),
+    sa.Column("last_ok_at", sa.DateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("last_sync_at", sa.DateTime, nullable=True),           # the mirror's timestamp file
+    sa.Column("ipv4_up", sa.Boolean, nullable=True),                 # NULL = not probed yet
+    sa.Column("ipv6_up", sa.Boolean, nullable=True),
+    sa.Column("https_ok", sa.Boolean, nullable=True),
+    sa.Column("uptime_24h", sa.Float, nullable=True),
+    sa.Column("uptime_7d", sa.Float, nullable=True),
+    sa.Column("uptime_30d", sa.Float, nullable=True),
+    sa.Column("rtt_p50_ms", sa.Float, nullable=True),
+    sa.Column("rtt_p95_ms", sa.Float, nullable=True),
+    sa.Column("geo_check", sa.Text, nullable=False, default=""),     # "" or "192.0.2.1 in US, not DE"
+    sa.Column("outage_mailed_at", sa.DateTime, nullable=True),      # once-per-outage mail marker
+    sa.Column("reminder_mailed_at", sa.DateTime, nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
+)
+
+probe_results = sa.Table(
+    "probe_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("vantage", sa.String(64), nullable=False, default=""),  # probe node name
+    sa.Column("url", sa.String(1024), nullable=False),
+    sa.Column("address", sa.String(45), nullable=True),
+    sa.Column("family", sa.SmallInteger, nullable=True),             # 4 or 6
+    sa.Column("http_status", sa.SmallInteger, nullable=True),
+    sa.Column("ttfb_ms", sa.Float, nullable=True),
+    sa.Column("total_ms", sa.Float, nullable=True),
+    sa.Column("timestamp", sa.DateTime, nullable=True),              # sync time read from the file
+    sa.Column("sync_age", sa.Integer, nullable=True),                # seconds
+    sa.Column("tls_ok", sa.Boolean, nullable=True),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error_class", sa.String(24), nullable=False, default=""),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+sa.Index("ix_probe_results_mirror_at", probe_results.c.mirror_id, probe_results.c.at)
+sa.Index("ix_probe_results_at", probe_results.c.at)
+
+# Raw results older than [probes] keep_raw_days become hourly rows, then daily rows.
+probe_rollups = sa.Table(
+    "probe_rollups",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("period", sa.String(5), primary_key=True),             # 'hour' | 'day'
+    sa.Column("start", sa.DateTime, primary_key=True),
+    sa.Column("probes", sa.Integer, nullable=False),
+    sa.Column("passes", sa.Integer, nullable=False),
+    sa.Column("rtt_avg_ms", sa.Float, nullable=True),
+    sa.Column("rtt_max_ms", sa.Float, nullable=True),
+    sa.Column("sync_age_max", sa.Integer, nullable=True),
+)
+
+applications = sa.Table(
+    "applications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),  # the applicant's private link
+    sa.Column("status", sa.String(16), nullable=False, default="new"),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(255), nullable=False),
+    sa.Column("country", sa.String(2), nullable=False),
+    sa.Column("hostname", sa.String(255), nullable=False, default=""),
+    sa.Column("provider_name", sa.String(255), nullable=False, default=""),
+    sa.Column("provider_url", sa.String(512), nullable=False, default=""),
+    sa.Column("bandwidth_mbit", sa.Integer, nullable=True),
+    sa.Column("cores", sa.Integer, nullable=True),
+    sa.Column("memory_gb", sa.Integer, nullable=True),
+    sa.Column("disk_gb", sa.Integer, nullable=True),
+    sa.Column("has_ipv6", sa.Boolean, nullable=False, default=False),
+    sa.Column("has_https", sa.Boolean, nullable=False, default=False),
+    sa.Column("comments", sa.Text, nullable=False, default=""),
+    sa.Column("source_ip", sa.String(45), nullable=False, default=""),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    sa.Column("confirmed_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("reminded_at", sa.DateTime, nullable=True),
+    sa.CheckConstraint(
+        "status IN ('new','contacted','accepted','declined','withdrawn')", name="status"
+    ),
+)
+sa.Index("ix_applications_country", applications.c.country)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),     # argon2id
+    sa.Column("role", sa.String(16), nullable=False, default="admin"),
+    sa.Column("email", sa.String(255), nullable=False, default=""),
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", sa.DateTime, nullable=True),
+    sa.Column("api_token_hash", sa.String(128), nullable=True),     # sha256 of the script token
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.CheckConstraint("role IN ('admin','helper')", name="role"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),                # sha256 of the cookie value
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
+
+# Written in the same transaction as the change that causes the mail; sent by admin's outbox service.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("kind", sa.String(32), nullable=False),                # disabled, recovered, weekly, ...
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("author", sa.String(64), nullable=False, default=""),  # a person, or "" for the system
+    sa.Column("recipients", sa.Text, nullable=False),                # comma-separated addresses
+    sa.Column("message", sa.LargeBinary, nullable=False),            # the whole RFC 5322 message
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("sent_at", sa.DateTime, nullable=True),
+    sa.Column("failed", sa.Boolean, nullable=False, default=False),  # gave up after retry_max
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+)
+sa.Index("ix_outbox_due", outbox.c.sent_at, outbox.c.next_attempt_at)
+
+# Every change made by a person: who, when, what, before and after (JSON text).
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("before", sa.Text, nullable=False, default=""),
+    sa.Column("after", sa.Text, nullable=False, default=""),
+)
+sa.Index("ix_audit_mirror", audit.c.mirror_id, audit.c.at)
+
+# Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend.
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("job", sa.String(64), primary_key=True),
+    sa.Column("last_run_at", sa.DateTime, nullable=False),
+)
+
+
+def bump_version(conn: sa.Connection) -> int:
+    """Move the table version, in the caller's transaction; returns the new version."""
+    res = conn.execute(
+        table_version.update()
+        .where(table_version.c.id == 1)
+        .values(version=table_version.c.version + 1, changed_at=utcnow())
+    )
+    if res.rowcount == 0:
+        conn.execute(table_version.insert().values(id=1, version=1, changed_at=utcnow()))
+    return current_version(conn)
+
+
+def current_version(conn: sa.Connection) -> int:
+    v = conn.execute(sa.select(table_version.c.version).where(table_version.c.id == 1)).scalar()
+    return int(v or 0)

@@ -1,0 +1,1 @@
+"""probes: checking mirrors, verdicts with hysteresis, probe history."""
