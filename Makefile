@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: what the tests drive (a real browser, dig for the tour) and what benchmarks run.
 TEST_DEBS  := chromium chromium-driver dnsutils
-BENCH_DEBS := dnsperf gdnsd pdns-server pdns-backend-bind wrk
+BENCH_DEBS := dnsperf gdnsd pdns-server pdns-backend-bind pdns-backend-geoip dnsutils wrk
 
 .PHONY: run test bench bench-dns bench-probes bench-closer install install-test debs-test debs-bench lint clean
 

@@ -66,6 +66,9 @@ class AdminConfig:
     trusted_proxies: tuple[str, ...] = () # X-Forwarded-For is believed only from these
     public_title: str = "Mirrors"
     application_reminder_days: int = 91   # "are you still willing?" mails to the waiting list
+    apply_rate_limit: int = 10            # application-form POSTs per visitor address per window
+    apply_rate_window: int = 3600         # seconds (IPv6 visitors are counted per /64)
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may read /metrics
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class ProbesConfig:
     user_agent: str = "mirrordns-probe/0.1 (+https://mirrors.example.org/)"
     keep_raw_days: int = 14
     keep_hourly_days: int = 90
+    keep_daily_days: int = 400            # daily rollups older than this are dropped
+    vantage: str = ""                     # this probe node's name, stored with each result
+    stats_interval: int = 600             # seconds between uptime/rtt refreshes and rollups
     min_pass_share: float = 0.5           # warn the list when fewer mirrors pass
 
 
@@ -99,6 +105,9 @@ class MailConfig:
     password_file: str = ""
     starttls: bool = False
     retry_max: int = 20                   # attempts before a mail is parked as failed
+    retry_base: float = 60.0              # seconds before the first retry; doubles, capped at 6 h
+    poll_interval: float = 5.0            # seconds between outbox checks
+    reminder_hours: int = 24              # daily reminder while disabled / out of sync this long
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,7 @@ class CloserConfig:
     archive_url: str = "https://archive.example.org/dist/"
     head_check: bool = False
     head_check_ttl: int = 300
+    head_timeout: float = 2.0             # seconds for one HEAD of action=download's check
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,583 @@
+"""mirrorctl: the admin command line, working on the mirror table directly.
+
+Synchronous SQLAlchemy, no reactor: each command opens one transaction, calls one `admin.store`
+operation (the same functions the admin web runs on its thread pool) and prints the result. Every
+error is one line on stderr and a non-zero exit; a failed command leaves the table as it was.
+
+Adding a subcommand (other parts do: `resolve`, `probe`, `mail test`): write a
+`register_NAME(sub)` that calls `sub.add_parser(...)` and `set_defaults(func=cmd_NAME)`, where
+`cmd_NAME(args, ctx)` returns an exit code (None = 0) and raises `CliError`/`StoreError` for
+errors; then add `register_NAME` to `REGISTRARS` at the bottom. `ctx` gives the config, the engine,
+a transaction, the actor and the mail settings, all opened lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from admin import importers, store
+from admin.store import MailSettings, StoreError
+from dnsd.config import ConfigError, load_config
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A usage or input problem found by the CLI itself (one line for stderr)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors ('mirrorctl add: error: ...'), as every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Ctx:
+    """What a command needs, opened on first use: config, engine, actor, mail settings."""
+
+    def __init__(self, args):
+        self.args = args
+        self._cfg = None
+        self._engine = None
+
+    @property
+    def cfg(self):
+        if self._cfg is None:
+            self._cfg = load_config(getattr(self.args, "config", None))
+        return self._cfg
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            from dnsd.db import make_engine
+
+            self._engine = make_engine(self.cfg.database.url, self.cfg.base_dir)
+        return self._engine
+
+    def transaction(self):
+        """`with ctx.transaction() as conn:` -- committed when the block ends without error."""
+        return self.engine.begin()
+
+    @property
+    def actor(self) -> str:
+        return getattr(self.args, "actor", None) or _login_name()
+
+    @property
+    def mail(self) -> MailSettings:
+        return MailSettings.from_config(self.cfg)
+
+    def close(self):
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _login_name() -> str:
+    for var in ("SUDO_USER", "LOGNAME", "USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):                 # no passwd entry (containers)
+        return f"uid{os.getuid()}"
+
+
+# --- output helpers ----------------------------------------------------------------------------
+
+def _jsonable(v):
+    if isinstance(v, (_dt.datetime, _dt.date)):
+        return v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for r in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+def _when(v) -> str:
+    return v.strftime("%Y-%m-%d %H:%M") if isinstance(v, _dt.datetime) else "-"
+
+
+# --- db ----------------------------------------------------------------------------------------
+
+def register_db(sub):
+    p = sub.add_parser("db", help="the table's schema")
+    dsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dsub.add_parser("upgrade", help="create or migrate the schema to the current version")
+    up.set_defaults(func=cmd_db_upgrade)
+
+
+def cmd_db_upgrade(args, ctx):
+    from dnsd.db import upgrade
+
+    upgrade(ctx.engine)
+    print(f"schema is current ({ctx.engine.url.render_as_string(hide_password=True)})")
+
+
+# --- add / edit --------------------------------------------------------------------------------
+
+def _mirror_field_options(p, *, adding: bool):
+    """The options add and edit share; every default is None = not given."""
+    p.add_argument("--name", help="the ccN label (add: default the next free one of the country)")
+    if not adding:
+        p.add_argument("--host", help="host name of the mirror")
+        p.add_argument("--country", help="ISO 3166 alpha-2 code, like DE")
+    p.add_argument("--ipv4", help="IPv4 address the DNS answers with ('' clears, on edit)")
+    p.add_argument("--ipv6", help="IPv6 address the DNS answers with ('' clears, on edit)")
+    p.add_argument("--url", action="append", default=[], metavar="URL",
+                   help="a base URL; the scheme says which (http, https, ftp, rsync); repeatable")
+    for proto in ("http", "https", "ftp", "rsync"):
+        p.add_argument(f"--{proto}-url", dest=f"{proto}_url", metavar="URL",
+                       help=f"the {proto} base URL ('' clears)" if not adding else argparse.SUPPRESS)
+    p.add_argument("--maintainer", action="append", default=None, metavar='"NAME <MAIL>"',
+                   help="a maintainer; repeatable (on edit, replaces the list)")
+    p.add_argument("--provider-name")
+    p.add_argument("--provider-url")
+    p.add_argument("--provider-logo")
+    p.add_argument("--backup", action=argparse.BooleanOptionalAction, default=None,
+                   help="a backup mirror: answered only when no other tier has enough mirrors")
+    p.add_argument("--weight", type=float, help="admin weight, multiplies the score (default 1)")
+    p.add_argument("--bandwidth", dest="bandwidth_mbit", type=int, metavar="MBITS")
+    p.add_argument("--cores", type=int)
+    p.add_argument("--memory", dest="memory_gb", type=int, metavar="GB")
+    p.add_argument("--disk", dest="disk_gb", type=int, metavar="GB")
+    p.add_argument("--has-ipv6", action=argparse.BooleanOptionalAction, default=None,
+                   help="declared: serves over IPv6 (add: default yes when --ipv6 is given)")
+    p.add_argument("--has-https", action=argparse.BooleanOptionalAction, default=None,
+                   help="declared: serves over HTTPS (add: default yes with an https URL)")
+
+
+_FIELD_ARGS = ("ipv4", "ipv6", "http_url", "https_url", "ftp_url", "rsync_url", "provider_name",
+               "provider_url", "provider_logo", "backup", "weight", "bandwidth_mbit", "cores",
+               "memory_gb", "disk_gb", "has_ipv6", "has_https")
+
+
+def _fields_from(args) -> dict:
+    fields = {k: getattr(args, k) for k in _FIELD_ARGS if getattr(args, k, None) is not None}
+    for url in args.url:
+        f = store.url_field(url)
+        if f in fields:
+            raise CliError(f"two {f.split('_')[0]} URLs given: {fields[f]} and {url}")
+        fields[f] = url
+    return fields
+
+
+def register_add(sub):
+    p = sub.add_parser("add", help="add a mirror; prints its name")
+    p.add_argument("--country", required=True, help="ISO 3166 alpha-2 code, like DE")
+    p.add_argument("--host", required=True, help="host name of the mirror")
+    _mirror_field_options(p, adding=True)
+    p.add_argument("--status", choices=("active", "pending"), default="active",
+                   help="active (default) serves as soon as it is healthy; pending waits")
+    p.add_argument("--note", help="a first line for the mirror's notes log")
+    p.set_defaults(func=cmd_add)
+
+
+def cmd_add(args, ctx):
+    fields = _fields_from(args)
+    with ctx.transaction() as conn:
+        m = store.add_mirror(conn, actor=ctx.actor, mail=ctx.mail, country=args.country,
+                             hostname=args.host, name=args.name, status=args.status,
+                             maintainers_=args.maintainer or [], **fields)
+        if args.note:
+            store.add_note(conn, m["name"], ctx.actor, args.note)
+    print(f"{m['name']}: added {m['hostname']} in {m['country']} ({m['status']})")
+
+
+def register_edit(sub):
+    p = sub.add_parser("edit", help="change a mirror's fields (status: disable/enable/retire)")
+    p.add_argument("mirror", metavar="NAME", help="mirror name (de2), #id or host name")
+    _mirror_field_options(p, adding=False)
+    p.set_defaults(func=cmd_edit)
+
+
+def cmd_edit(args, ctx):
+    fields = _fields_from(args)
+    for opt, key in (("name", "name"), ("host", "hostname"), ("country", "country")):
+        if getattr(args, opt) is not None:
+            fields[key] = getattr(args, opt)
+    if not fields and args.maintainer is None:
+        raise CliError("nothing to change: give at least one option (see mirrorctl edit --help)")
+    with ctx.transaction() as conn:
+        ref = args.mirror
+        changed = {}
+        if fields:
+            res = store.edit_mirror(conn, ref, ctx.actor, **fields)
+            changed = res["changed"]
+            ref = f"#{res['mirror']['id']}"
+        if args.maintainer is not None:
+            before = store.get_mirror(conn, ref)["maintainers"]
+            after = store.set_maintainers(conn, ref, ctx.actor, args.maintainer)
+            if after != before:
+                changed["maintainers"] = [before, after]
+        m = store.get_mirror(conn, ref)
+    if not changed:
+        print(f"{store.label(m)}: nothing changed")
+    for k, (old, new) in changed.items():
+        print(f"{store.label(m)}: {k}: {_show_value(old)} -> {_show_value(new)}")
+
+
+def _show_value(v) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(f"{x['name']} <{x['email']}>" if x.get("name") else x["email"] for x in v) or "-"
+    return str(v)
+
+
+# --- list / show -------------------------------------------------------------------------------
+
+def register_list(sub):
+    p = sub.add_parser("list", help="list mirrors")
+    p.add_argument("--country", help="only this country (alpha-2)")
+    p.add_argument("--status", choices=store.STATUSES, help="only this status")
+    p.add_argument("--json", action="store_true", help="all fields as JSON, for scripts")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args, ctx):
+    with ctx.transaction() as conn:
+        ms = store.list_mirrors(conn, country=args.country, status=args.status)
+    if args.json:
+        print_json(ms)
+        return
+    rows = [[m["name"] or f"#{m['id']}", m["country"], m["status"], m["hostname"],
+             m["ipv4"] or "-", m["ipv6"] or "-", "backup" if m["backup"] else ""] for m in ms]
+    print_table(rows, ["NAME", "CC", "STATUS", "HOST", "IPV4", "IPV6", ""])
+    print(f"{len(ms)} mirror{'s' if len(ms) != 1 else ''}", file=sys.stderr)
+
+
+def register_show(sub):
+    p = sub.add_parser("show", help="one mirror: fields, maintainers, health, score, notes")
+    p.add_argument("mirror", metavar="NAME", help="mirror name (de2), #id or host name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+
+def score_of(m: dict, max_age: float, now: _dt.datetime | None = None):
+    """The picker's score for a mirror dict from store.get_mirror (dnsd.score)."""
+    from dnsd.models import utcnow
+    from dnsd.score import ScoreInputs, compute
+
+    h = m.get("health") or {}
+    sync_at = h.get("last_sync_at")
+    age = ((now or utcnow()) - sync_at).total_seconds() if sync_at else None
+    return compute(ScoreInputs(
+        bandwidth_mbit=m["bandwidth_mbit"], cores=m["cores"], memory_gb=m["memory_gb"],
+        has_https=m["has_https"], has_ipv6=m["has_ipv6"], uptime_7d=h.get("uptime_7d"),
+        rtt_p95_ms=h.get("rtt_p95_ms"), sync_age=age, weight=m["weight"]), max_age)
+
+
+def cmd_show(args, ctx):
+    with ctx.transaction() as conn:
+        m = store.get_mirror(conn, args.mirror)
+    score = score_of(m, ctx.cfg.dns.max_sync_age)
+    if args.json:
+        print_json({**m, "score": score.total, "score_explained": score.explain()})
+        return
+    zone = ctx.cfg.dns.zone
+    print(f"{m['name'] or '#' + str(m['id'])}.{zone}  ({m['hostname']})")
+    since = _when(m["status_since"])
+    print(f"  status      {m['status']} since {since}"
+          + (f": {m['status_reason']}" if m["status_reason"] else ""))
+    c = __import__("dnsd.countries", fromlist=["get"]).get(m["country"])
+    print(f"  country     {m['country']} {c.name if c else ''}")
+    print(f"  addresses   {m['ipv4'] or '-'}  {m['ipv6'] or '-'}")
+    for f in store.URL_FIELDS:
+        if m[f]:
+            print(f"  {f.split('_')[0]:<11} {m[f]}")
+    print(f"  provider    {m['provider_name'] or '-'}  {m['provider_url']}"
+          + (f"  logo {m['provider_logo']}" if m["provider_logo"] else ""))
+    print(f"  backup      {'yes' if m['backup'] else 'no'}    weight {m['weight']:g}")
+    specs = [f"{m['bandwidth_mbit'] or '?'} Mbit/s", f"{m['cores'] or '?'} cores",
+             f"{m['memory_gb'] or '?'} GB memory", f"{m['disk_gb'] or '?'} GB disk",
+             "IPv6" if m["has_ipv6"] else "no IPv6", "HTTPS" if m["has_https"] else "no HTTPS"]
+    print(f"  declared    {', '.join(specs)}")
+    print(f"  source      {m['source'] or '-'}   created {_when(m['created_at'])}, "
+          f"updated {_when(m['updated_at'])}")
+    print("  maintainers " + (_show_value(m["maintainers"]) if m["maintainers"] else "-"))
+    h = m["health"]
+    if h:
+        print(f"  health      last probe {_when(h['last_probe_at'])}, last ok {_when(h['last_ok_at'])}"
+              f", synced {_when(h['last_sync_at'])}, {h['failures_in_row']} failures in a row")
+        def up(v):
+            return "-" if v is None else f"{v * 100:.1f}%"
+        print(f"              uptime 24h {up(h['uptime_24h'])} 7d {up(h['uptime_7d'])} "
+              f"30d {up(h['uptime_30d'])}; rtt p50 {h['rtt_p50_ms'] or '-'} ms "
+              f"p95 {h['rtt_p95_ms'] or '-'} ms")
+        if h["last_error"]:
+            print(f"              last error: {h['last_error']}")
+        if h["geo_check"]:
+            print(f"              geo check: {h['geo_check']}")
+    else:
+        print("  health      not probed yet")
+    print(f"  {score.explain()}")
+    print(f"  notes       {len(m['notes'])} latest" if m["notes"] else "  notes       none")
+    for n in m["notes"]:
+        print(f"    {_when(n['created_at'])}  {n['author']}: {n['text']}")
+
+
+# --- status ------------------------------------------------------------------------------------
+
+def register_status(sub):
+    p = sub.add_parser("disable", help="take a mirror out of the answers by hand")
+    p.add_argument("mirror", metavar="NAME")
+    p.add_argument("--reason", required=True, help="why; mailed to the list and maintainers")
+    p.set_defaults(func=cmd_disable)
+    p = sub.add_parser("enable", help="make a mirror active (again)")
+    p.add_argument("mirror", metavar="NAME")
+    p.add_argument("--reason", default="", help="optional; goes into the notes and the mail")
+    p.set_defaults(func=cmd_enable)
+    p = sub.add_parser("retire", help="remove a mirror for good (its history stays)")
+    p.add_argument("mirror", metavar="NAME")
+    p.add_argument("--reason", default="", help="optional; goes into the notes and the mail")
+    p.set_defaults(func=cmd_retire)
+
+
+def _status_line(m: dict) -> None:
+    print(f"{store.label(m)}: {m['status']}" + (f" ({m['status_reason']})" if m["status_reason"]
+                                                 else ""))
+
+
+def cmd_disable(args, ctx):
+    with ctx.transaction() as conn:
+        m = store.disable(conn, args.mirror, ctx.actor, args.reason, ctx.mail)
+    _status_line(m)
+
+
+def cmd_enable(args, ctx):
+    with ctx.transaction() as conn:
+        m = store.enable(conn, args.mirror, ctx.actor, ctx.mail, reason=args.reason)
+    _status_line(m)
+
+
+def cmd_retire(args, ctx):
+    with ctx.transaction() as conn:
+        m = store.retire(conn, args.mirror, ctx.actor, args.reason, ctx.mail)
+    _status_line(m)
+
+
+# --- notes and audit ---------------------------------------------------------------------------
+
+def register_note(sub):
+    p = sub.add_parser("note", help="append a line to a mirror's notes log")
+    p.add_argument("mirror", metavar="NAME")
+    p.add_argument("text", metavar="TEXT")
+    p.set_defaults(func=cmd_note)
+    p = sub.add_parser("audit", help="who changed what, newest first")
+    p.add_argument("mirror", metavar="NAME", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+
+def cmd_note(args, ctx):
+    with ctx.transaction() as conn:
+        n = store.add_note(conn, args.mirror, ctx.actor, args.text)
+    print(f"{n['mirror']}: note added")
+
+
+def cmd_audit(args, ctx):
+    with ctx.transaction() as conn:
+        rows = store.audit_log(conn, args.mirror, args.limit)
+    if args.json:
+        print_json(rows)
+        return
+    for r in rows:
+        print(f"{_when(r['at'])}  {r['actor']}  {r['action']}  #{r['mirror_id'] or '-'}  "
+              f"{r['before'] or '{}'} -> {r['after'] or '{}'}")
+
+
+# --- import ------------------------------------------------------------------------------------
+
+def register_import(sub):
+    p = sub.add_parser("import", help="import a mirror list (idempotent: re-import updates)")
+    p.add_argument("format", choices=importers.FORMATS, metavar="FORMAT",
+                   help=f"one of {', '.join(importers.FORMATS)}")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(args, ctx):
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"{args.file}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    parsed = importers.parse(args.format, text, args.file)
+    with ctx.engine.connect() as conn:
+        tx = conn.begin()
+        rep = importers.apply(conn, parsed, actor=ctx.actor, mail=ctx.mail, fname=args.file,
+                              fmt=args.format)
+        tx.rollback() if args.dry_run else tx.commit()
+    for s in rep.skipped:
+        print(f"skipped {s}")
+    for name, fields in rep.updated:
+        print(f"updated {name}: {', '.join(fields)}")
+    print(("dry run, nothing written: " if args.dry_run else "") + f"{args.file}: {rep.summary()}")
+
+
+# --- users -------------------------------------------------------------------------------------
+
+def register_user(sub):
+    p = sub.add_parser("user", help="admin web users")
+    usub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    a = usub.add_parser("add", help="add a user (password from --password-file, prompt or stdin)")
+    a.add_argument("username", metavar="USERNAME")
+    a.add_argument("--role", choices=("admin", "helper"), default="admin")
+    a.add_argument("--email", default="")
+    a.add_argument("--password-file", metavar="FILE", help="first line is the password")
+    a.set_defaults(func=cmd_user_add)
+    pw = usub.add_parser("passwd", help="set a user's password")
+    pw.add_argument("username", metavar="USERNAME")
+    pw.add_argument("--password-file", metavar="FILE", help="first line is the password")
+    pw.set_defaults(func=cmd_user_passwd)
+    tk = usub.add_parser("token", help="make a new API token for scripts (replaces the old one; "
+                                       "printed once, only its hash is stored)")
+    tk.add_argument("username", metavar="USERNAME")
+    tk.add_argument("--revoke", action="store_true", help="remove the token instead")
+    tk.set_defaults(func=cmd_user_token)
+
+
+def read_password(path: str | None) -> str:
+    """From a file's first line, else a prompt (twice) on a terminal, else stdin's first line."""
+    if path:
+        try:
+            pw = Path(path).read_text(encoding="utf-8").splitlines()[:1]
+        except OSError as e:
+            raise CliError(f"{path}: cannot read: {e.strerror}") from None
+        pw = pw[0] if pw else ""
+    elif sys.stdin.isatty():
+        pw = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != pw:
+            raise CliError("the two passwords differ")
+    else:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    if len(pw) < 4:
+        raise CliError("the password is empty or shorter than 4 characters")
+    return pw
+
+
+def cmd_user_add(args, ctx):
+    from admin.passwords import hash_password
+
+    pw_hash = hash_password(read_password(args.password_file))
+    with ctx.transaction() as conn:
+        u = store.add_user(conn, args.username, pw_hash, args.role, args.email, actor=ctx.actor)
+    print(f"user {u['username']} added ({u['role']})")
+
+
+def cmd_user_passwd(args, ctx):
+    from admin.passwords import hash_password
+
+    pw_hash = hash_password(read_password(args.password_file))
+    with ctx.transaction() as conn:
+        store.set_password(conn, args.username, pw_hash, actor=ctx.actor)
+    print(f"password of {args.username.lower()} changed")
+
+
+def cmd_user_token(args, ctx):
+    """H6: the JSON API's bearer token (admin.web.api); the role rules of the user apply."""
+    from admin.web import api
+
+    with ctx.transaction() as conn:
+        if args.revoke:
+            if not api.revoke_token(conn, args.username):
+                raise StoreError(f"no user named {args.username}")
+            print(f"API token of {args.username.lower()} revoked", file=sys.stderr)
+            return
+        token = api.issue_token(conn, args.username, actor=ctx.actor)
+    print(f"API token of {args.username.lower()} (shown once; send it as "
+          f"'Authorization: Bearer TOKEN'):", file=sys.stderr)
+    print(token)
+
+
+# --- resolve (dnsd, H2) ---------------------------------------------------------------------
+
+def register_resolve(sub):
+    p = sub.add_parser("resolve", help="what the DNS server answers for NAME, and why each "
+                                       "other mirror was not chosen")
+    p.add_argument("name", metavar="NAME", help="e.g. www, de, de2 (the zone is added) or a full name")
+    p.add_argument("--client", metavar="IP", help="the client's address (default: unknown location)")
+    p.add_argument("--type", default="A", metavar="TYPE", help="A (default), AAAA, ...")
+    p.set_defaults(func=cmd_resolve)
+
+
+def cmd_resolve(args, ctx):
+    from dnsd.resolve import run_resolve
+    from dnsd.zonefile import ZoneError
+
+    try:
+        lines = run_resolve(ctx.cfg, ctx.engine, args.name, args.client, args.type)
+    except (ValueError, ZoneError) as e:
+        raise CliError(str(e)) from None
+    print("\n".join(lines))
+
+
+# --- the parser and main -----------------------------------------------------------------------
+
+REGISTRARS = [
+    register_db, register_add, register_edit, register_list, register_show, register_status,
+    register_note, register_import, register_user, register_resolve,
+]
+
+from admin.cli_probes import register_mail, register_probe  # noqa: E402  (H4: probe, mail test)
+
+REGISTRARS += [register_probe, register_mail]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mirrorctl", description="Manage the mirror table of mirrordns.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file (default: $MIRRORDNS_CONFIG, else ./mirrordns.toml)")
+    parser.add_argument("--actor", help="who is acting, for the audit log (default: login name)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def _db_message(e: sa.exc.DBAPIError, ctx: Ctx) -> str:
+    text = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the database has no mirrordns schema yet: run `mirrorctl db upgrade` first"
+    return f"database error: {text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ctx = Ctx(args)
+    try:
+        rc = args.func(args, ctx)
+        return int(rc or 0)
+    except (StoreError, ConfigError, CliError) as e:
+        print(f"mirrorctl: error: {e}", file=sys.stderr)
+    except sa.exc.DBAPIError as e:
+        print(f"mirrorctl: error: {_db_message(e, ctx)}", file=sys.stderr)
+    except sa.exc.ArgumentError as e:
+        print(f"mirrorctl: error: [database] url: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("mirrorctl: interrupted, nothing written", file=sys.stderr)
+        return 130
+    finally:
+        ctx.close()
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

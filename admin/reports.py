@@ -1,0 +1,176 @@
+"""Scheduled mails: the weekly status report to the list and the daily reminders to maintainers.
+
+Each job runs inside one transaction that checks `job_runs`, queues its mails and moves
+`job_runs.last_run_at`, so a restart (or a second admin node) never sends a report twice and a
+crash mid-job sends nothing rather than half. The reminder job runs hourly and each mirror carries
+its own `reminder_mailed_at`, so a maintainer gets one reminder a day counted from the outage, not
+from whenever the job happened to run.
+
+Templates are the probe mail templates (probes/templates/*.txt), rendered by probes.mails.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import sqlalchemy as sa
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from dnsd.models import (
+    ACTIVE,
+    DISABLED_ADMIN,
+    DISABLED_PROBES,
+    PENDING,
+    job_runs,
+    mirror_health,
+    mirrors,
+)
+from probes import mails
+from probes.probe import fmt_age
+
+WEEKLY = "weekly-report"
+REMINDERS = "daily-reminders"
+JOBS = {WEEKLY: _dt.timedelta(days=7), REMINDERS: _dt.timedelta(hours=1)}
+
+
+def _now(reactor) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(reactor.seconds(), _dt.UTC).replace(tzinfo=None)
+
+
+def run_job(conn: sa.Connection, job: str, period: _dt.timedelta, now: _dt.datetime, fn):
+    """Run fn(conn) if `job` last ran `period` ago or never; record the run in the same transaction.
+    Returns fn's result, or None when the job was not due."""
+    last = conn.execute(sa.select(job_runs.c.last_run_at).where(job_runs.c.job == job)).scalar()
+    if last is not None and now - last < period:
+        return None
+    result = fn(conn)
+    if last is None:
+        conn.execute(job_runs.insert().values(job=job, last_run_at=now))
+    else:
+        conn.execute(job_runs.update().where(job_runs.c.job == job).values(last_run_at=now))
+    return result
+
+
+def _mirror_rows(conn):
+    q = (sa.select(mirrors, mirror_health.c.last_error, mirror_health.c.last_sync_at,
+                   mirror_health.c.uptime_7d, mirror_health.c.geo_check,
+                   mirror_health.c.reminder_mailed_at, mirror_health.c.failures_in_row)
+         .select_from(mirrors.outerjoin(mirror_health, mirror_health.c.mirror_id == mirrors.c.id))
+         .order_by(mirrors.c.country, mirrors.c.name, mirrors.c.id))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def weekly_report(conn: sa.Connection, cfg, now: _dt.datetime) -> int | None:
+    """Queue the weekly status of all mirrors to the list; returns the outbox id."""
+    groups: dict[str, list] = {ACTIVE: [], DISABLED_PROBES: [], DISABLED_ADMIN: [], PENDING: []}
+    for m in _mirror_rows(conn):
+        if m["status"] not in groups:
+            continue
+        age = (now - m["last_sync_at"]).total_seconds() if m["last_sync_at"] else None
+        groups[m["status"]].append({
+            "display": mails.display_name(m), "country": m["country"],
+            "since": m["status_since"].strftime("%Y-%m-%d %H:%M") if m["status_since"] else "?",
+            "status_reason": m["status_reason"], "last_error": m["last_error"] or "",
+            "sync_text": fmt_age(age) + (" ago" if age is not None else ""),
+            "uptime_text": f"{m['uptime_7d'] * 100:.1f} %" if m["uptime_7d"] is not None else "",
+            "geo_check": m["geo_check"] or "",
+        })
+    return mails.queue(conn, cfg, "weekly", "weekly.txt", [cfg.mail.list],
+                       now=now.strftime("%Y-%m-%d %H:%M"), working=groups[ACTIVE],
+                       by_probes=groups[DISABLED_PROBES], by_admin=groups[DISABLED_ADMIN],
+                       pending=groups[PENDING])
+
+
+def daily_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> list[int]:
+    """Queue a reminder to the maintainers of every mirror disabled by probes, or out of sync, for
+    more than `[mail] reminder_hours`, unless it got one in the last day (an hour's slack)."""
+    hours = _dt.timedelta(hours=cfg.mail.reminder_hours)
+    again = hours - _dt.timedelta(hours=1)
+    out = []
+    for m in _mirror_rows(conn):
+        disabled = m["status"] == DISABLED_PROBES and m["status_since"] <= now - hours
+        out_of_sync = (m["status"] == ACTIVE and m["last_sync_at"] is not None
+                       and m["last_sync_at"] <= now - hours)
+        if not (disabled or out_of_sync):
+            continue
+        if m["reminder_mailed_at"] is not None and now - m["reminder_mailed_at"] < again:
+            continue
+        to, names = mails.maintainer_list(conn, m["id"])
+        if not to:
+            continue
+        age = (now - m["last_sync_at"]).total_seconds() if m["last_sync_at"] else None
+        if disabled:
+            short = "is still out of the DNS rotation"
+            problem = (f"has been out of the DNS rotation for {fmt_age((now - m['status_since']).total_seconds())}"
+                       " because it fails its checks")
+            since = m["status_since"]
+        else:
+            short = "is out of sync"
+            problem = f"has not synced for {fmt_age(age)}"
+            since = m["last_sync_at"]
+        cls = (m["last_error"] or "").split(":", 1)[0]
+        mid = mails.queue(
+            conn, cfg, "reminder", "reminder.txt", to, mirror_id=m["id"],
+            mirror={"display": mails.display_name(m), "hostname": m["hostname"],
+                    "status": m["status"], "status_reason": m["status_reason"]},
+            maintainer_names=names, problem_short=short, problem=problem,
+            since=since.strftime("%Y-%m-%d %H:%M"), last_error=m["last_error"] or "",
+            last_sync=(m["last_sync_at"].strftime("%Y-%m-%d %H:%M UTC") + f" ({fmt_age(age)} ago)")
+            if m["last_sync_at"] else "never seen",
+            hints=mails.hints_for([cls] if cls else ["stale"], cfg.dns.zone,
+                                 addresses=(m["ipv4"], m["ipv6"])))
+        if m["failures_in_row"] is None:          # no health row yet (never probed)
+            conn.execute(mirror_health.insert().values(mirror_id=m["id"], reminder_mailed_at=now,
+                                                       updated_at=now))
+        else:
+            conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == m["id"])
+                         .values(reminder_mailed_at=now))
+        out.append(mid)
+    return out
+
+
+class ReportsService(service.Service):
+    name = "reports"
+    _log = Logger()
+
+    def __init__(self, cfg, pool, reactor, check_interval: float = 300.0):
+        self.cfg, self.pool, self.reactor = cfg, pool, reactor
+        self.check_interval = check_interval
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.check_interval, now=True).addErrback(
+            lambda f: self._log.failure("reports loop stopped", f))
+
+    def stopService(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return super().stopService()
+
+    def tick(self) -> defer.Deferred:
+        return defer.ensureDeferred(self._tick())
+
+    async def _tick(self) -> dict:
+        done = {}
+        for job, fn in ((WEEKLY, weekly_report), (REMINDERS, daily_reminders)):
+            now = _now(self.reactor)
+            try:
+                res = await self.pool.run(
+                    lambda conn, job=job, fn=fn, now=now: run_job(
+                        conn, job, JOBS[job], now, lambda c: fn(c, self.cfg, now)))
+            except Exception:
+                self._log.failure("scheduled job {job} failed", job=job)
+                continue
+            done[job] = res
+            if res:
+                self._log.info("scheduled job {job} queued {result}", job=job, result=res)
+        return done
+
+
+def makeService(cfg, pool, reactor) -> ReportsService:
+    return ReportsService(cfg, pool, reactor)

@@ -1,0 +1,519 @@
+"""The private admin pages under /admin (login required).
+
+Reading goes through admin.web.queries; every change goes through admin.store, which writes the
+audit row, bumps the table version (so the DNS plan follows within a poll interval) and queues the
+list mail, all in the one transaction `pool.run` gives it. Roles follow php.net's rule: admins
+change anything; helpers may disable a mirror and add notes, nothing else (enforced here per
+route, and the pages hide what a helper cannot use).
+
+After a successful POST the browser is redirected (303) with ``?done=<code>``, so a reload does
+not repeat the change; a refused change re-renders the page with the message and a 400/409.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from email.utils import formataddr
+
+from twisted.logger import Logger
+
+from admin import store
+from admin.waitinglist import is_web_url
+from admin.web import graphs, queries
+from admin.web.auth import LoginPages
+from admin.web.framework import (
+    HTTPError,
+    Response,
+    Router,
+    WebContext,
+    form_value,
+    redirect,
+)
+from dnsd import countries
+from dnsd.models import STATUSES
+from dnsd.outbox import queue_mail
+from probes import history
+
+_log = Logger(namespace="admin.web.pages")
+
+DONE = {
+    "disabled": "Mirror disabled; it leaves DNS answers within seconds.",
+    "enabled": "Mirror enabled; the probes decide when it serves.",
+    "retired": "Mirror retired.",
+    "note": "Note added.",
+    "saved": "Changes saved.",
+    "unchanged": "Nothing changed.",
+    "queued": "Mail queued in the outbox.",
+    "status": "Application status changed.",
+    "accepted": "Application accepted: a pending mirror was created.",
+    "added": "Mirror added (pending until enabled).",
+}
+
+DISPLAY_FIELDS = ("provider_name", "provider_url", "provider_logo")
+DNS_FIELDS = ("name", "hostname", "country", "ipv4", "ipv6", "http_url", "https_url", "ftp_url",
+              "rsync_url", "backup", "weight")
+SPEC_FIELDS = ("bandwidth_mbit", "cores", "memory_gb", "disk_gb", "has_ipv6", "has_https")
+BOOL_FIELDS = ("backup", "has_ipv6", "has_https")
+LABELS = {
+    "provider_name": "Provider name", "provider_url": "Provider URL", "provider_logo": "Logo URL",
+    "maintainers": "Maintainers", "name": "Name (ccN)", "hostname": "Host name",
+    "country": "Country", "ipv4": "IPv4 address", "ipv6": "IPv6 address",
+    "http_url": "HTTP URL", "https_url": "HTTPS URL", "ftp_url": "FTP URL", "rsync_url": "rsync URL",
+    "backup": "Backup mirror (answers only when no other tier has mirrors)",
+    "weight": "Admin weight", "bandwidth_mbit": "Bandwidth (Mbit/s)", "cores": "CPU cores",
+    "memory_gb": "Memory (GB)", "disk_gb": "Disk (GB)", "has_ipv6": "Serves over IPv6",
+    "has_https": "Serves over HTTPS",
+}
+HINTS = {
+    "name": "two letters and a number, e.g. de2; empty = no DNS name yet",
+    "weight": "multiplies the score; 0 keeps it out of answers, 1 is normal",
+    "maintainers": "one per line: Name <address@example.org>",
+    "provider_logo": "https URL of a small image",
+}
+MAIL_TARGETS = ("mirror", "list", "all")
+
+
+def build(ctx: WebContext) -> Router:
+    r = Router(ctx, login_url="/admin/login")
+    LoginPages(ctx).install(r)
+    p = AdminPages(ctx)
+    r.add("GET", r"", p.mirror_list)
+    r.add("GET", r"mirrors", p.mirror_list)
+    r.add("GET", r"mirrors/new", p.new_form, role="admin")
+    r.add("POST", r"mirrors/new", p.new_mirror, role="admin")
+    r.add("GET", r"mirrors/(?P<mid>\d+)", p.mirror_page)
+    r.add("GET", r"mirrors/(?P<mid>\d+)/edit", p.edit_form, role="admin")
+    r.add("POST", r"mirrors/(?P<mid>\d+)/edit", p.edit, role="admin")
+    r.add("POST", r"mirrors/(?P<mid>\d+)/disable", p.disable)                 # helpers too
+    r.add("POST", r"mirrors/(?P<mid>\d+)/enable", p.enable, role="admin")
+    r.add("POST", r"mirrors/(?P<mid>\d+)/retire", p.retire, role="admin")
+    r.add("POST", r"mirrors/(?P<mid>\d+)/notes", p.add_note)                  # helpers too
+    r.add("GET", r"mail", p.mail_form)
+    r.add("POST", r"mail", p.mail, role="admin")
+    r.add("GET", r"applications", p.applications)
+    r.add("GET", r"applications/(?P<aid>\d+)", p.application)
+    r.add("POST", r"applications/(?P<aid>\d+)/status", p.application_status, role="admin")
+    r.add("POST", r"applications/(?P<aid>\d+)/accept", p.accept, role="admin")
+    return r
+
+
+def _actor(request) -> str:
+    return request.mirrordns_session.user.username
+
+
+def _done(request) -> str:
+    return DONE.get(form_value(request, "done"), "")
+
+
+class AdminPages:
+    def __init__(self, ctx: WebContext):
+        self.ctx = ctx
+
+    @property
+    def mail_settings(self) -> store.MailSettings:
+        return store.MailSettings.from_config(self.ctx.cfg)
+
+    def _max_age(self) -> float:
+        return float(self.ctx.cfg.dns.max_sync_age)
+
+    # --- mirror list -------------------------------------------------------------------------
+
+    async def mirror_list(self, request):
+        country = form_value(request, "country").upper()
+        status = form_value(request, "status")
+        if country and not countries.is_country(country):
+            country = ""
+        if status not in STATUSES:
+            status = ""
+        data = await self.ctx.pool.run_readonly(queries.mirror_list(
+            country, status, now=self.ctx.now(), max_age=self._max_age()))
+        plan = getattr(self.ctx.plan, "current", None) if self.ctx.plan is not None else None
+        for g in data["groups"]:
+            for m in g["mirrors"]:
+                # an active mirror can still be out of the answers (out of sync, weight 0, ...)
+                e = plan.by_id.get(m["id"]) if plan is not None else None
+                m["plan_reason"] = e.reason if (e is not None and not e.serving) else ""
+        return self.ctx.render("admin/mirrors.html", request, title="Mirrors", flash=_done(request),
+                               country=country, status=status, statuses=queries.STATUS_ORDER,
+                               max_age=self._max_age(), **data)
+
+    # --- mirror page -------------------------------------------------------------------------
+
+    async def _load(self, mid: str) -> dict:
+        m = await self.ctx.pool.run_readonly(queries.mirror_page(
+            int(mid), now=self.ctx.now(), max_age=self._max_age()))
+        if m is None:
+            raise HTTPError(404, "No such mirror.")
+        return m
+
+    async def mirror_page(self, request, mid, *, error: str = "", code: int = 200,
+                          form: dict | None = None):
+        m = await self._load(mid)
+        history = await self.ctx.pool.run_readonly(_history(m["id"], self.ctx.now()))
+        now = self.ctx.now()
+        html = self.ctx.render(
+            "admin/mirror.html", request, title=m["name"] or m["hostname"], m=m,
+            flash=error or _done(request), flash_kind="bad" if error else "ok",
+            geo=self._geo_check(m), plan=self._plan_entry(m),
+            uptime=graphs.uptime_days(history["days"], now.date()),
+            rtt=graphs.rtt_hours(history["hours"], now),
+            form=form or {}, max_age=self._max_age(), labels=LABELS)
+        return Response(html, code=code)
+
+    def _geo_check(self, m: dict) -> list[dict]:
+        """Where each address of the mirror geolocates, against the country it is listed in."""
+        out = []
+        for fam, ip in (("IPv4", m["ipv4"]), ("IPv6", m["ipv6"])):
+            if not ip:
+                continue
+            cc = None
+            if self.ctx.geo is not None:
+                try:
+                    cc = self.ctx.geo.country(ip)
+                except Exception:  # noqa: BLE001 -- a geo failure must not break the page
+                    _log.failure("geo lookup of {ip}", ip=ip)
+            out.append({"family": fam, "address": ip, "country": cc,
+                        "known": self.ctx.geo is not None,
+                        "ok": cc == m["country"] if cc else None})
+        return out
+
+    def _plan_entry(self, m: dict):
+        """The mirror as the live DNS plan sees it (None: no plan handed in, the web runs alone)."""
+        holder = self.ctx.plan
+        plan = getattr(holder, "current", None) if holder is not None else None
+        if plan is None:
+            return None
+        e = plan.by_id.get(m["id"])
+        return {"version": plan.version, "built_at": plan.built_at, "entry": e,
+                "serving": bool(e and e.serving),
+                "reason": (e.reason if e else "not in the plan"),
+                "score": e.score if e else None}
+
+    # --- edit --------------------------------------------------------------------------------
+
+    async def edit_form(self, request, mid):
+        m = await self._load(mid)
+        form = _form_from_mirror(m)
+        return self.ctx.render("admin/edit.html", request, title=f"Edit {m['name'] or m['hostname']}",
+                               m=m, form=form, errors={}, labels=LABELS, hints=HINTS,
+                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
+                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
+                               countries=countries.all_countries(), new=False)
+
+    async def edit(self, request, mid):
+        m = await self._load(mid)
+        form = _form_from_request(request)
+        values, people, errors = validate_mirror_form(form)
+        if not errors:
+            actor = _actor(request)
+
+            def thd(conn):
+                res = store.edit_mirror(conn, f"#{m['id']}", actor, **values)
+                old = [{"name": x["name"], "email": x["email"]} for x in m["maintainers"]]
+                changed_people = people != old
+                if changed_people:
+                    store.set_maintainers(conn, f"#{m['id']}", actor, people)
+                return bool(res["changed"]) or changed_people
+            try:
+                changed = await self.ctx.pool.run(thd)
+            except store.StoreError as e:
+                errors["name" if "name" in str(e) and "used by" in str(e) else "_"] = str(e)
+            else:
+                return redirect(f"/admin/mirrors/{m['id']}",
+                                done="saved" if changed else "unchanged")
+        html = self.ctx.render("admin/edit.html", request, title=f"Edit {m['name'] or m['hostname']}",
+                               m=m, form=form, errors=errors, labels=LABELS, hints=HINTS,
+                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
+                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
+                               countries=countries.all_countries(), new=False)
+        return Response(html, code=400)
+
+    async def new_form(self, request):
+        form = {k: "" for k in (*DISPLAY_FIELDS, *DNS_FIELDS, *SPEC_FIELDS, "maintainers")}
+        form.update(weight="1", country=form_value(request, "country").upper())
+        return self._new_page(request, form, {}, 200)
+
+    def _new_page(self, request, form, errors, code):
+        html = self.ctx.render("admin/edit.html", request, title="Add a mirror", m=None, form=form,
+                               errors=errors, labels=LABELS, hints=HINTS,
+                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
+                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
+                               countries=countries.all_countries(), new=True)
+        return Response(html, code=code)
+
+    async def new_mirror(self, request):
+        form = _form_from_request(request)
+        values, people, errors = validate_mirror_form(form)
+        if not errors:
+            actor = _actor(request)
+            name = values.pop("name")
+            country, hostname = values.pop("country"), values.pop("hostname")
+            try:
+                m = await self.ctx.pool.run(lambda conn: store.add_mirror(
+                    conn, actor=actor, mail=self.mail_settings, country=country, hostname=hostname,
+                    name=name, auto_name=not name, status="pending", maintainers_=people,
+                    **values))
+            except store.StoreError as e:
+                errors["name" if "name" in str(e) else "_"] = str(e)
+            else:
+                return redirect(f"/admin/mirrors/{m['id']}", done="added")
+        return self._new_page(request, form, errors, 400)
+
+    # --- status changes and notes ------------------------------------------------------------
+
+    async def _change(self, request, mid, op, done):
+        m = await self._load(mid)
+        try:
+            await self.ctx.pool.run(lambda conn: op(conn, f"#{m['id']}"))
+        except store.StoreError as e:
+            return await self.mirror_page(request, mid, error=str(e), code=409)
+        return redirect(f"/admin/mirrors/{m['id']}", done=done)
+
+    async def disable(self, request, mid):
+        reason = form_value(request, "reason")
+        if not reason:
+            return await self.mirror_page(request, mid, code=400, form={"disable_error":
+                                          "Please give a reason; it is mailed to the maintainers."})
+        actor = _actor(request)
+        return await self._change(request, mid, lambda conn, ref: store.disable(
+            conn, ref, actor, reason, self.mail_settings), "disabled")
+
+    async def enable(self, request, mid):
+        reason = form_value(request, "reason")
+        actor = _actor(request)
+        return await self._change(request, mid, lambda conn, ref: store.enable(
+            conn, ref, actor, self.mail_settings, reason), "enabled")
+
+    async def retire(self, request, mid):
+        reason = form_value(request, "reason")
+        if not reason:
+            return await self.mirror_page(request, mid, code=400, form={"retire_error":
+                                          "Please say why the mirror is retired."})
+        actor = _actor(request)
+        return await self._change(request, mid, lambda conn, ref: store.retire(
+            conn, ref, actor, reason, self.mail_settings), "retired")
+
+    async def add_note(self, request, mid):
+        text = form_value(request, "text")
+        if not text:
+            return await self.mirror_page(request, mid, code=400,
+                                          form={"note_error": "An empty note says nothing."})
+        if len(text) > 10000:
+            return await self.mirror_page(request, mid, code=400, form={
+                "note_error": "Notes are limited to 10,000 characters.", "note": text})
+        actor = _actor(request)
+        return await self._change(request, mid, lambda conn, ref: store.add_note(
+            conn, ref, actor, text), "note")
+
+    # --- form-to-mail ------------------------------------------------------------------------
+
+    async def mail_form(self, request):
+        form = {"target": form_value(request, "target") or "mirror",
+                "mirror": form_value(request, "mirror"), "subject": "", "body": ""}
+        return await self._mail_page(request, form, {}, None, 200, flash=_done(request))
+
+    async def _mail_page(self, request, form, errors, preview, code, flash=""):
+        choices = await self.ctx.pool.run_readonly(queries.mirror_choices)
+        sent = await self.ctx.pool.run_readonly(queries.sent_mails())
+        html = self.ctx.render("admin/mail.html", request, title="Mail", form=form, errors=errors,
+                               preview=preview, choices=choices, sent=sent, flash=flash)
+        return Response(html, code=code)
+
+    async def mail(self, request):
+        form = {"target": form_value(request, "target"), "mirror": form_value(request, "mirror"),
+                "subject": form_value(request, "subject"),
+                "body": form_value(request, "body").replace("\r\n", "\n")}
+        action = form_value(request, "action")
+        errors = {}
+        if form["target"] not in MAIL_TARGETS:
+            errors["target"] = "Choose who gets the mail."
+        if not form["subject"]:
+            errors["subject"] = "A subject, please."
+        elif len(form["subject"]) > 200 or "\n" in form["subject"] or "\r" in form["subject"]:
+            errors["subject"] = "One line of at most 200 characters."
+        if not form["body"]:
+            errors["body"] = "The mail has no text."
+        if form["target"] == "mirror" and not form["mirror"].isdigit():
+            errors["mirror"] = "Choose a mirror."
+        mails = []
+        if not errors:
+            mails = await self.ctx.pool.run_readonly(lambda conn: _mail_recipients(
+                conn, form["target"], int(form["mirror"]) if form["mirror"].isdigit() else None,
+                self.ctx.cfg.mail.list))
+            if not mails:
+                errors["mirror" if form["target"] == "mirror" else "target"] = (
+                    "Nobody to send to: no maintainer addresses (or no list address) are known.")
+        if errors or action != "send":
+            preview = None if errors else {"mails": mails, "count": len(mails)}
+            return await self._mail_page(request, form, errors, preview, 400 if errors else 200)
+        actor = _actor(request)
+        cfg = self.ctx.cfg
+
+        def thd(conn):
+            for mail in mails:
+                queue_mail(conn, kind="admin-mail", sender=cfg.mail.from_, to=mail["to"],
+                           subject=form["subject"], body=form["body"],
+                           mirror_id=mail["mirror_id"], author=actor,
+                           reply_to=cfg.mail.reply_to, auto=False)
+            return len(mails)
+        n = await self.ctx.pool.run(thd)
+        _log.info("{actor} queued {n} mails to {target}", actor=actor, n=n, target=form["target"])
+        return redirect("/admin/mail", done="queued")
+
+    # --- waiting list ------------------------------------------------------------------------
+
+    async def applications(self, request):
+        status = form_value(request, "status")
+        if status not in ("", "all", "new", "contacted", "accepted", "declined", "withdrawn"):
+            status = ""
+        data = await self.ctx.pool.run_readonly(queries.applications_list(status))
+        return self.ctx.render("admin/applications.html", request, title="Waiting list",
+                               status=status, flash=_done(request), **data)
+
+    async def application(self, request, aid, *, errors=None, code=200, proposed=None):
+        app = await self.ctx.pool.run_readonly(queries.application(int(aid)))
+        if app is None:
+            raise HTTPError(404, "No such application.")
+        if proposed is None:
+            proposed = await self.ctx.pool.run_readonly(
+                lambda conn: store.next_free_name(conn, app["country"]))
+        html = self.ctx.render("admin/application.html", request, title=f"Application #{app['id']}",
+                               app=app, proposed=proposed, errors=errors or {},
+                               flash=_done(request))
+        return Response(html, code=code)
+
+    async def application_status(self, request, aid):
+        status = form_value(request, "status")
+        if status not in ("new", "contacted", "declined", "withdrawn"):
+            return await self.application(request, aid, code=400, errors={
+                "status": "Choose new, contacted, declined or withdrawn (accept has its own "
+                          "button)."})
+        actor = _actor(request)
+        try:
+            await self.ctx.pool.run(lambda conn: store.set_application_status(
+                conn, int(aid), actor, status))
+        except store.StoreError as e:
+            return await self.application(request, aid, code=409, errors={"status": str(e)})
+        return redirect(f"/admin/applications/{int(aid)}", done="status")
+
+    async def accept(self, request, aid):
+        name = form_value(request, "name").lower()
+        actor = _actor(request)
+        try:
+            m = await self.ctx.pool.run(lambda conn: store.accept_application(
+                conn, int(aid), actor, name, self.mail_settings))
+        except store.StoreError as e:
+            return await self.application(request, aid, code=409, errors={"name": str(e)},
+                                          proposed=name)
+        return redirect(f"/admin/mirrors/{m['id']}", done="accepted")
+
+
+# --- form handling -------------------------------------------------------------------------------
+
+def _form_from_mirror(m: dict) -> dict:
+    form = {}
+    for k in (*DISPLAY_FIELDS, *DNS_FIELDS, *SPEC_FIELDS):
+        v = m.get(k)
+        if k in BOOL_FIELDS:
+            form[k] = bool(v)
+        else:
+            form[k] = "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+    form["maintainers"] = "\n".join(formataddr((x["name"], x["email"])) if x["name"] else x["email"]
+                                    for x in m["maintainers"])
+    return form
+
+
+def _form_from_request(request) -> dict:
+    form = {}
+    for k in (*DISPLAY_FIELDS, *DNS_FIELDS, *SPEC_FIELDS, "maintainers"):
+        if k in BOOL_FIELDS:
+            form[k] = form_value(request, k) in ("1", "on", "yes", "true")
+        else:
+            form[k] = form_value(request, k)
+    return form
+
+
+def validate_mirror_form(form: dict) -> tuple[dict, list[dict], dict]:
+    """(values for store.edit_mirror, maintainers, {field: message}); messages sit by each field."""
+    values, errors = {}, {}
+
+    def check(field, fn):
+        try:
+            values[field] = fn(form[field])
+        except store.StoreError as e:
+            errors[field] = str(e)
+
+    check("name", lambda v: store.check_name(v) if v else None)
+    check("hostname", lambda v: store.check_hostname(v) if v else _missing("a host name"))
+    check("country", lambda v: store.check_country(v) if v else _missing("a country"))
+    check("ipv4", lambda v: store.check_ip(v, 4))
+    check("ipv6", lambda v: store.check_ip(v, 6))
+    for f in ("http_url", "https_url", "ftp_url", "rsync_url"):
+        check(f, lambda v, f=f: store.check_url(v, f))
+    if not any(values.get(f) for f in ("http_url", "https_url")) and \
+            not errors.keys() & {"http_url", "https_url"}:
+        errors["http_url"] = "A mirror needs an HTTP or an HTTPS URL."
+    for f in ("provider_url", "provider_logo"):
+        v = form[f]
+        if v and not is_web_url(v):
+            errors[f] = "An http:// or https:// address, please."
+        elif len(v) > 512:
+            errors[f] = "At most 512 characters."
+        else:
+            values[f] = v
+    if len(form["provider_name"]) > 255:
+        errors["provider_name"] = "At most 255 characters."
+    else:
+        values["provider_name"] = form["provider_name"]
+    try:
+        w = float(form["weight"] or "1")
+        if not (0 <= w <= 1000):
+            raise ValueError
+        values["weight"] = w
+    except ValueError:
+        errors["weight"] = "A number from 0 to 1000."
+    for f in ("bandwidth_mbit", "cores", "memory_gb", "disk_gb"):
+        v = form[f]
+        if not v:
+            values[f] = None
+        elif not v.isascii() or not v.isdigit() or int(v) > 100_000_000:
+            errors[f] = "A whole number (or empty)."
+        else:
+            values[f] = int(v)
+    for f in BOOL_FIELDS:
+        values[f] = bool(form[f])
+    people = []
+    for line in form["maintainers"].splitlines():
+        if line.strip():
+            try:
+                people.append(store.parse_maintainer(line.strip()))
+            except store.StoreError as e:
+                errors["maintainers"] = str(e)
+                break
+    return values, people, errors
+
+
+def _missing(what: str):
+    raise store.StoreError(f"Please give {what}.")
+
+
+def _mail_recipients(conn, target: str, mirror_id: int | None, list_addr: str) -> list[dict]:
+    """One mail per mirror (maintainers stay private to each other), or one to the list."""
+    if target == "list":
+        return [{"to": [list_addr], "mirror_id": None, "label": "the mailing list"}] \
+            if list_addr else []
+    groups = queries.maintainer_groups(conn)
+    if target == "mirror":
+        groups = [g for g in groups if g["id"] == mirror_id]
+    return [{"to": [formataddr((p["name"], p["email"])) for p in g["people"]],
+             "mirror_id": g["id"], "label": g["name"] or g["hostname"]} for g in groups]
+
+
+def _history(mid: int, now: _dt.datetime):
+    """Per-day (probes, passes) for 90 days and per-hour mean response time for 7 days."""
+    def thd(conn):
+        days = history.uptime_per_day(conn, mid, 90, now)
+        hours = history.rtt_per_hour(conn, mid, 7 * 24, now)
+        return {"days": {d.day: (d.probes, d.passes) for d in days},
+                "hours": {h.start: h.rtt_avg_ms for h in hours if h.rtt_avg_ms is not None}}
+    return thd

@@ -1,0 +1,65 @@
+"""Prometheus metrics of the DNS server, read from plain counters at scrape time.
+
+The answer path only bumps ints in dicts (`dnsd.answer.Stats`); this custom collector turns them
+into metric families when /metrics is scraped, so a query costs no prometheus_client call.
+
+    dnsd_queries_total{qtype, rcode}        queries answered (or refused, ...) by type and rcode
+    dnsd_answers_by_country_total{country}  answers from the geo/country rings, by client location
+    dnsd_dropped_total                      datagrams dropped (responses, shorter than a header)
+    dnsd_plan_version, dnsd_plan_age_seconds, dnsd_plan_build_seconds, dnsd_plan_mirrors_serving,
+    dnsd_db_reachable
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from dnsd.answer import qtype_name
+
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+class DNSCollector:
+    def __init__(self, answerer, holder):
+        self.answerer = answerer
+        self.holder = holder
+
+    def describe(self):
+        return []                      # no fixed description: collect() is cheap and safe
+
+    def collect(self):
+        st = self.answerer.stats
+        q = CounterMetricFamily("dnsd_queries", "DNS queries by type and response code",
+                                labels=["qtype", "rcode"])
+        for (qt, rc), n in sorted(st.by_type_rcode.copy().items()):
+            q.add_metric([qtype_name(qt) if qt >= 0 else "none", RCODES.get(rc, str(rc))], n)
+        yield q
+        c = CounterMetricFamily("dnsd_answers_by_country",
+                                "Answers chosen by client location (country, @continent, '' unknown)",
+                                labels=["country"])
+        for cc, n in sorted(st.by_country.copy().items()):
+            c.add_metric([cc], n)
+        yield c
+        yield CounterMetricFamily("dnsd_dropped", "Datagrams dropped unanswered", value=st.dropped)
+        h = self.holder
+        yield GaugeMetricFamily("dnsd_plan_version", "Table version of the live plan",
+                                value=h.version)
+        age = h.age()
+        yield GaugeMetricFamily("dnsd_plan_age_seconds", "Seconds since the live plan was swapped in",
+                                value=age if age is not None else float("nan"))
+        yield GaugeMetricFamily("dnsd_plan_build_seconds", "Time the last plan build took",
+                                value=h.build_seconds)
+        yield GaugeMetricFamily("dnsd_plan_mirrors_serving", "Mirrors serving in the live plan",
+                                value=len(h.current.serving))
+        yield GaugeMetricFamily("dnsd_db_reachable", "1 when the last plan poll reached the table",
+                                value=1 if h.db_ok else 0)
+
+
+def register(service, registry=None) -> DNSCollector:
+    """Register the collector of a DNSService into `registry` (default: the global REGISTRY,
+    which prometheus_client's MetricsResource on the admin's /metrics exposes)."""
+    from prometheus_client import REGISTRY
+
+    col = DNSCollector(service.answerer, service.plan)
+    (registry if registry is not None else REGISTRY).register(col)
+    return col

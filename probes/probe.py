@@ -1,0 +1,573 @@
+"""One probe of one mirror: URLs and addresses in, a `ProbeResult` out. No database here.
+
+A probe fetches the mirror's timestamp file from every base URL (http, https) over every address the
+table gives it (IPv4, IPv6): those are the addresses DNS hands out, so those are the ones to check,
+not whatever the mirror's own hostname resolves to. Each fetch goes first with the mirror's own host
+name, then once per name the mirror must also serve (its `ccN.Z`, `cc.Z` and the geo name): a mirror
+whose web server has no virtual host for those names would send our users to someone else's site.
+
+The client is Twisted's own (`treq` over an `Agent` whose endpoint factory pins the table address),
+chosen over `requests` on a thread pool by the benchmark in docs/probes.md: no thread per probe,
+cancellation closes the socket, and a hanging mirror holds one socket, not one thread.
+
+Every fetch of one probe shares one deadline (`[probes] timeout`), so a hanging mirror costs one
+timeout however many URLs and names it has.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.utils
+import ipaddress
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
+
+import treq.client
+from OpenSSL import SSL
+from service_identity.exceptions import CertificateError, VerificationError
+from twisted.internet import defer, protocol
+from twisted.internet import error as ierror
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.web import client as wclient
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestamp", "stale",
+                 "wrong-host", "too-large", "private-address", "error")
+FUTURE_SLACK = 3600          # a timestamp this far in the future is not believed
+
+
+class PrivateAddressRefused(Exception):
+    """The address is loopback, private, link-local or otherwise not on the Internet."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def is_forbidden_address(ip: str) -> bool:
+    """True for addresses a probe must not touch unless `[probes] allow_private` says so.
+
+    Probing is a request the system makes on an applicant's say-so; without this check a mirror
+    entry pointing at 127.0.0.1 or 10.0.0.1 would make us scan our own network.
+    """
+    try:
+        a = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
+        a = a.ipv4_mapped
+    return (a.is_private or a.is_loopback or a.is_link_local or a.is_multicast
+            or a.is_unspecified or a.is_reserved or not a.is_global)
+
+
+def utc_from_ts(ts: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).replace(tzinfo=None)
+
+
+# --- timestamp formats ---------------------------------------------------------------------------
+
+def parse_timestamp(body: bytes, fmt: str = "mirmon") -> float | None:
+    """The sync time (Unix seconds) in a timestamp file, or None when there is none.
+
+    mirmon: the first word of the body is a Unix time (`TIME` / `TIME.txt`).
+    phpnet: php.net's `/mirror-info` line `site|php version|last updated|...`; the third field.
+    debian-trace: a Debian archive trace file: a `Date:` line (RFC 2822), else the first line in
+    `date -u` form (`Sat Nov 21 08:00:01 UTC 2026`).
+    """
+    try:
+        text = body.decode("utf-8", "replace").strip()
+    except Exception:
+        return None
+    if not text:
+        return None
+    if fmt == "mirmon":
+        return _int_time(text.split()[0])
+    if fmt == "phpnet":
+        parts = text.splitlines()[0].split("|")
+        return _int_time(parts[2]) if len(parts) >= 3 else None
+    if fmt == "debian-trace":
+        lines = text.splitlines()
+        for line in lines:
+            if line.lower().startswith("date:"):
+                t = _rfc2822(line.split(":", 1)[1].strip())
+                if t is not None:
+                    return t
+        return _ctime_like(lines[0].strip())
+    raise ValueError(f"unknown timestamp format {fmt!r}")
+
+
+def _int_time(word: str) -> float | None:
+    try:
+        v = int(word)
+    except ValueError:
+        return None
+    return float(v) if v > 0 else None
+
+
+def _rfc2822(s: str) -> float | None:
+    try:
+        d = email.utils.parsedate_to_datetime(s)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.UTC)
+    return d.timestamp()
+
+
+def _ctime_like(s: str) -> float | None:
+    for f in ("%a %b %d %H:%M:%S %Z %Y", "%a %b %d %H:%M:%S %Y"):
+        try:
+            d = _dt.datetime.strptime(" ".join(s.split()), f)
+        except ValueError:
+            continue
+        return d.replace(tzinfo=_dt.UTC).timestamp()
+    return _rfc2822(s)
+
+
+# --- what to probe and what came out ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """One mirror as the probe needs it: plain data copied out of the table."""
+    mirror_id: int
+    hostname: str
+    country: str = ""
+    name: str | None = None
+    ipv4: str | None = None
+    ipv6: str | None = None
+    http_url: str | None = None
+    https_url: str | None = None
+    names: tuple[str, ...] = ()          # extra Host names the mirror must serve
+    status: str = ""
+
+
+def target_from_row(row: dict, zone: str, geo_name: str = "www") -> Target:
+    """A Target from a `mirrors` row (a mapping); the extra names follow from its name and country."""
+    names: list[str] = []
+    if row.get("name"):
+        names.append(f"{row['name']}.{zone}")
+        names.append(f"{row['country'].lower()}.{zone}")
+        if geo_name:
+            names.append(f"{geo_name}.{zone}")
+    return Target(
+        mirror_id=row["id"], hostname=row["hostname"], country=row["country"], name=row.get("name"),
+        ipv4=row.get("ipv4") or None, ipv6=row.get("ipv6") or None,
+        http_url=row.get("http_url") or None, https_url=row.get("https_url") or None,
+        names=tuple(dict.fromkeys(n.lower() for n in names)), status=row.get("status", ""),
+    )
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One GET of the timestamp file with one Host header over one address."""
+    url: str
+    host: str
+    address: str | None = None
+    family: int | None = None
+    status: int | None = None
+    ttfb_ms: float | None = None
+    total_ms: float | None = None
+    timestamp: float | None = None       # Unix seconds read from the file
+    tls_ok: bool | None = None           # None for http
+    error_class: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_class
+
+    def line(self) -> str:
+        via = f" via {self.address}" if self.address else ""
+        head = f"GET {self.url} Host: {self.host}{via}"
+        if self.ok:
+            ts = utc_from_ts(self.timestamp).isoformat(" ") if self.timestamp else "-"
+            return f"{head} -> {self.status} in {self.total_ms:.0f} ms, timestamp {ts} UTC"
+        st = f" (HTTP {self.status})" if self.status else ""
+        return f"{head} -> {self.error_class}{st}: {self.error}"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    mirror_id: int
+    at: float                            # reactor seconds when the probe started
+    ok: bool                             # serving a fresh, valid timestamp over its main URL
+    error_class: str = ""
+    error: str = ""
+    url: str = ""
+    address: str | None = None
+    family: int | None = None
+    http_status: int | None = None
+    ttfb_ms: float | None = None
+    total_ms: float | None = None
+    timestamp: float | None = None
+    sync_age: float | None = None
+    tls_ok: bool | None = None
+    ipv4_up: bool | None = None          # None: no such address in the table
+    ipv6_up: bool | None = None
+    https_ok: bool | None = None         # None: no https URL
+    geo_check: str = ""                  # "" or "192.0.2.1 in US, not DE"
+    fetches: tuple[Fetch, ...] = field(default=())
+
+    def log_lines(self) -> list[str]:
+        return [f.line() for f in self.fetches]
+
+    def describe(self) -> str:
+        """One line a person can read."""
+        if self.ok:
+            age = f", sync age {fmt_age(self.sync_age)}" if self.sync_age is not None else ""
+            return f"ok: {self.url} {self.http_status} in {self.total_ms:.0f} ms{age}"
+        return f"{self.error_class}: {self.error}"
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 3 * 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"
+
+
+# --- the HTTP side -------------------------------------------------------------------------------
+
+@implementer(IAgentEndpointFactory)
+class _PinnedEndpoints:
+    """Endpoints for one fetch: the URL's own host goes to the pinned table address; any other host
+    (a followed redirect) is resolved, and refused after connecting if it is private."""
+
+    def __init__(self, prober: Prober, url_host: str, address: str | None, family: int | None,
+                 sni: str):
+        self.p, self.url_host, self.address, self.family, self.sni = prober, url_host, address, family, sni
+        self.peer: tuple[str, int] | None = None
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii").strip("[]").lower()
+        timeout = self.p.connect_timeout
+        if host == self.url_host and self.address:
+            cls = TCP6ClientEndpoint if self.family == 6 else TCP4ClientEndpoint
+            ep = cls(self.p.reactor, self.address, uri.port, timeout=timeout)
+            sni = self.sni
+        else:
+            ep = HostnameEndpoint(self.p.reactor, uri.host, uri.port, timeout=timeout)
+            sni = host
+        if uri.scheme == b"https":
+            ep = wrapClientTLS(optionsForClientTLS(sni, trustRoot=self.p.trust_root), ep)
+        return _CheckedEndpoint(ep, self)
+
+
+class _CheckedEndpoint:
+    def __init__(self, ep, owner: _PinnedEndpoints):
+        self.ep, self.owner = ep, owner
+
+    def connect(self, factory):
+        factory.noisy = False           # no "Starting factory" log line per probe connection
+        def check(proto):
+            peer = proto.transport.getPeer()
+            self.owner.peer = (peer.host, 6 if ":" in peer.host else 4)
+            if not self.owner.p.allow_private and is_forbidden_address(peer.host):
+                proto.transport.abortConnection()
+                raise PrivateAddressRefused(f"{peer.host} is not a public address")
+            return proto
+        return self.ep.connect(factory).addCallback(check)
+
+
+class _BoundedBody(protocol.Protocol):
+    """Collects a response body up to `limit` bytes; cancelling or overflowing drops the connection."""
+
+    def __init__(self, limit: int):
+        self.limit, self.parts, self.size = limit, [], 0
+        self.done: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+
+    def _cancel(self, _d):
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes):
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.transport.stopProducing()
+            self.done.errback(BodyTooLarge(f"body over {self.limit} bytes"))
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        if self.done.called:
+            return
+        if reason.check(wclient.ResponseDone, wclient.PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def classify(f: Failure) -> tuple[str, str]:
+    """(error class, short message) for a failed fetch."""
+    inner = _flatten(f)
+    for x in inner:
+        if x.check(PrivateAddressRefused):
+            return "private-address", str(x.value)
+    for x in inner:
+        if x.check(SSL.Error):
+            return "tls", _ssl_text(x.value)
+        if x.check(VerificationError, CertificateError):
+            return "tls", "TLS: the certificate does not cover this name"
+    for x in inner:
+        if x.check(BodyTooLarge):
+            return "too-large", str(x.value)
+        if x.check(ierror.DNSLookupError):
+            return "dns", "name does not resolve"
+        if x.check(ierror.ConnectionRefusedError):
+            return "refused", "connection refused"
+        if x.check(ierror.TimeoutError, defer.CancelledError, defer.TimeoutError,
+                   ierror.TCPTimedOutError, ierror.ConnectingCancelledError):
+            return "timeout", "no complete answer in time"
+    for x in inner:
+        if x.check(ierror.ConnectError):
+            return "refused", str(x.value).strip() or "connection failed"
+    last = inner[-1] if inner else f
+    return "error", (f"{type(last.value).__name__}: {last.value}".strip())[:300]
+
+
+def _flatten(f: Failure) -> list[Failure]:
+    out = [f]
+    reasons = getattr(f.value, "reasons", None)
+    if reasons:
+        for r in reasons:
+            if isinstance(r, Failure):
+                out.extend(_flatten(r))
+    return out
+
+
+def _ssl_text(e) -> str:
+    try:
+        bits = [" ".join(str(p) for p in a if p) for a in e.args[0]]
+        return "TLS: " + "; ".join(bits)[:200]
+    except Exception:
+        return "TLS handshake failed"
+
+
+def _with_port(host: str, url: str) -> str:
+    """The Host header value: a name, plus the port when the URL has a non-default one."""
+    u = urlsplit(url)
+    default = 443 if u.scheme == "https" else 80
+    if ":" in host:                             # an IPv6 literal as the URL's host
+        host = f"[{host}]"
+    return host if u.port in (None, default) else f"{host}:{u.port}"
+
+
+class Prober:
+    """Probes one mirror at a time (`probe(target)` returns a Deferred); holds no state between
+    probes except its configuration, so one instance serves the whole loop."""
+
+    def __init__(self, cfg, reactor, geo=None, trust_root=None):
+        p = cfg.probes
+        self.reactor = reactor
+        self.geo = geo
+        self.trust_root = trust_root            # None = the platform's CAs
+        self.timeout = p.timeout
+        self.connect_timeout = min(p.connect_timeout, p.timeout)
+        self.path = p.timestamp_path
+        self.fmt = p.timestamp_format
+        self.max_age = p.max_age
+        self.max_body = p.max_body
+        self.follow = p.follow_redirects
+        self.allow_private = p.allow_private
+        self.user_agent = p.user_agent.encode()
+        self._pool = wclient.HTTPConnectionPool(reactor, persistent=False)
+
+    def probe(self, target: Target) -> defer.Deferred[ProbeResult]:
+        return defer.ensureDeferred(self._probe(target))
+
+    def timestamp_url(self, base: str) -> str:
+        u = urlsplit(base)
+        path = u.path if u.path.endswith("/") else u.path + "/"
+        return urlunsplit((u.scheme, u.netloc, path + self.path.lstrip("/"), "", ""))
+
+    async def _probe(self, t: Target) -> ProbeResult:
+        start = self.reactor.seconds()
+        deadline = start + self.timeout
+        addresses = [(a, fam) for a, fam in ((t.ipv4, 4), (t.ipv6, 6)) if a] or [(None, None)]
+        bases = [("http", t.http_url), ("https", t.https_url)]
+        combos = [(scheme, self.timestamp_url(base), a, fam)
+                  for scheme, base in bases if base for a, fam in addresses]
+        if not combos:
+            return ProbeResult(mirror_id=t.mirror_id, at=start, ok=False, error_class="error",
+                               error="the mirror has no http or https URL")
+        # The extra names are virtual-host (and certificate) settings of the web server, not of an
+        # address, so they are checked once per scheme, over the first address.
+        firsts = {}
+        for scheme, _url, a, _fam in combos:
+            firsts.setdefault(scheme, a)
+        runs = await defer.gatherResults(
+            [defer.ensureDeferred(self._combo(t, url, a, fam, deadline, names=firsts[s] == a))
+             for s, url, a, fam in combos])
+        return self._summarise(t, start, combos, runs)
+
+    async def _combo(self, t: Target, url: str, address, family, deadline,
+                     names: bool = True) -> list[Fetch]:
+        """The fetch with the mirror's own name, then (if that worked) one per extra name."""
+        own = (urlsplit(url).hostname or t.hostname).lower()
+        main = await self._fetch(url, own, address, family, deadline)
+        if not main.ok or not names:
+            return [main]
+        extra = [n for n in t.names if n != own]
+        others = await defer.gatherResults(
+            [defer.ensureDeferred(self._fetch(url, n, address, family, deadline)) for n in extra])
+        checked = []
+        for f in others:
+            if f.ok and f.timestamp != main.timestamp:
+                f = replace(f, error_class="wrong-host",
+                            error=f"serves another site for {f.host} (timestamp differs)")
+            elif not f.ok and f.error_class in ("http-status", "no-timestamp", "too-large"):
+                f = replace(f, error_class="wrong-host",
+                            error=f"does not serve {f.host}: {f.error_class}"
+                                  + (f" {f.status}" if f.status else ""))
+            checked.append(f)
+        return [main, *checked]
+
+    async def _fetch(self, url: str, name: str, address, family, deadline) -> Fetch:
+        host = _with_port(name, url)
+        base = Fetch(url=url, host=host, address=address, family=family)
+        if address and not self.allow_private and is_forbidden_address(address):
+            return replace(base, error_class="private-address",
+                           error=f"{address} is not a public address (probes.allow_private)")
+        start = self.reactor.seconds()
+        remaining = deadline - start
+        if remaining <= 0:
+            return replace(base, error_class="timeout", error="no time left in this probe")
+        https = url.startswith("https:")
+        # The request goes to the name itself (so Host, SNI and any followed redirect are right),
+        # over a connection pinned to the table address.
+        u = urlsplit(url)
+        request_url = urlunsplit((u.scheme, host, u.path, u.query, ""))
+        pinned = _PinnedEndpoints(self, name, address, family, name)
+        agent = wclient.Agent.usingEndpointFactory(self.reactor, pinned, pool=self._pool)
+        http = treq.client.HTTPClient(agent)
+        headers = Headers({b"user-agent": [self.user_agent], b"accept": [b"text/plain, */*"],
+                           b"cache-control": [b"no-cache"]})
+        current = [http.get(request_url, headers=headers, allow_redirects=self.follow)]
+        timer = self.reactor.callLater(remaining, lambda: current[0].cancel())
+        body = b""
+        status = ttfb = None
+        try:
+            resp = await current[0]
+            ttfb = (self.reactor.seconds() - start) * 1000
+            status = resp.code
+            if status != 200:
+                resp.deliverBody(_Discard())
+                err = f"HTTP {status} {resp.phrase.decode('latin-1', 'replace')}"
+                if 300 <= status < 400:
+                    loc = resp.headers.getRawHeaders(b"location", [b""])[0].decode("latin-1")
+                    err += f" (redirect to {loc})" if loc else ""
+                return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
+                                  tls_ok=True if https else None, error_class="http-status",
+                                  error=err)
+            reader = _BoundedBody(self.max_body)
+            if resp.length is not wclient.UNKNOWN_LENGTH and resp.length > self.max_body:
+                resp.deliverBody(_Discard())
+                raise BodyTooLarge(f"Content-Length {resp.length} over {self.max_body} bytes")
+            resp.deliverBody(reader)
+            current[0] = reader.done
+            body = await reader.done
+        except Exception:
+            ec, msg = classify(Failure())
+            return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
+                              tls_ok=(False if ec == "tls" else (True if status else None))
+                              if https else None, error_class=ec, error=msg)
+        finally:
+            if timer.active():
+                timer.cancel()
+        ts = parse_timestamp(body, self.fmt)
+        now = self.reactor.seconds()
+        ec, msg = "", ""
+        if ts is None:
+            ec, msg = "no-timestamp", f"no {self.fmt} timestamp in {len(body)} bytes: {body[:40]!r}"
+        elif ts > now + FUTURE_SLACK:
+            ec, msg = "no-timestamp", f"timestamp {int(ts)} lies in the future"
+            ts = None
+        return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
+                          tls_ok=True if https else None, timestamp=ts, error_class=ec, error=msg)
+
+    def _done(self, base: Fetch, pinned: _PinnedEndpoints, start, *, status, ttfb, https, tls_ok,
+              timestamp=None, error_class="", error="") -> Fetch:
+        address, family = pinned.peer if pinned.peer else (base.address, base.family)
+        return replace(base, address=address, family=family, status=status, ttfb_ms=ttfb,
+                       total_ms=(self.reactor.seconds() - start) * 1000, timestamp=timestamp,
+                       tls_ok=tls_ok, error_class=error_class, error=error)
+
+    def _summarise(self, t: Target, start, combos, runs) -> ProbeResult:
+        """The verdict input: the main scheme (http if the mirror has it) must serve a fresh file
+        over at least one address; per-family and https health are recorded beside it."""
+        main_scheme = "http" if t.http_url else "https"
+        ok_runs = [(c, r) for c, r in zip(combos, runs) if all(f.ok for f in r)]
+        main_ok = [(c, r) for c, r in ok_runs if c[0] == main_scheme]
+        fam_up = {}
+        for fam, addr in ((4, t.ipv4), (6, t.ipv6)):
+            if addr:
+                fam_up[fam] = any(c[3] == fam for c, _r in ok_runs)
+        https_ok = None
+        if t.https_url:
+            https_ok = any(c[0] == "https" for c, _r in ok_runs)
+        fetches = tuple(f for r in runs for f in r)
+        if main_ok:
+            (_c, r) = main_ok[0]
+            first, ec, err = r[0], "", ""
+        else:
+            mains = [(c, r) for c, r in zip(combos, runs) if c[0] == main_scheme]
+            r = mains[0][1]
+            bad = next(f for f in r if not f.ok)
+            first, ec, err = r[0], bad.error_class, bad.error
+        ts = first.timestamp
+        sync_age = max(0.0, start - ts) if ts is not None else None
+        if not ec and sync_age is not None and sync_age > self.max_age:
+            ec, err = "stale", f"out of sync {fmt_age(sync_age)} (limit {fmt_age(self.max_age)})"
+        tls_vals = [f.tls_ok for f in fetches if f.tls_ok is not None]
+        return ProbeResult(
+            mirror_id=t.mirror_id, at=start, ok=not ec, error_class=ec, error=err, url=first.url,
+            address=first.address, family=first.family, http_status=first.status,
+            ttfb_ms=first.ttfb_ms, total_ms=first.total_ms, timestamp=ts, sync_age=sync_age,
+            tls_ok=all(tls_vals) if tls_vals else None, ipv4_up=fam_up.get(4), ipv6_up=fam_up.get(6),
+            https_ok=https_ok, geo_check=self.geo_check(t), fetches=fetches)
+
+    def geo_check(self, t: Target) -> str:
+        """'' when every table address geolocates to the claimed country (or is unknown)."""
+        if self.geo is None or not t.country:
+            return ""
+        bad = []
+        for a in (t.ipv4, t.ipv6):
+            if not a:
+                continue
+            try:
+                cc = self.geo.country(a)
+            except Exception:
+                cc = None
+            if cc and cc.upper() != t.country.upper():
+                bad.append(f"{a} in {cc.upper()}, not {t.country.upper()}")
+        return "; ".join(bad)
+
+
+class _Discard(protocol.Protocol):
+    """Drops a body we do not want and closes the connection."""
+
+    def connectionMade(self):
+        self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        pass
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        pass

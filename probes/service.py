@@ -1,0 +1,190 @@
+"""The probe loop: every mirror probed once per `[probes] interval`, spread evenly over it.
+
+A cycle reads the mirror list, then starts mirror i at i * interval / n plus a random jitter of up
+to one slot, so the probes trickle out instead of leaving in a burst (and a mirror's probe does not
+fall at the same second each cycle). At most `concurrency` probes run at once (a DeferredSemaphore);
+a hanging mirror holds one slot for one timeout and nobody waits for it. Results are written in
+batches (one transaction per batch, each mirror's verdict, version bump and mail in it together),
+because one transaction per probe is what limits a SQLite table, not the network.
+
+The cycle's Deferred fires when every probe of it is recorded, and LoopingCall waits for it, so
+cycles never overlap; a cycle that runs long only delays the next. Every step catches and logs per
+mirror, so one bad row or one bug in one probe never stops the loop. Time comes from the reactor.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from probes import history, store
+from probes.probe import Prober, ProbeResult, utc_from_ts
+
+
+class ProbeService(service.Service):
+    name = "probes"
+    _log = Logger()
+
+    def __init__(self, cfg, pool, reactor, prober=None, geo=None, rng=None, batch_delay=0.5,
+                 batch_max=200):
+        self.cfg, self.pool, self.reactor = cfg, pool, reactor
+        self.prober = prober or Prober(cfg, reactor, geo=geo)
+        self.rng = rng or random.Random()
+        self.sem = defer.DeferredSemaphore(max(1, cfg.probes.concurrency))
+        self.batch_delay, self.batch_max = batch_delay, batch_max
+        self._pending: list[tuple[ProbeResult, defer.Deferred]] = []
+        self._flush_call = None
+        self._loop = self._stats = None
+        self._delayed: set = set()
+        self.cycles = 0
+        self.last_cycle_seconds: float | None = None
+
+    # --- service ---------------------------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self.run_cycle)
+        self._loop.clock = self.reactor
+        self._loop.start(self.cfg.probes.interval, now=True).addErrback(
+            lambda f: self._log.failure("probe loop stopped", f))
+        self._stats = task.LoopingCall(self.run_maintenance)
+        self._stats.clock = self.reactor
+        self._stats.start(self.cfg.probes.stats_interval, now=False).addErrback(
+            lambda f: self._log.failure("history loop stopped", f))
+
+    def stopService(self):
+        for lc in (self._loop, self._stats):
+            if lc is not None and lc.running:
+                lc.stop()
+        for c in list(self._delayed):
+            if c.active():
+                c.cancel()
+        self._delayed.clear()
+        super().stopService()
+        return self._flush() if self._pending else None
+
+    # --- one cycle -------------------------------------------------------------------------------
+    def run_cycle(self) -> defer.Deferred:
+        return defer.ensureDeferred(self._cycle())
+
+    async def _cycle(self):
+        start = self.reactor.seconds()
+        try:
+            c = self.cfg
+            targets = await self.pool.run_readonly(
+                lambda conn: store.load_targets(conn, c.dns.zone, c.dns.geo_name))
+        except Exception:
+            self._log.failure("probe cycle could not read the mirror list")
+            return
+        n = len(targets)
+        slot = self.cfg.probes.interval / n if n else 0
+        done = []
+        for i, t in enumerate(targets):
+            delay = i * slot + self.rng.uniform(0, slot) if slot else 0
+            d = defer.Deferred()
+            call = self.reactor.callLater(delay, self._start_one, t, d)
+            self._delayed.add(call)
+            d.addBoth(lambda r, call=call: (self._delayed.discard(call), r)[1])
+            done.append(d)
+        await defer.DeferredList(done, consumeErrors=True)
+        if self._pending:
+            await self._flush()
+        self.cycles += 1
+        self.last_cycle_seconds = self.reactor.seconds() - start
+        self._log.info("probe cycle {cycle} done: {n} mirrors in {seconds:.1f} s",
+                       cycle=self.cycles, n=n, seconds=self.last_cycle_seconds)
+        try:
+            now = utc_from_ts(self.reactor.seconds())
+            res = await self.pool.run(lambda conn: store.check_pass_share(conn, self.cfg, now))
+            if res["mailed"]:
+                self._log.warn("only {passing} of {total} mirrors pass; warned the list",
+                               passing=res["passing"], total=res["total"])
+        except Exception:
+            self._log.failure("pass share check failed")
+
+    def _start_one(self, t, d: defer.Deferred):
+        defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)
+
+    async def probe_and_record(self, t) -> dict | None:
+        """Probe one mirror and record it; never raises (the loop must not die)."""
+        try:
+            r = await self.sem.run(self.prober.probe, t)
+        except Exception:
+            self._log.failure("probe of {mirror} crashed", mirror=t.name or t.hostname)
+            return None
+        # passes at debug level: 5,000 mirrors make 17 probes a second
+        (self._log.debug if r.ok else self._log.info)(
+            "probe {mirror} ok={ok} class={error_class} ms={ms}", mirror=t.name or t.hostname,
+            mirror_id=t.mirror_id, ok=r.ok, error_class=r.error_class,
+            ms=None if r.total_ms is None else round(r.total_ms, 1))
+        try:
+            return await self._enqueue(r)
+        except Exception:
+            self._log.failure("recording the probe of {mirror} failed", mirror=t.name or t.hostname)
+            return None
+
+    # --- batched recording -----------------------------------------------------------------------
+    def _enqueue(self, r: ProbeResult) -> defer.Deferred:
+        d = defer.Deferred()
+        self._pending.append((r, d))
+        if len(self._pending) >= self.batch_max:
+            self._flush()
+        elif self._flush_call is None:
+            self._flush_call = self.reactor.callLater(self.batch_delay, self._flush)
+        return d
+
+    def _flush(self) -> defer.Deferred:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return defer.succeed(None)
+        cfg, vantage = self.cfg, self.cfg.probes.vantage
+        now = utc_from_ts(self.reactor.seconds())
+
+        def thd(conn):
+            out = []
+            for r, _d in batch:
+                # a savepoint per mirror: one bad row rolls back alone, not the batch
+                try:
+                    with conn.begin_nested():
+                        out.append(store.record_probe(conn, r, cfg, now, vantage))
+                except Exception as e:
+                    out.append(e)
+            return out
+
+        def fire(results):
+            for (r, d), res in zip(batch, results):
+                if isinstance(res, Exception):
+                    self._log.error("recording mirror {mirror_id} failed: {err!r}",
+                                    mirror_id=r.mirror_id, err=res)
+                    d.callback(None)
+                    continue
+                if res["changed"]:
+                    self._log.warn("mirror {mirror_id} is now {status}",
+                                   mirror_id=r.mirror_id, status=res["status"])
+                d.callback(res)
+
+        def failed(f):
+            self._log.failure("recording a batch of {n} probes failed", f, n=len(batch))
+            for _r, d in batch:
+                d.callback(None)
+
+        return self.pool.run(thd).addCallbacks(fire, failed)
+
+    # --- history ---------------------------------------------------------------------------------
+    def run_maintenance(self) -> defer.Deferred:
+        return defer.ensureDeferred(self._maintenance())
+
+    async def _maintenance(self):
+        now = utc_from_ts(self.reactor.seconds())
+        try:
+            done = await self.pool.run(lambda conn: history.rollup(conn, self.cfg, now))
+            if any(done.values()):
+                self._log.info("probe history rolled up: {done}", done=done)
+            await self.pool.run(lambda conn: history.refresh_stats(conn, now))
+        except Exception:
+            self._log.failure("probe history maintenance failed")

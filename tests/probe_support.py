@@ -1,0 +1,90 @@
+"""Support for probe, outbox and report tests: a synchronous DB pool for Clock-driven tests, a
+scripted prober, and mirror rows."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from twisted.internet import defer
+
+from dnsd.models import ACTIVE, maintainers, mirror_health, mirrors, outbox, table_version
+from probes.probe import ProbeResult
+
+
+class SyncPool:
+    """DBPool's interface, running thd(conn) at once on the calling thread (a Clock has no
+    threads); each call is one transaction, as with the real pool."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, thd):
+        try:
+            with self.engine.begin() as conn:
+                return defer.succeed(thd(conn))
+        except Exception:
+            return defer.fail()
+
+    run_readonly = run
+
+
+class ScriptedProber:
+    """Answers probes from a dict {mirror_id: ok or (ok, error_class)}; counts calls."""
+
+    def __init__(self, reactor, outcomes: dict):
+        self.reactor, self.outcomes, self.calls = reactor, outcomes, []
+
+    def probe(self, t):
+        self.calls.append((self.reactor.seconds(), t.mirror_id))
+        o = self.outcomes.get(t.mirror_id, True)
+        ok, ec = (o, "" if o else "refused") if isinstance(o, bool) else o
+        now = self.reactor.seconds()
+        return defer.succeed(ProbeResult(
+            mirror_id=t.mirror_id, at=now, ok=ok, error_class=ec,
+            error="" if ok else "connection refused", url=f"http://{t.hostname}/TIME",
+            address=t.ipv4, family=4, http_status=200 if ok else None, ttfb_ms=5.0,
+            total_ms=10.0 if ok else None, timestamp=now - 600, sync_age=600,
+            ipv4_up=ok, ipv6_up=None, https_ok=None))
+
+
+def add_mirror(conn, name="de1", country="DE", status=ACTIVE, ipv4="192.0.2.10",
+               emails=("ops@de1.example.net",), **kw) -> int:
+    vals = {"name": name, "hostname": f"{name}.example.net", "country": country, "ipv4": ipv4,
+                "http_url": f"http://{name}.example.net/", "status": status}
+    vals.update(kw)
+    mid = conn.execute(mirrors.insert().values(**vals)).inserted_primary_key[0]
+    for e in emails:
+        conn.execute(maintainers.insert().values(mirror_id=mid, name="Ops Team", email=e))
+    return mid
+
+
+def status_of(engine, mid):
+    with engine.connect() as c:
+        return c.execute(sa.select(mirrors.c.status, mirrors.c.status_reason)
+                         .where(mirrors.c.id == mid)).one()
+
+
+def health_of(engine, mid):
+    with engine.connect() as c:
+        return c.execute(sa.select(mirror_health).where(mirror_health.c.mirror_id == mid)
+                         ).mappings().first()
+
+
+def version(engine):
+    with engine.connect() as c:
+        return c.execute(sa.select(table_version.c.version)).scalar() or 0
+
+
+def mails(engine, kind=None):
+    with engine.connect() as c:
+        q = sa.select(outbox).order_by(outbox.c.id)
+        if kind:
+            q = q.where(outbox.c.kind == kind)
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def body_of(row) -> str:
+    """The decoded text of a queued mail (set_content may choose quoted-printable)."""
+    import email
+    import email.policy
+
+    return email.message_from_bytes(row["message"], policy=email.policy.default).get_content()

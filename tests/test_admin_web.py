@@ -1,0 +1,668 @@
+"""HTTP tests of the admin pages through treq's StubTreq (no sockets, no threads; STYLE E13)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+
+import pytest
+import sqlalchemy as sa
+from treq.testing import StubTreq
+from twisted.trial.unittest import SynchronousTestCase
+
+from admin import store
+from admin.web import build_root
+from admin.web.auth import LOCK_MINUTES, MAX_FAILURES
+from dnsd.models import (
+    applications,
+    audit,
+    current_version,
+    maintainers,
+    mirror_health,
+    mirrors,
+    notes,
+    outbox,
+    probe_results,
+    sessions,
+    users,
+)
+from tests.webfakes import T0, add_user, csrf_of, login, make_ctx
+
+BASE = "http://admin.test"
+PW = "pw-" + "x" * 12
+MAIL = store.MailSettings(sender="mirrors@example.org", list="mirrors@lists.example.org")
+
+
+def add_mirror(engine, country="DE", hostname="mirror.example.de", **kw):
+    kw.setdefault("http_url", f"http://{hostname}/")
+    kw.setdefault("ipv4", "192.0.2.10")
+    with engine.begin() as conn:
+        return store.add_mirror(conn, actor="setup", mail=None, country=country,
+                                hostname=hostname, **kw)
+
+
+class AdminWebCase(SynchronousTestCase):
+    """A fresh SQLite table per test, an admin and a helper user, and a StubTreq on the root."""
+
+    config = ""
+
+    @pytest.fixture(autouse=True)
+    def _engine(self, sqlite_engine):
+        self.engine = sqlite_engine
+
+    def setUp(self):
+        add_user(self.engine, "alice", PW, "admin")
+        add_user(self.engine, "hugo", PW, "helper")
+        self.ctx = make_ctx(self.engine, self.config)
+        self.stub = StubTreq(build_root(self.ctx))
+
+    def get(self, path, **kw):
+        kw.setdefault("allow_redirects", False)
+        r = self.successResultOf(self.stub.get(BASE + path, **kw))
+        return r, self.successResultOf(r.content()).decode()
+
+    def post(self, path, data, **kw):
+        kw.setdefault("allow_redirects", False)
+        r = self.successResultOf(self.stub.post(BASE + path, data=data, **kw))
+        return r, self.successResultOf(r.content()).decode()
+
+    def login(self, user="alice", password=PW) -> str:
+        return login(self, self.stub, user, password, BASE)
+
+    def q(self, stmt):
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).all()
+
+
+class LoginTests(AdminWebCase):
+    def test_pages_need_login(self):
+        for path in ("/admin/", "/admin/mirrors/1", "/admin/mail", "/admin/applications"):
+            r, _ = self.get(path)
+            self.assertEqual(r.code, 303, path)
+            self.assertTrue(r.headers.getRawHeaders("location")[0].startswith("/admin/login?next="))
+
+    def test_post_without_login_is_403(self):
+        m = add_mirror(self.engine)
+        r, _ = self.post(f"/admin/mirrors/{m['id']}/disable", {"reason": "x", "csrf": "x"})
+        self.assertEqual(r.code, 403)
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
+
+    def test_login_sets_hardened_cookie_and_stores_only_hash(self):
+        r, body = self.get("/admin/login")
+        token = csrf_of(body.encode())
+        r = self.successResultOf(self.stub.post(BASE + "/admin/login", data={
+            "csrf": token, "username": "alice", "password": PW, "next": "/admin/mail"},
+            allow_redirects=False))
+        self.assertEqual(r.code, 303)
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/admin/mail"])
+        cookies = [c for c in r.headers.getRawHeaders("set-cookie")
+                   if c.startswith("mirrordns_session=")]
+        self.assertEqual(len(cookies), 1)
+        c = cookies[0]
+        self.assertIn("HttpOnly", c)
+        self.assertIn("SameSite=strict", c)
+        self.assertNotIn("Secure", c)                       # plain http in this config
+        value = c.split(";")[0].split("=", 1)[1]
+        ids = [row[0] for row in self.q(sa.select(sessions.c.id))]
+        self.assertEqual(len(ids), 1)
+        self.assertNotEqual(ids[0], value)
+        import hashlib
+        self.assertEqual(ids[0], hashlib.sha256(value.encode()).hexdigest())
+
+    def test_login_csrf_required(self):
+        self.get("/admin/login")
+        r, _ = self.post("/admin/login", {"csrf": "forged", "username": "alice", "password": PW})
+        self.assertEqual(r.code, 403)
+        self.assertEqual(self.q(sa.select(sessions.c.id)), [])
+
+    def test_wrong_password(self):
+        _, body = self.get("/admin/login")
+        r, body = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "alice",
+                                              "password": "nope"})
+        self.assertEqual(r.code, 403)
+        self.assertIn("Wrong user name or password", body)
+        self.assertEqual(self.q(sa.select(users.c.failed_logins)
+                                .where(users.c.username == "alice"))[0][0], 1)
+
+    def test_unknown_user_same_message(self):
+        _, body = self.get("/admin/login")
+        r, body = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "mallory",
+                                              "password": "nope"})
+        self.assertEqual(r.code, 403)
+        self.assertIn("Wrong user name or password", body)
+
+    def test_lockout_after_repeated_failures(self):
+        for _ in range(MAX_FAILURES):
+            _, body = self.get("/admin/login")
+            self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "alice",
+                                       "password": "nope"})
+        # now even the right password is refused
+        _, body = self.get("/admin/login")
+        r, body = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "alice",
+                                              "password": PW})
+        self.assertEqual(r.code, 403)
+        self.assertIn("locked", body)
+        # after the lock expires it works again
+        self.ctx.clock.advance(LOCK_MINUTES * 60 + 1)
+        self.login()
+
+    def test_password_is_taken_verbatim(self):
+        add_user(self.engine, "spacey", "  two words  ", "admin")
+        _, body = self.get("/admin/login")
+        r, _ = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "spacey",
+                                           "password": "two words"})
+        self.assertEqual(r.code, 403)
+        self.login("spacey", "  two words  ")
+
+    def test_head_request(self):
+        r = self.successResultOf(self.stub.head(BASE + "/admin/login"))
+        self.assertEqual(r.code, 200)
+        self.assertEqual(self.successResultOf(r.content()), b"")
+
+    def test_login_next_cannot_leave_site(self):
+        _, body = self.get("/admin/login")
+        r, _ = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "alice",
+                                           "password": PW, "next": "https://evil.example/"})
+        self.assertEqual(r.headers.getRawHeaders("location"), ["/admin/"])
+
+    def test_logout(self):
+        csrf = self.login()
+        r, _ = self.post("/admin/logout", {"csrf": "bad"})
+        self.assertEqual(r.code, 403)
+        r, _ = self.post("/admin/logout", {"csrf": csrf})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(self.q(sa.select(sessions.c.id)), [])
+        r, _ = self.get("/admin/")
+        self.assertEqual(r.code, 303)
+
+    def test_session_expires(self):
+        self.login()
+        self.ctx.clock.advance(self.ctx.cfg.admin.session_hours * 3600 + 1)
+        r, _ = self.get("/admin/")
+        self.assertEqual(r.code, 303)
+
+
+class SecureCookieTests(AdminWebCase):
+    config = "[admin]\nhttps = true\n"
+
+    def test_secure_flag_under_https(self):
+        r = self.successResultOf(self.stub.get("https://admin.test/admin/login"))
+        body = self.successResultOf(r.content()).decode()
+        r = self.successResultOf(self.stub.post("https://admin.test/admin/login", data={
+            "csrf": csrf_of(body.encode()), "username": "alice", "password": PW},
+            allow_redirects=False))
+        c = [c for c in r.headers.getRawHeaders("set-cookie") if c.startswith("mirrordns_session")]
+        self.assertIn("Secure", c[0])
+
+
+class MirrorListTests(AdminWebCase):
+    def test_list_grouped_with_totals_and_filters(self):
+        de = add_mirror(self.engine, "DE", "a.example.de")
+        add_mirror(self.engine, "DE", "b.example.de")
+        us = add_mirror(self.engine, "US", "a.example.com", ipv4="198.51.100.5")
+        with self.engine.begin() as conn:
+            store.disable(conn, f"#{us['id']}", "alice", "hardware move", None)
+            store.add_note(conn, f"#{de['id']}", "alice", "talked to the admin")
+            conn.execute(mirror_health.insert().values(
+                mirror_id=de["id"], uptime_7d=0.987, last_probe_at=T0 - _dt.timedelta(minutes=5),
+                last_sync_at=T0 - _dt.timedelta(hours=3)))
+        self.login()
+        r, body = self.get("/admin/")
+        self.assertEqual(r.code, 200)
+        self.assertIn("Germany", body)
+        self.assertIn("United States", body)
+        self.assertLess(body.index("Germany"), body.index("United States"))
+        self.assertIn("disabled by admin", body)
+        self.assertIn("hardware move", body)
+        self.assertIn("98.7%", body)
+        self.assertIn("5 min ago", body)
+        self.assertIn("3 h", body)
+        self.assertIn("talked to the admin", body)
+        self.assertRegex(body, r"<b>2</b><span>serving</span>")
+        self.assertRegex(body, r"<b>1</b><span>disabled by admins</span>")
+        self.assertRegex(body, r"<b>3</b><span>total</span>")
+        r, body = self.get("/admin/?country=US")
+        self.assertNotIn("a.example.de", body)
+        self.assertIn("a.example.com", body)
+        r, body = self.get("/admin/?status=active")
+        self.assertIn("a.example.de", body)
+        self.assertNotIn("a.example.com", body)
+
+    def test_hostile_provider_name_is_escaped(self):
+        add_mirror(self.engine, provider_name="<script>alert(1)</script>")
+        self.login()
+        _, body = self.get("/admin/")
+        self.assertNotIn("<script>alert(1)</script>", body)
+        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", body)
+
+    def test_security_headers(self):
+        self.login()
+        r, _ = self.get("/admin/")
+        csp = r.headers.getRawHeaders("content-security-policy")[0]
+        self.assertIn("default-src 'none'", csp)
+        self.assertNotIn("script-src", csp)
+        self.assertEqual(r.headers.getRawHeaders("x-frame-options"), ["DENY"])
+
+    def test_stylesheet_served(self):
+        r, body = self.get("/static/style.css")
+        self.assertEqual(r.code, 200)
+        self.assertIn("text/css", r.headers.getRawHeaders("content-type")[0])
+        self.assertIn(".badge", body)
+        r, _ = self.get("/static/style.css", headers={"if-none-match": r.headers.getRawHeaders("etag")})
+        self.assertEqual(r.code, 304)
+        for bad in ("/static/../framework.py", "/static/nothing.css", "/static/"):
+            r, _ = self.get(bad)
+            self.assertEqual(r.code, 404, bad)
+
+
+class MirrorPageTests(AdminWebCase):
+    def setUp(self):
+        super().setUp()
+        self.m = add_mirror(self.engine, "DE", "mirror.example.de", ipv6="2001:db8:de::10",
+                            provider_name="<b>Hoster</b>", bandwidth_mbit=1000,
+                            maintainers_=["Jane <jane@example.de>"])
+        self.url = f"/admin/mirrors/{self.m['id']}"
+
+    def test_page_shows_everything(self):
+        with self.engine.begin() as conn:
+            for i in range(60):
+                conn.execute(probe_results.insert().values(
+                    mirror_id=self.m["id"], at=T0 - _dt.timedelta(hours=i), url="http://x/TIME",
+                    ok=i % 10 != 3, ttfb_ms=100 + i, total_ms=150 + i, http_status=200 if i % 10 != 3 else 503,
+                    error_class="" if i % 10 != 3 else "http-status"))
+            store.add_note(conn, f"#{self.m['id']}", "alice", "first note")
+            store.add_note(conn, f"#{self.m['id']}", "hugo", "second note")
+        self.login()
+        r, body = self.get(self.url)
+        self.assertEqual(r.code, 200)
+        self.assertIn("mirror.example.de", body)
+        self.assertIn("&lt;b&gt;Hoster&lt;/b&gt;", body)
+        self.assertIn("Jane &lt;jane@example.de&gt;", body)
+        self.assertLess(body.index("second note"), body.index("first note"))    # newest first
+        self.assertIn("Last 50 probe results", body)
+        self.assertEqual(body.count("http://x/TIME"), 50)
+        self.assertIn('<svg class="graph uptime"', body)
+        self.assertIn('<svg class="graph rtt"', body)
+        self.assertIn("<polyline", body)
+        self.assertIn("score", body.lower())
+        self.assertIn("bandwidth 1.00", body)
+        self.assertIn("no geo database", body)               # no locator handed in
+        self.assertIn("<b>add</b>", body)                    # the audit row of the addition
+        self.assertIn("2026-11-20: 87.5% up (21/24 probes)", body)
+
+    def test_geo_check(self):
+        class Geo:
+            def country(self, ip):
+                return {"192.0.2.10": "DE", "2001:db8:de::10": "US"}.get(ip)
+        self.ctx.geo = Geo()
+        self.login()
+        _, body = self.get(self.url)
+        self.assertIn("DE ✓", body)
+        self.assertIn("US, listed as DE", body)
+
+    def test_live_plan_shown(self):
+        from types import SimpleNamespace
+
+        from dnsd.plan import build_plan, load_rows
+
+        with self.engine.begin() as conn:
+            conn.execute(mirror_health.insert().values(
+                mirror_id=self.m["id"], last_sync_at=T0 - _dt.timedelta(days=3)))
+        with self.engine.connect() as conn:
+            plan = build_plan(load_rows(conn), self.ctx.cfg, T0)
+        self.ctx.plan = SimpleNamespace(current=plan)
+        self.login()
+        _, body = self.get(self.url)
+        self.assertIn("Not serving</span> in the live DNS plan", body)
+        self.assertIn("out of sync 3 days", body)
+        _, body = self.get("/admin/")
+        self.assertIn("not in answers: out of sync 3 days", body)
+
+    def test_missing_mirror_404(self):
+        self.login()
+        r, _ = self.get("/admin/mirrors/999")
+        self.assertEqual(r.code, 404)
+
+    def test_unknown_path_404_and_wrong_method_405(self):
+        self.login()
+        r, _ = self.get("/admin/nothing-here")
+        self.assertEqual(r.code, 404)
+        r, _ = self.get(self.url + "/disable")
+        self.assertEqual(r.code, 405)
+
+    def test_disable_with_reason(self):
+        csrf = self.login("hugo")                              # helpers may disable
+        v0 = self._version()
+        r, _ = self.post(self.url + "/disable", {"csrf": csrf, "reason": "disk failure"})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(r.headers.getRawHeaders("location"), [self.url + "?done=disabled"])
+        row = self.q(sa.select(mirrors.c.status, mirrors.c.status_reason))[0]
+        self.assertEqual(tuple(row), ("disabled-by-admin", "disk failure"))
+        self.assertGreater(self._version(), v0)
+        actors = [a for (a,) in self.q(sa.select(audit.c.actor).where(audit.c.action == "disable"))]
+        self.assertEqual(actors, ["hugo"])
+        r, body = self.get(self.url + "?done=disabled")
+        self.assertIn("Mirror disabled", body)
+
+    def test_disable_needs_reason(self):
+        csrf = self.login()
+        r, body = self.post(self.url + "/disable", {"csrf": csrf, "reason": "  "})
+        self.assertEqual(r.code, 400)
+        self.assertIn("Please give a reason", body)
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
+
+    def test_csrf_rejected(self):
+        self.login()
+        for path, data in ((self.url + "/disable", {"reason": "x"}),
+                           (self.url + "/notes", {"text": "x"}),
+                           (self.url + "/enable", {}),
+                           (self.url + "/retire", {"reason": "x"}),
+                           (self.url + "/edit", {"hostname": "x.example"}),
+                           ("/admin/mail", {"target": "list", "subject": "s", "body": "b",
+                                            "action": "send"})):
+            for bad in ({}, {"csrf": "wrong"}):
+                r, _ = self.post(path, {**data, **bad})
+                self.assertEqual(r.code, 403, (path, bad))
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
+        self.assertEqual(self.q(sa.select(notes.c.id)), [])
+        self.assertEqual(self.q(sa.select(outbox.c.id)), [])
+
+    def test_csrf_of_another_session_rejected(self):
+        other = self.login("hugo")
+        self.stub = StubTreq(build_root(self.ctx))            # a fresh cookie jar
+        self.login("alice")
+        r, _ = self.post(self.url + "/notes", {"csrf": other, "text": "x"})
+        self.assertEqual(r.code, 403)
+
+    def test_helper_cannot_enable_retire_edit_or_mail(self):
+        with self.engine.begin() as conn:
+            store.disable(conn, f"#{self.m['id']}", "alice", "x", None)
+        csrf = self.login("hugo")
+        for path, data in ((self.url + "/enable", {}), (self.url + "/retire", {"reason": "x"}),
+                           (self.url + "/edit", {"hostname": "x.example"}),
+                           ("/admin/mail", {"target": "list", "subject": "s", "body": "b",
+                                            "action": "send"}),
+                           ("/admin/mirrors/new", {"hostname": "n.example"})):
+            r, body = self.post(path, {**data, "csrf": csrf})
+            self.assertEqual(r.code, 403, path)
+            self.assertIn("helpers may disable mirrors and add notes", body)
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "disabled-by-admin")
+        for path in (self.url + "/edit", "/admin/mirrors/new"):
+            r, _ = self.get(path)
+            self.assertEqual(r.code, 403, path)
+        _, body = self.get(self.url)
+        self.assertNotIn("/enable", body)                      # the page hides what it cannot do
+        self.assertNotIn("/retire", body)
+        self.assertNotIn("/edit", body)
+
+    def test_helper_adds_note(self):
+        csrf = self.login("hugo")
+        r, _ = self.post(self.url + "/notes", {"csrf": csrf, "text": "<script>x()</script> hi"})
+        self.assertEqual(r.code, 303)
+        _, body = self.get(self.url)
+        self.assertIn("&lt;script&gt;x()&lt;/script&gt; hi", body)
+        self.assertNotIn("<script>x()", body)
+        r, body = self.post(self.url + "/notes", {"csrf": csrf, "text": ""})
+        self.assertEqual(r.code, 400)
+        self.assertIn("An empty note says nothing", body)
+
+    def test_enable_and_retire(self):
+        with self.engine.begin() as conn:
+            store.disable(conn, f"#{self.m['id']}", "alice", "x", None)
+        csrf = self.login()
+        r, _ = self.post(self.url + "/enable", {"csrf": csrf})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
+        r, body = self.post(self.url + "/enable", {"csrf": csrf})
+        self.assertEqual(r.code, 409)
+        self.assertIn("already active", body)
+        r, body = self.post(self.url + "/retire", {"csrf": csrf, "reason": ""})
+        self.assertEqual(r.code, 400)
+        r, _ = self.post(self.url + "/retire", {"csrf": csrf, "reason": "provider closed"})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(tuple(self.q(sa.select(mirrors.c.status, mirrors.c.status_reason))[0]),
+                         ("retired", "provider closed"))
+        # status changes are mailed to the list and the maintainers
+        subjects = [s for (s,) in self.q(sa.select(outbox.c.subject))]
+        self.assertTrue(any("enabled by alice" in s for s in subjects), subjects)
+        self.assertTrue(any("retired by alice" in s for s in subjects), subjects)
+
+    def _version(self):
+        with self.engine.connect() as conn:
+            return current_version(conn)
+
+
+class EditTests(AdminWebCase):
+    def setUp(self):
+        super().setUp()
+        self.m = add_mirror(self.engine, "DE", "mirror.example.de",
+                            maintainers_=["Jane <jane@example.de>"])
+        self.url = f"/admin/mirrors/{self.m['id']}/edit"
+
+    def form(self, **over):
+        f = {"name": self.m["name"], "hostname": "mirror.example.de", "country": "DE",
+             "ipv4": "192.0.2.10", "ipv6": "", "http_url": "http://mirror.example.de/",
+             "https_url": "", "ftp_url": "", "rsync_url": "", "weight": "1",
+             "provider_name": "", "provider_url": "", "provider_logo": "",
+             "maintainers": "Jane <jane@example.de>", "bandwidth_mbit": "", "cores": "",
+             "memory_gb": "", "disk_gb": ""}
+        f.update(over)
+        return f
+
+    def test_form_prefilled(self):
+        self.login()
+        r, body = self.get(self.url)
+        self.assertEqual(r.code, 200)
+        self.assertIn('value="192.0.2.10"', body)
+        self.assertIn("Jane &lt;jane@example.de&gt;", body)
+
+    def test_validation_messages_by_field(self):
+        csrf = self.login()
+        r, body = self.post(self.url, {**self.form(ipv4="300.1.2.3", country="XX", name="germany1",
+                                                   weight="-2", provider_url="javascript:alert(1)",
+                                                   maintainers="not an address", cores="many"),
+                                       "csrf": csrf})
+        self.assertEqual(r.code, 400)
+        for f in ("ipv4", "country", "name", "weight", "provider_url", "maintainers", "cores"):
+            self.assertIn(f'id="err-{f}"', body, f)
+        self.assertIn("is not an IPv4 address", body)
+        # nothing was written
+        self.assertEqual(self.q(sa.select(mirrors.c.ipv4))[0][0], "192.0.2.10")
+
+    def test_save_changes_dns_fields_and_maintainers(self):
+        csrf = self.login()
+        v0 = self._version()
+        r, _ = self.post(self.url, {**self.form(ipv4="192.0.2.99", backup="1", weight="2.5",
+                                                provider_name="<i>Uni</i>",
+                                                maintainers="Jane <jane@example.de>\nbob@example.de"),
+                                    "csrf": csrf})
+        self.assertEqual(r.code, 303)
+        row = self.q(sa.select(mirrors.c.ipv4, mirrors.c.backup, mirrors.c.weight,
+                               mirrors.c.provider_name))[0]
+        self.assertEqual(tuple(row), ("192.0.2.99", True, 2.5, "<i>Uni</i>"))
+        self.assertGreater(self._version(), v0)
+        self.assertEqual(sorted(e for (e,) in self.q(sa.select(maintainers.c.email))),
+                         ["bob@example.de", "jane@example.de"])
+        actions = [a for (a,) in self.q(sa.select(audit.c.action))]
+        self.assertIn("edit", actions)
+        self.assertIn("maintainers", actions)
+        _, body = self.get(f"/admin/mirrors/{self.m['id']}")
+        self.assertIn("&lt;i&gt;Uni&lt;/i&gt;", body)
+
+    def test_name_taken(self):
+        other = add_mirror(self.engine, "DE", "other.example.de")
+        csrf = self.login()
+        r, body = self.post(self.url, {**self.form(name=other["name"]), "csrf": csrf})
+        self.assertEqual(r.code, 400)
+        self.assertIn('id="err-name"', body)
+        self.assertIn("already used", body)
+
+    def test_add_mirror(self):
+        csrf = self.login()
+        r, body = self.get("/admin/mirrors/new")
+        self.assertEqual(r.code, 200)
+        r, body = self.post("/admin/mirrors/new", {**self.form(name="", hostname="new.example.fr",
+                                                               country="FR", ipv4="203.0.113.4",
+                                                               http_url="http://new.example.fr/"),
+                                                   "csrf": csrf})
+        self.assertEqual(r.code, 303, body)
+        row = self.q(sa.select(mirrors.c.name, mirrors.c.status)
+                     .where(mirrors.c.hostname == "new.example.fr"))[0]
+        self.assertEqual(tuple(row), ("fr1", "pending"))
+
+    def _version(self):
+        with self.engine.connect() as conn:
+            return current_version(conn)
+
+
+class MailTests(AdminWebCase):
+    config = '[mail]\nfrom = "mirrors@example.org"\nlist = "mirrors@lists.example.org"\n'
+
+    def setUp(self):
+        super().setUp()
+        self.a = add_mirror(self.engine, "DE", "a.example.de", maintainers_=["A <a@example.de>"])
+        self.b = add_mirror(self.engine, "US", "b.example.com",
+                            maintainers_=["B <b@example.com>", "c@example.com"])
+
+    def test_preview_then_send_to_one_mirror(self):
+        csrf = self.login()
+        data = {"csrf": csrf, "target": "mirror", "mirror": str(self.b["id"]),
+                "subject": "Your mirror", "body": "Hello <there>", "action": "preview"}
+        r, body = self.post("/admin/mail", data)
+        self.assertEqual(r.code, 200)
+        self.assertIn("Preview", body)
+        self.assertIn("b@example.com", body)
+        self.assertIn("Hello &lt;there&gt;", body)
+        self.assertEqual(self.q(sa.select(outbox.c.id).where(outbox.c.kind == "admin-mail")), [])
+        r, _ = self.post("/admin/mail", {**data, "action": "send"})
+        self.assertEqual(r.code, 303)
+        rows = self.q(sa.select(outbox.c.recipients, outbox.c.author, outbox.c.mirror_id,
+                                outbox.c.message).where(outbox.c.kind == "admin-mail"))
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0][0], "B <b@example.com>,c@example.com")
+        self.assertEqual(rows[0][1:3], ("alice", self.b["id"]))
+        self.assertNotIn(b"Auto-Submitted", rows[0][3])        # written by a person
+        _, body = self.get("/admin/mail")
+        self.assertIn("Your mirror", body)                      # the record of what was sent
+        self.assertIn("alice", body)
+
+    def test_all_maintainers_one_mail_per_mirror(self):
+        csrf = self.login()
+        r, _ = self.post("/admin/mail", {"csrf": csrf, "target": "all", "subject": "News",
+                                         "body": "b", "action": "send"})
+        self.assertEqual(r.code, 303)
+        rows = sorted(x for (x,) in self.q(sa.select(outbox.c.recipients)
+                                           .where(outbox.c.kind == "admin-mail")))
+        self.assertEqual(rows, ["A <a@example.de>", "B <b@example.com>,c@example.com"])
+
+    def test_list(self):
+        csrf = self.login()
+        r, _ = self.post("/admin/mail", {"csrf": csrf, "target": "list", "subject": "Hi",
+                                         "body": "b", "action": "send"})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(self.q(sa.select(outbox.c.recipients)
+                                .where(outbox.c.kind == "admin-mail"))[0][0],
+                         "mirrors@lists.example.org")
+
+    def test_validation(self):
+        csrf = self.login()
+        r, body = self.post("/admin/mail", {"csrf": csrf, "target": "mirror", "subject": "",
+                                            "body": "", "action": "send"})
+        self.assertEqual(r.code, 400)
+        self.assertIn("A subject, please.", body)
+        self.assertIn("The mail has no text.", body)
+        self.assertIn("Choose a mirror.", body)
+        self.assertEqual(self.q(sa.select(outbox.c.id).where(outbox.c.kind == "admin-mail")), [])
+
+
+class ApplicationTests(AdminWebCase):
+    def add_app(self, **kw):
+        vals = {"token": "t" + kw.get("email", "x"), "status": "new", "name": "Ann",
+                "email": "ann@example.fr", "country": "FR", "hostname": "mirror.example.fr",
+                "provider_name": "<script>bad()</script>", "bandwidth_mbit": 1000, "cores": 8,
+                "has_https": True}
+        vals.update(kw)
+        with self.engine.begin() as conn:
+            return conn.execute(applications.insert().values(**vals)).inserted_primary_key[0]
+
+    def test_list_with_counts(self):
+        self.add_app()
+        self.add_app(email="b@example.fr", status="contacted")
+        self.add_app(email="c@example.de", country="DE", status="declined")
+        self.login()
+        r, body = self.get("/admin/applications")
+        self.assertEqual(r.code, 200)
+        self.assertIn("France", body)
+        self.assertIn("2 waiting", body)
+        self.assertNotIn("c@example.de", body)                  # declined is not waiting
+        self.assertIn("&lt;script&gt;bad()&lt;/script&gt;", body)
+        r, body = self.get("/admin/applications?status=all")
+        self.assertIn("c@example.de", body)
+
+    def test_accept_creates_pending_mirror(self):
+        aid = self.add_app()
+        add_mirror(self.engine, "FR", "old.example.fr")           # fr1 is taken
+        csrf = self.login()
+        r, body = self.get(f"/admin/applications/{aid}")
+        self.assertEqual(r.code, 200)
+        self.assertIn('value="fr2"', body)                       # proposed name
+        r, _ = self.post(f"/admin/applications/{aid}/accept", {"csrf": csrf, "name": "fr2"})
+        self.assertEqual(r.code, 303)
+        m = self.q(sa.select(mirrors.c.id, mirrors.c.name, mirrors.c.status,
+                             mirrors.c.bandwidth_mbit).where(mirrors.c.name == "fr2"))[0]
+        self.assertEqual(tuple(m[1:]), ("fr2", "pending", 1000))
+        self.assertEqual(r.headers.getRawHeaders("location")[0], f"/admin/mirrors/{m[0]}?done=accepted")
+        app = self.q(sa.select(applications.c.status, applications.c.mirror_id))[0]
+        self.assertEqual(tuple(app), ("accepted", m[0]))
+        self.assertEqual(self.q(sa.select(maintainers.c.email)
+                                .where(maintainers.c.mirror_id == m[0]))[0][0], "ann@example.fr")
+        r, body = self.post(f"/admin/applications/{aid}/accept", {"csrf": csrf, "name": "fr3"})
+        self.assertEqual(r.code, 409)
+
+    def test_accept_with_taken_name(self):
+        aid = self.add_app()
+        add_mirror(self.engine, "FR", "old.example.fr")
+        csrf = self.login()
+        r, body = self.post(f"/admin/applications/{aid}/accept", {"csrf": csrf, "name": "fr1"})
+        self.assertEqual(r.code, 409)
+        self.assertIn("already used", body)
+
+    def test_status_change_and_roles(self):
+        aid = self.add_app()
+        csrf = self.login("hugo")
+        r, _ = self.post(f"/admin/applications/{aid}/status", {"csrf": csrf, "status": "declined"})
+        self.assertEqual(r.code, 403)
+        r, _ = self.post(f"/admin/applications/{aid}/accept", {"csrf": csrf})
+        self.assertEqual(r.code, 403)
+        self.stub = StubTreq(build_root(self.ctx))
+        csrf = self.login("alice")
+        r, _ = self.post(f"/admin/applications/{aid}/status", {"csrf": "x", "status": "declined"})
+        self.assertEqual(r.code, 403)
+        r, _ = self.post(f"/admin/applications/{aid}/status", {"csrf": csrf, "status": "bogus"})
+        self.assertEqual(r.code, 400)
+        r, _ = self.post(f"/admin/applications/{aid}/status", {"csrf": csrf, "status": "contacted"})
+        self.assertEqual(r.code, 303)
+        self.assertEqual(self.q(sa.select(applications.c.status))[0][0], "contacted")
+        row = self.q(sa.select(audit.c.actor, audit.c.after)
+                     .where(audit.c.action == "application-status"))[0]
+        self.assertEqual(row[0], "alice")
+        self.assertEqual(json.loads(row[1])["status"], "contacted")
+        _, body = self.get(f"/admin/applications/{aid}")
+        self.assertIn("new → <b>contacted</b>", body)
+
+
+class ErrorTests(AdminWebCase):
+    def test_failure_is_logged_500(self):
+        from twisted.logger import capturedLogs
+
+        self.login()
+
+        def boom(*a, **kw):
+            raise RuntimeError("db gone")
+        self.ctx.pool.run_readonly = boom
+        with capturedLogs() as events:
+            r, body = self.get("/admin/")
+        self.assertEqual(r.code, 500)
+        self.assertEqual(body, "internal error")
+        self.assertTrue(any(e.get("log_failure") is not None for e in events))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -1,0 +1,301 @@
+"""Browser tests of the admin in headless Debian Chromium (playwright; never `playwright install`).
+
+One process runs DNS and the web, composed like twistd.tac (tests/serve_stack.py), on a SQLite file
+seeded here; dnspython asks the real DNS listener. The tests log in, disable a mirror with a reason
+and watch it leave the DNS answer, add a note as a helper, apply as a visitor and accept the
+application as an admin, and save screenshots of the mirror list and a mirror page under
+tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect, sync_playwright
+
+from admin import store
+from admin.passwords import hash_password
+from dnsd.db import make_engine, upgrade
+from dnsd.models import applications, mirror_health, mirrors, probe_results, probe_rollups, utcnow
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PW = "browser-test-password"
+ZONE = "mirrors.example.org"
+
+
+def _seed(engine) -> dict:
+    now = utcnow()
+    h = hash_password(PW)
+    ids = {}
+    with engine.begin() as conn:
+        store.add_user(conn, "alice", h, "admin", email="alice@example.org")
+        store.add_user(conn, "hugo", h, "helper")
+        specs = [
+            ("DE", "mirror.uni-example.de", "192.0.2.10", "2001:db8:de::10", "Example University",
+             10000, 16, 64),
+            ("DE", "ftp.hoster-example.de", "192.0.2.11", None, "<script>alert('x')</script> GmbH",
+             1000, 4, 8),
+            ("US", "mirror.example.com", "198.51.100.5", "2001:db8:5::5", "Example Networks",
+             2000, 8, 32),
+            ("FR", "miroir.example.fr", "203.0.113.7", None, "Exemple SARL", 500, 2, 4),
+        ]
+        for cc, host, v4, v6, prov, bw, cores, mem in specs:
+            m = store.add_mirror(
+                conn, actor="setup", mail=None, country=cc, hostname=host, ipv4=v4, ipv6=v6,
+                http_url=f"http://{host}/pub/", https_url=f"https://{host}/pub/",
+                provider_name=prov, provider_url=f"https://{host.split('.', 1)[1]}/",
+                bandwidth_mbit=bw, cores=cores, memory_gb=mem, disk_gb=4000,
+                maintainers_=[f"Admin <admin@{host.split('.', 1)[1]}>"])
+            ids[m["name"]] = m["id"]
+        store.add_note(conn, f"#{ids['de1']}", "alice", "Upgraded to 10 Gbit/s in October.")
+        store.disable(conn, f"#{ids['fr1']}", "alice", "provider moving racks", None)
+        # history for the graphs: 14 days raw, older days rolled up
+        for name, mid in ids.items():
+            seed = sum(map(ord, name))
+            rows = []
+            for i in range(14 * 24):
+                at = now - _dt.timedelta(hours=i, minutes=3)
+                ok = (i * 7 + seed) % 23 != 0
+                rows.append({"mirror_id": mid, "at": at, "url": f"http://x/{name}/TIME",
+                             "address": "192.0.2.10", "family": 4, "http_status": 200 if ok else 503,
+                             "ttfb_ms": 40 + (i * seed) % 60, "total_ms": 60 + (i * seed) % 90,
+                             "ok": ok, "sync_age": 1800 + (i * 97) % 3000,
+                             "error_class": "" if ok else "http-status",
+                             "vantage": "probe-1"})
+            conn.execute(probe_results.insert(), rows)
+            start = (now - _dt.timedelta(days=90)).replace(hour=0, minute=0, second=0, microsecond=0)
+            roll = []
+            for d in range(90 - 14):
+                passes = 288 if (d + seed) % 17 else 200 + (d * 13) % 80
+                roll.append({"mirror_id": mid, "period": "day",
+                             "start": start + _dt.timedelta(days=d), "probes": 288,
+                             "passes": passes, "rtt_avg_ms": 90.0, "rtt_max_ms": 300.0})
+            conn.execute(probe_rollups.insert(), roll)
+            conn.execute(mirror_health.insert().values(
+                mirror_id=mid, last_probe_at=now - _dt.timedelta(minutes=3),
+                last_ok_at=now - _dt.timedelta(minutes=3), last_sync_at=now - _dt.timedelta(hours=1),
+                ipv4_up=True, ipv6_up=True, https_ok=True, uptime_24h=0.99, uptime_7d=0.971,
+                uptime_30d=0.965, rtt_p50_ms=80.0, rtt_p95_ms=140.0))
+    return ids
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, test_mmdb):
+    d = tmp_path_factory.mktemp("stack")
+    dns_port = free_port()
+    cfg = d / "mirrordns.toml"
+    cfg.write_text(f"""
+[database]
+url = "sqlite:///{d}/mirrors.sqlite"
+[dns]
+zone = "{ZONE}"
+zone_file = "{ROOT}/zones/mirrors.example.org.zone"
+listen = ["127.0.0.1:{dns_port}"]
+min_candidates = 1
+answers = 4
+poll_interval = 0.2
+[geoip]
+database = "{test_mmdb}"
+[admin]
+listen = "127.0.0.1:0"
+base_url = "http://127.0.0.1"
+[probes]
+enabled = false
+[mail]
+from = "mirrors@example.org"
+list = "mirrors@lists.example.org"
+""")
+    engine = make_engine(f"sqlite:///{d}/mirrors.sqlite")
+    upgrade(engine)
+    ids = _seed(engine)
+    log = (d / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.serve_stack", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=log,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        port = _read_port(proc, d / "server.log")
+        yield {"base": f"http://127.0.0.1:{port}", "dns_port": dns_port, "engine": engine,
+               "ids": ids, "log": d / "server.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        engine.dispose()
+
+
+def _read_port(proc, log: Path) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        r, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if r:
+            line = proc.stdout.readline().decode()
+            if line.startswith("PORT "):
+                return int(line.split()[1])
+    raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(15000)
+    yield pg
+    ctx.close()
+
+
+def login(page, base, user="alice"):
+    page.goto(f"{base}/admin/")
+    expect(page.locator("h1")).to_have_text("Log in")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PW)
+    page.click("button:has-text('Log in')")
+    expect(page.locator("h1").first).to_contain_text("Mirrors")
+
+
+def a_records(port: int, name: str) -> set[str]:
+    q = dns.message.make_query(name, "A")
+    r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+    return {rr.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
+
+
+def wait_until(check, what: str, limit: float = 20.0):
+    """Poll until check() is true; the limit only bounds a broken run, it measures nothing."""
+    deadline = time.monotonic() + limit
+    while True:
+        v = check()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        time.sleep(0.1)
+
+
+def test_disable_mirror_leaves_dns_answer(stack, page):
+    base, port = stack["base"], stack["dns_port"]
+    name = f"de.{ZONE}"
+    wait_until(lambda: a_records(port, name) == {"192.0.2.10", "192.0.2.11"},
+               "both German mirrors in the answer")
+    login(page, base)
+    page.click("a:has-text('de1')")
+    expect(page.locator("h1")).to_contain_text("mirror.uni-example.de")
+    expect(page.locator("p.plan")).to_contain_text("Serving in the live DNS plan")
+    page.fill("form[action$='/disable'] input[name=reason]", "hardware move to a new rack")
+    page.click("button:has-text('Disable')")
+    expect(page.locator(".flash")).to_contain_text("Mirror disabled")
+    expect(page.locator("h1 .badge")).to_have_text("disabled by admin")
+    wait_until(lambda: a_records(port, name) == {"192.0.2.11"}, "de1 leaving the answer")
+    page.reload()
+    expect(page.locator("p.plan")).to_contain_text(
+        "Not serving in the live DNS plan (version")
+    expect(page.locator("p.plan")).to_contain_text("disabled by admin: hardware move to a new rack")
+    with stack["engine"].connect() as conn:
+        row = conn.execute(sa.select(mirrors.c.status, mirrors.c.status_reason)
+                           .where(mirrors.c.name == "de1")).one()
+    assert tuple(row) == ("disabled-by-admin", "hardware move to a new rack")
+    # and back: enabling brings it back into the answer
+    page.click("form[action$='/enable'] button")
+    expect(page.locator(".flash")).to_contain_text("Mirror enabled")
+    wait_until(lambda: a_records(port, name) == {"192.0.2.10", "192.0.2.11"}, "de1 returning")
+
+
+def test_helper_adds_note_and_cannot_enable(stack, page):
+    base = stack["base"]
+    login(page, base, "hugo")
+    page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}")
+    expect(page.locator("a:has-text('Edit')")).to_have_count(0)
+    page.fill("textarea[name=text]", "Maintainer says: <b>new</b> disks next week")
+    page.click("button:has-text('Add note')")
+    expect(page.locator(".flash")).to_contain_text("Note added")
+    first = page.locator("ul.notes li").first
+    expect(first).to_contain_text("Maintainer says: <b>new</b> disks next week")
+    expect(first).to_contain_text("hugo")
+
+
+def test_visitor_applies_and_admin_accepts(stack, browser, page):
+    base = stack["base"]
+    visitor = browser.new_context().new_page()
+    visitor.goto(f"{base}/apply")
+    visitor.fill("input[name=name]", "Anna Applicant")
+    visitor.fill("input[name=email]", "anna@example.at")
+    visitor.select_option("select[name=country]", "AT")
+    visitor.fill("input[name=hostname]", "mirror.example.at")
+    visitor.fill("input[name=provider_name]", "Example Hosting Austria")
+    visitor.fill("input[name=bandwidth_mbit]", "1000")
+    visitor.check("input[name=has_https]")
+    visitor.click("form button[type=submit]")
+    expect(visitor.locator("h1")).to_have_text("Thank you!")
+    visitor.context.close()
+    with stack["engine"].connect() as conn:
+        assert conn.execute(sa.select(applications.c.status)
+                            .where(applications.c.email == "anna@example.at")).scalar_one() == "new"
+
+    login(page, base)
+    page.click("nav a:has-text('Waiting list')")
+    expect(page.locator("#cc-AT")).to_contain_text("1 waiting")
+    page.click("a:has-text('Anna Applicant')")
+    expect(page.locator("input[name=name]")).to_have_value("at1")
+    page.click("button:has-text('Accept')")
+    expect(page.locator(".flash")).to_contain_text("Application accepted")
+    expect(page.locator("h1")).to_contain_text("at1")
+    expect(page.locator("h1 .badge")).to_have_text("pending")
+    expect(page.locator("dd", has_text="Anna Applicant <anna@example.at>")).to_be_visible()
+
+
+def test_screenshots(stack, page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = stack["base"]
+    login(page, base)
+    # hostile provider name is shown as text, not run
+    expect(page.locator("text=<script>alert('x')</script> GmbH").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "admin-mirror-list.png"), full_page=True)
+    page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}")
+    expect(page.locator("svg.graph.uptime rect")).to_have_count(90)
+    page.screenshot(path=str(ARTIFACTS / "admin-mirror-page.png"), full_page=True)
+    page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}/edit")
+    page.fill("input[name=ipv4]", "999.1.1.1")
+    page.click("button:has-text('Save')")
+    expect(page.locator("#err-ipv4")).to_contain_text("not an IPv4 address")
+    page.screenshot(path=str(ARTIFACTS / "admin-mirror-edit-error.png"), full_page=True)
+    page.goto(f"{base}/admin/mail?target=mirror&mirror={stack['ids']['de2']}")
+    page.fill("input[name=subject]", "Disk space on your mirror")
+    page.fill("textarea[name=body]", "Hello,\n\nyour mirror is running low on disk space.\n")
+    page.click("button:has-text('Preview')")
+    expect(page.locator("pre.mail")).to_contain_text("Disk space on your mirror")
+    page.screenshot(path=str(ARTIFACTS / "admin-mail-preview.png"), full_page=True)
+    page.click("button:has-text('Send 1 mail')")
+    expect(page.locator(".flash")).to_contain_text("Mail queued")
+    expect(page.locator("table").last).to_contain_text("Disk space on your mirror")
+    page.goto(f"{base}/admin/applications?status=all")
+    page.screenshot(path=str(ARTIFACTS / "admin-waiting-list.png"), full_page=True)
+    for f in ("admin-mirror-list.png", "admin-mirror-page.png"):
+        assert (ARTIFACTS / f).stat().st_size > 10_000

@@ -1,0 +1,171 @@
+"""The pure Answerer (bytes in, bytes out) over a compiled wire table, without sockets."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import random
+import shutil
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnsd.answer import Answerer, compile_table
+from dnsd.config import parse_config
+from dnsd.geo import GeoLocator
+from dnsd.plan import build_plan, row
+from dnsd.server import DNSDatagramProtocol
+from dnsd.zonefile import parse_zone
+
+NOW = dt.datetime(2026, 11, 21, 12, 0)
+Z = "m.test"
+ZONE = "@ SOA ns1 hostmaster 7 3600 600 604800 300\n@ NS ns1\nns1 A 192.0.2.53\n"
+
+
+def make(test_mmdb, rows=None, seed=1, **dns_kw):
+    extra = "".join(f"{k} = {v}\n" for k, v in dns_kw.items())
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\n{extra}[probes]\nenabled = false\n')
+    rows = rows if rows is not None else [
+        row(id=1, name="de1", country="DE", ipv4="192.0.2.1", weight=3.0),
+        row(id=2, name="de2", country="DE", ipv4="192.0.2.2"),
+        row(id=3, name="de3", country="DE", ipv4="192.0.2.3"),
+        row(id=4, name="us1", country="US", ipv4="198.51.100.1"),
+    ]
+    plan = build_plan({"version": 5, "mirrors": rows}, cfg, NOW)
+    table = compile_table(plan, parse_zone(ZONE, Z), cfg, random.Random(seed))
+    return Answerer(GeoLocator(test_mmdb), table)
+
+
+def ask(a, name, t="A", src="127.0.0.1", udp=True, **kw):
+    q = dns.message.make_query(name, t, **kw)
+    out = a.answer(q.to_wire(), src, udp)
+    return dns.message.from_wire(out) if out is not None else None
+
+
+def addrs(r):
+    return [rd.address for rrset in r.answer for rd in rrset]
+
+
+def test_ring_follows_weights(test_mmdb):
+    # de1 weighs 3, de2 and de3 1 each: de1 comes first in about 60% of the answers
+    a = make(test_mmdb, answers=1, ring_size=1000)
+    first = collections.Counter(addrs(ask(a, f"de.{Z}"))[0] for _ in range(1000))
+    assert abs(first["192.0.2.1"] / 1000 - 0.6) < 0.06
+    assert abs(first["192.0.2.2"] / 1000 - 0.2) < 0.05
+
+
+def test_answers_per_reply_without_repeats(test_mmdb):
+    a = make(test_mmdb, answers=2)
+    for _ in range(100):
+        got = addrs(ask(a, f"de.{Z}"))
+        assert len(got) == 2 and len(set(got)) == 2
+
+
+def test_servfail_before_the_first_plan(test_mmdb):
+    a = Answerer(GeoLocator(test_mmdb), None)
+    r = ask(a, f"de.{Z}")
+    assert r.rcode() == dns.rcode.SERVFAIL
+
+
+def test_do_bit_copied_and_opt_cached(test_mmdb):
+    a = make(test_mmdb)
+    r = ask(a, f"de.{Z}", use_edns=0, want_dnssec=True)
+    assert r.ednsflags & dns.flags.DO
+    r = ask(a, f"de.{Z}", use_edns=0, want_dnssec=True)        # second time from the cache
+    assert r.ednsflags & dns.flags.DO
+    r = ask(a, f"de.{Z}", use_edns=0)
+    assert not r.ednsflags & dns.flags.DO
+
+
+@pytest.mark.parametrize("opt", [
+    struct.pack("!HBB", 1, 33, 0) + bytes(5),      # /33 for IPv4
+    struct.pack("!HBB", 1, 24, 5) + bytes(3),      # scope must be 0 in queries
+    struct.pack("!HBB", 1, 24, 0) + bytes(4),      # address longer than the prefix
+    struct.pack("!HBB", 3, 8, 0) + bytes(1),       # unknown family
+    struct.pack("!HBB", 1, 20, 0) + b"\xc0\x00\x0f",  # bits set beyond the prefix
+])
+def test_bad_ecs_is_formerr(test_mmdb, opt):
+    a = make(test_mmdb)
+    r = ask(a, f"www.{Z}", use_edns=0, options=[dns.edns.GenericOption(8, opt)])
+    assert r.rcode() == dns.rcode.FORMERR
+
+
+def test_ecs_cache_emptied_when_geo_database_reloads(tmp_path, test_mmdb):
+    path = tmp_path / "geo.mmdb"
+    shutil.copy(test_mmdb, path)
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\n')
+    plan = build_plan({"version": 1, "mirrors": [row(id=1, name="de1", country="DE",
+                                                     ipv4="192.0.2.1")]}, cfg, NOW)
+    geo = GeoLocator(str(path))
+    a = Answerer(geo, compile_table(plan, parse_zone(ZONE, Z), cfg))
+    ask(a, f"www.{Z}", src="127.0.1.1", use_edns=0,
+        options=[dns.edns.ECSOption("192.0.2.0", 24)])
+    assert a._opt_cache and a._src_cache == {}
+    ask(a, f"www.{Z}", src="127.0.1.1")
+    assert a._src_cache
+    geo._open()                                             # what check_reload does
+    assert not a._opt_cache and not a._src_cache
+
+
+def test_response_and_short_messages_are_dropped(test_mmdb):
+    a = make(test_mmdb)
+    q = dns.message.make_query(f"de.{Z}", "A").to_wire()
+    resp = q[:2] + bytes([q[2] | 0x80]) + q[3:]
+    assert a.answer(resp, "127.0.0.1") is None
+    assert a.answer(q[:11], "127.0.0.1") is None
+    assert a.stats.dropped == 2
+
+
+def test_datagram_protocol_writes_reply():
+    class T:
+        def __init__(self):
+            self.sent = []
+            self.socket = self
+
+        def sendto(self, data, addr):
+            self.sent.append((data, addr))
+
+    class A:
+        def answer(self, data, src, udp):
+            return None if data == b"drop" else data[::-1]
+
+    p = DNSDatagramProtocol(A())
+    p.makeConnection(T())
+    p.datagramReceived(b"abc", ("192.0.2.9", 5353))
+    p.datagramReceived(b"drop", ("192.0.2.9", 5353))
+    assert p.transport.sent == [(b"cba", ("192.0.2.9", 5353))]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600), st.booleans())
+def test_random_bytes_never_raise(test_mmdb, data, udp):
+    a = _shared(test_mmdb)
+    out = a.answer(data, "127.0.1.1", udp)
+    if out is not None:
+        assert out[:2] == data[:2] and out[2] & 0x80         # a response with the query's ID
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 60), st.integers(0, 255))
+def test_one_flipped_byte_never_raises(test_mmdb, pos, val):
+    a = _shared(test_mmdb)
+    q = bytearray(dns.message.make_query(f"www.{Z}", "A", use_edns=0,
+                                         options=[dns.edns.ECSOption("192.0.2.0", 24)]).to_wire())
+    q[pos % len(q)] = val
+    out = a.answer(bytes(q), "127.0.1.1", True)
+    assert out is None or out[:2] == bytes(q[:2])
+
+
+_SHARED = {}
+
+
+def _shared(test_mmdb):
+    if test_mmdb not in _SHARED:
+        _SHARED[test_mmdb] = make(test_mmdb)
+    return _SHARED[test_mmdb]

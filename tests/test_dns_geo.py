@@ -1,0 +1,73 @@
+"""GeoLocator: lookups, the per-network cache, reopening a changed file, the bundled database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
+from twisted.internet.task import Clock
+
+from dnsd.geo import GeoLocator, bundled_database, network_key
+from tests.helpers import geo_record
+
+
+def test_country_and_location(test_mmdb):
+    g = GeoLocator(test_mmdb)
+    assert g.country("127.0.1.9") == "DE"
+    assert g.country("2001:db8:5::7") == "US"
+    assert g.country("::ffff:127.0.3.1") == "FR"
+    assert g.country("127.0.0.1") is None
+    assert g.country("not an address") is None
+    loc = g.location("127.0.4.1")
+    assert (loc.country, loc.continent, loc.subregion) == ("JP", "AS", "Eastern Asia")
+    # ECS-style lookups: the network and how far the answer holds
+    loc, scope = g.locate("192.0.2.0", 24)
+    assert loc.country == "DE" and scope == 24
+    loc, scope = g.locate("2001:db8:de::", 56)
+    assert loc.country == "DE" and scope == 48
+
+
+def test_cache_per_network(test_mmdb):
+    g = GeoLocator(test_mmdb, cache_size=16)
+    g.country("127.0.1.1")
+    g.country("127.0.1.200")                       # same /24: no second entry
+    assert len(g._cache) == 1
+    for i in range(40):
+        g.country(f"10.{i}.0.1")
+    assert len(g._cache) == 16                     # bounded
+    assert network_key("2001:db8:de:12ab::1") == (6, 56, network_key("2001:db8:de:1200::")[2])
+
+
+def test_reopens_changed_file(tmp_path, test_mmdb):
+    path = tmp_path / "geo.mmdb"
+    shutil.copy(test_mmdb, path)
+    g = GeoLocator(str(path))
+    reloaded = []
+    g.on_reload(lambda: reloaded.append(1))
+    assert g.country("127.0.1.1") == "DE"
+    clock = Clock()
+    svc = g.reload_service(60, clock=clock)
+    svc.startService()
+    # rewrite: 127.0.1.0/24 is now FR
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    w.insert_network(IPSet(["127.0.1.0/24"]), geo_record("FR"))
+    tmp = tmp_path / "new.mmdb"
+    w.to_db_file(str(tmp))
+    os.replace(tmp, path)
+    assert g.country("127.0.1.1") == "DE"          # nothing happens until the timer runs
+    clock.advance(60)
+    assert g.country("127.0.1.1") == "FR" and reloaded == [1]
+    # a broken file is not taken; the old reader stays
+    path.write_bytes(b"garbage")
+    clock.advance(60)
+    assert g.country("127.0.1.1") == "FR"
+    svc.stopService()
+
+
+def test_bundled_city_database():
+    assert bundled_database().endswith(".mmdb")
+    g = GeoLocator("")
+    loc = g.location("8.8.8.8")
+    assert loc.country == "US" and loc.continent == "NA" and loc.lat is not None

@@ -1,0 +1,118 @@
+"""The plan: serving decisions with reasons, scores, and loading from the real table."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from dnsd import models
+from dnsd.config import parse_config
+from dnsd.plan import build_plan, fmt_age, load_rows, row
+
+NOW = dt.datetime(2026, 11, 21, 12, 0, 0)
+H = dt.timedelta(hours=1)
+
+
+def cfg(extra=""):
+    return parse_config(f'[dns]\nzone = "M.Test."\nmax_sync_age = 86400\n{extra}')
+
+
+def reasons(plan):
+    return {e.id: (e.serving, e.reason) for e in plan.mirrors}
+
+
+def test_serving_rules_and_reasons():
+    rows = [
+        row(id=1, last_sync_at=NOW - 2 * H, last_probe_at=NOW),
+        row(id=2, last_sync_at=NOW - 31 * H, last_probe_at=NOW),
+        row(id=3, failures_in_row=3, last_error="connection refused", last_sync_at=NOW),
+        row(id=4, status=models.DISABLED_ADMIN, status_reason="hardware move"),
+        row(id=5, status=models.DISABLED_PROBES, status_reason="3 failed probes"),
+        row(id=6, status=models.PENDING),
+        row(id=7, status=models.RETIRED),
+        row(id=8),                                                   # never probed: serves
+        row(id=9, failures_in_row=1, last_probe_at=NOW),             # probed, never ok
+        row(id=10, failures_in_row=2, last_sync_at=NOW - H, last_probe_at=NOW),  # below 3
+        row(id=11, weight=0.0),
+        row(id=12, last_sync_at=NOW - 5 * 24 * H, last_probe_at=NOW),
+    ]
+    p = build_plan({"version": 3, "mirrors": rows}, cfg(), NOW)
+    r = reasons(p)
+    assert r[1] == (True, "")
+    assert r[2] == (False, "out of sync 31 h")
+    assert r[3] == (False, "3 failed probes (connection refused)")
+    assert r[4] == (False, "disabled by admin: hardware move")
+    assert r[5] == (False, "disabled by probes: 3 failed probes")
+    assert r[6] == (False, "pending, not active yet")
+    assert r[7] == (False, "retired")
+    assert r[8] == (True, "")
+    assert r[9] == (False, "no successful probe yet")
+    assert r[10] == (True, "")
+    assert r[11] == (False, "admin weight 0")
+    assert r[12] == (False, "out of sync 5 days")
+    assert p.zone == "m.test" and p.version == 3
+    # with probes disabled, failures recorded earlier do not count
+    p2 = build_plan({"version": 3, "mirrors": rows}, cfg("[probes]\nenabled = false\n"), NOW)
+    assert reasons(p2)[3] == (True, "") and reasons(p2)[9] == (True, "")
+
+
+def test_entries_are_immutable_and_scored():
+    p = build_plan({"version": 1, "mirrors": [
+        row(id=1, name="DE1", bandwidth_mbit=10000, has_https=True, https_url="https://x/"),
+        row(id=2, name="de2", bandwidth_mbit=100, uptime_7d=0.5)]}, cfg(), NOW)
+    e1, e2 = p.mirrors
+    assert e1.name == "de1" and p.mirror("DE1") is e1
+    assert e1.score > e2.score > 0
+    assert "capacity" in e1.score_explain
+    assert e1.urls == {"http": "http://mirror.example/", "https": "https://x/"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e1.score = 3
+    with pytest.raises(TypeError):
+        p.by_name["x"] = e1
+
+
+def test_pools_by_family_and_level():
+    p = build_plan({"version": 1, "mirrors": [
+        row(id=1, country="DE", ipv4="192.0.2.1", ipv6="2001:db8::1"),
+        row(id=2, country="FR", ipv4="192.0.2.2", backup=True),
+        row(id=3, country="US", hostname="only-name.example"),
+    ]}, cfg(), NOW)
+    ids = lambda t: [e.id for e in t]
+    assert ids(p.pool("A", "country", "DE")) == [1]
+    assert ids(p.pool("AAAA", "world", None)) == [1]
+    assert ids(p.pool(None, "world", None)) == [1, 3]
+    assert ids(p.pool("A", "backup", None)) == [2]
+    assert ids(p.pool("A", "subregion", "Western Europe")) == [1]
+    assert ids(p.pool("A", "continent", "EU")) == [1]
+
+
+def test_fmt_age():
+    assert fmt_age(45 * 60) == "45 min"
+    assert fmt_age(31 * 3600) == "31 h"
+    assert fmt_age(5 * 86400) == "5 days"
+
+
+def test_load_rows_from_table(engine):
+    with engine.begin() as conn:
+        models.bump_version(conn)
+        conn.execute(models.mirrors.insert().values(
+            id=1, name="de1", hostname="a.example", country="DE", ipv4="192.0.2.1",
+            status=models.ACTIVE))
+        conn.execute(models.mirrors.insert().values(
+            id=2, name="fr1", hostname="b.example", country="FR", status=models.DISABLED_ADMIN,
+            status_reason="moving"))
+        conn.execute(models.mirror_health.insert().values(
+            mirror_id=1, last_sync_at=NOW - 40 * H, last_probe_at=NOW, ipv4_up=True))
+        v = models.bump_version(conn)
+    with engine.connect() as conn:
+        rows = load_rows(conn)
+    assert rows["version"] == v
+    assert [r["id"] for r in rows["mirrors"]] == [1, 2]
+    assert rows["mirrors"][1]["last_sync_at"] is None
+    p = build_plan(rows, cfg(), NOW)
+    assert reasons(p) == {1: (False, "out of sync 40 h"), 2: (False, "disabled by admin: moving")}
+    assert all(isinstance(r, dict) for r in rows["mirrors"])
+    assert not any(isinstance(v, sa.Row) for r in rows["mirrors"] for v in r.values())
