@@ -12,13 +12,13 @@ import admin
 import dnsd
 import probes
 from dnsd.config import load_config
-from dnsd.db import open_pool
+from dnsd.db import DBPoolService, open_pool
 
 cfg = load_config(os.environ.get("MIRRORDNS_CONFIG") or None)
 pool = open_pool(cfg, reactor)
-pool.start()
 
 application = service.Application("mirrordns")
+DBPoolService(pool).setServiceParent(application)     # first in, last out
 dns = dnsd.makeService(cfg, pool, reactor)
 dns.setServiceParent(application)
 if cfg.probes.enabled:

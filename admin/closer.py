@@ -180,6 +180,15 @@ def parse_params(args: dict, uri: bytes = b"") -> Params:
     )
 
 
+def _strip_port(hop: str) -> str:
+    """'192.0.2.1:4711' and '[2001:db8::1]:4711' (some proxies add the port) -> the address."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
+
+
 class ProxyRule:
     """The visitor's address: the connecting one, or behind [admin] trusted_proxies the nearest
     untrusted hop of X-Forwarded-For (the same rule as admin.web.framework.client_ip).
@@ -215,7 +224,7 @@ class ProxyRule:
         raw = request.getHeader(b"x-forwarded-for")
         if not raw:
             return peer
-        hops = [h.strip() for h in raw.decode("latin-1").split(",") if h.strip()]
+        hops = [_strip_port(h.strip()) for h in raw.decode("latin-1").split(",") if h.strip()]
         for hop in reversed(hops):            # walk back from the nearest proxy
             ht = self._trusted(hop)
             if ht is None:
@@ -694,7 +703,6 @@ class ClosePages(resource.Resource):
         if view is None:
             return _text(request, 503, "no mirror plan loaded yet\n")
         cca2 = params.cca2
-        where = ""
         if cca2 is None:
             ip = c.proxies.client(request)
             geo = self.ctx.geo
@@ -728,7 +736,7 @@ class ClosePages(resource.Resource):
             }, indent=2, sort_keys=True).encode()
             request.setHeader(b"content-type", b"application/json")
             return body
-        return self._page(request, view, sel, folder, name, location, path, in_dist)
+        return self._page(request, sel, folder, name, location, path, in_dist)
 
     # -- action=download --
 
@@ -738,7 +746,7 @@ class ClosePages(resource.Resource):
         if not fname:
             return _text(request, 400, "action=download needs filename=<path>\n")
         if fname not in c.dist:
-            return self._not_in_dist(request, view, c.select(view, cca2), ("dyn",), fname)
+            return self._not_in_dist(request, c.select(view, cca2), fname)
         if c.heads is None:
             sel = c.select(view, cca2, params.preferred)
             if not sel.preferred:
@@ -785,7 +793,9 @@ class ClosePages(resource.Resource):
 
     # -- HTML --
 
-    def _data(self, view, sel, location, path, cca2) -> dict:
+    def _data(self, sel, location, path) -> dict:
+        """The template's variables, every value HTML-escaped (the template is rendered raw)."""
+        cca2 = sel.cca2
         cc = countries.get(cca2) if cca2 else None
         e = sel.entry
         logo = getattr(e, "provider_logo", "") or ""
@@ -813,22 +823,23 @@ class ClosePages(resource.Resource):
         p = find_template(c.docroot, folder, name)
         return c.templates.get(p or BUILTIN_DIR / "closer.ezt")
 
-    def _page(self, request, view, sel, folder, name, location, path, in_dist):
+    def _page(self, request, sel, folder, name, location, path, in_dist):
         c = self.closer
         if not in_dist:
-            return self._not_in_dist(request, view, sel, folder, path, location)
+            return self._not_in_dist(request, sel, path, location)
         loaded = self._template(folder, name)
-        out = render_template(loaded, self._data(view, sel, location, path, sel.cca2))
+        out = render_template(loaded, self._data(sel, location, path))
         out = collapse_slashes(out, [sel.preferred, *sel.lists["http"], *sel.lists["https"],
                                      *sel.lists["ftp"], *sel.lists["backup"]])
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return self._wrap(out, loaded.title or f"{c.cfg.closer.project}: download mirrors")
 
-    def _not_in_dist(self, request, view, sel, folder, path, location="/dyn/closer"):
+    def _not_in_dist(self, request, sel, path, location="/dyn/closer"):
+        """The archive page (docroot dyn/archive.html, else built in) with status 404."""
         c = self.closer
         p = find_template(c.docroot, ("dyn",), "archive")
         loaded = c.templates.get(p or BUILTIN_DIR / "archive.ezt")
-        data = self._data(view, sel, location, path, sel.cca2)
+        data = self._data(sel, location, path)
         if c.archive_url:
             u = esc(c.archive_url + url_path(path))
             data["lookup"] = f'It may be in our archive: <a href="{u}" rel="nofollow">{u}</a>'

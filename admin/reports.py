@@ -1,4 +1,5 @@
-"""Scheduled mails: the weekly status report to the list and the daily reminders to maintainers.
+"""Scheduled mails: the weekly status report to the list, the daily reminders to maintainers and
+the periodic "are you still willing?" mails to the waiting list (admin.waitinglist).
 
 Each job runs inside one transaction that checks `job_runs`, queues its mails and moves
 `job_runs.last_run_at`, so a restart (or a second admin node) never sends a report twice and a
@@ -27,12 +28,17 @@ from dnsd.models import (
     mirror_health,
     mirrors,
 )
+from admin import waitinglist
 from probes import mails
 from probes.probe import fmt_age
 
 WEEKLY = "weekly-report"
 REMINDERS = "daily-reminders"
-JOBS = {WEEKLY: _dt.timedelta(days=7), REMINDERS: _dt.timedelta(hours=1)}
+JOBS = {
+    WEEKLY: _dt.timedelta(days=7),
+    REMINDERS: _dt.timedelta(hours=1),
+    waitinglist.JOB: _dt.timedelta(days=1),   # each applicant is due on its own schedule
+}
 
 
 def _now(reactor) -> _dt.datetime:
@@ -157,7 +163,8 @@ class ReportsService(service.Service):
 
     async def _tick(self) -> dict:
         done = {}
-        for job, fn in ((WEEKLY, weekly_report), (REMINDERS, daily_reminders)):
+        for job, fn in ((WEEKLY, weekly_report), (REMINDERS, daily_reminders),
+                        (waitinglist.JOB, waitinglist.application_reminders)):
             now = _now(self.reactor)
             try:
                 res = await self.pool.run(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the probe loop: one full cycle over N simulated mirrors on loopback.
 
-    .venv/bin/python bench/probes.py                      # 5,000 mirrors, treq (the shipped client)
+    .venv/bin/python bench/probes.py                      # 5,000 mirrors, Twisted's Agent (shipped)
     .venv/bin/python bench/probes.py --mirrors 1000 --client requests   # the alternative, compared
 
 A child process serves every mirror: one tiny HTTP/1.1 responder (a raw Twisted protocol, so the
@@ -176,7 +176,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mirrors", type=int, default=5000)
     ap.add_argument("--addresses", type=int, default=50)
-    ap.add_argument("--client", choices=("treq", "requests"), default="treq")
+    ap.add_argument("--client", choices=("twisted", "requests"), default="twisted")
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=15.0)
     ap.add_argument("--drip", type=float, default=2.0, help="seconds a slow mirror takes")

@@ -16,6 +16,12 @@ Speed comes from doing the work when the plan changes, not per query:
   the ring and a join. Everything else (odd counts, EDNS errors, NXDOMAIN, REFUSED, FORMERR,
   NOTIMP) goes through `_full`, a careful decoder of the whole message.
 
+Names, first match wins: the zone file's records (static); the mirrors' own names `ccN` (any status
+but retired: the table's A/AAAA, a CNAME to the hostname when the mirror has no address); the geo
+name and, with `apex_geo`, the apex's A/AAAA (the apex's other types stay static); `cc` for every
+ISO country; continent names (`eu`, `oc`, `an` and the long forms `europe`, `north-america`, ...;
+the two-letter AF AS NA SA are countries). Types a generated name has no data for get NODATA.
+
 Rules implemented (RFC 1035, 2308, 6891, 7871, 8482): AA set and RA clear on every answer from the
 zone; RD copied; OPT in replies when the query had one (payload 1232, DO copied), BADVERS for EDNS
 versions above 0; TC over UDP when the reply exceeds the client's payload size (512 without EDNS);
@@ -34,12 +40,12 @@ import random
 import socket
 import struct
 
-from dnslib import QTYPE, RD, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import QTYPE, RR, DNSHeader, DNSQuestion, DNSRecord
 from dnslib import SOA as SOA_RD
 
 from dnsd import countries
 from dnsd.picker import Drawer, Location, select_tier, weights_for
-from dnsd.zonefile import Zone, label
+from dnsd.zonefile import Zone
 
 T_A, T_NS, T_CNAME, T_SOA, T_AAAA, T_OPT, T_ANY, T_HINFO = 1, 2, 5, 6, 28, 41, 255, 13
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16

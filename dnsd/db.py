@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import sqlalchemy as sa
+from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
@@ -150,3 +151,22 @@ def schema_is_current(engine: sa.Engine) -> bool:
     heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+
+class DBPoolService(service.Service):
+    """The pool as a service: added first to the application, it starts first and, since a
+    MultiService stops its children in reverse order, stops last (after web and probes)."""
+
+    name = "db-pool"
+
+    def __init__(self, pool: DBPool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()

@@ -21,7 +21,7 @@ def build_message(*, sender: str, to: list[str], subject: str, body: str,
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = ", ".join(to)
-    msg["Subject"] = subject
+    msg["Subject"] = " ".join(subject.split())        # a reason typed with a line break: one line
     msg["Date"] = format_datetime(_dt.datetime.now(_dt.UTC))
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "mirrordns.invalid")
     if reply_to:
@@ -45,6 +45,6 @@ def queue_mail(conn: sa.Connection, *, kind: str, sender: str, to: list[str], su
                         auto=auto, headers=headers)
     res = conn.execute(outbox.insert().values(
         kind=kind, mirror_id=mirror_id, author=author, recipients=",".join(to),
-        message=msg.as_bytes(), subject=subject, next_attempt_at=utcnow(),
+        message=msg.as_bytes(), subject=msg["Subject"], next_attempt_at=utcnow(),
     ))
     return res.inserted_primary_key[0]

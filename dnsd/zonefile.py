@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnslib import QTYPE, RR, DNSLabel
+from dnslib import QTYPE, RR
 
 SOA, NS, CNAME = QTYPE.SOA, QTYPE.NS, QTYPE.CNAME
 
@@ -188,7 +188,3 @@ def zone_for(cfg):
         return default_zone(cfg.dns.zone), None
     path = cfg.resolve_path(cfg.dns.zone_file)
     return load_zone(path, cfg.dns.zone), path
-
-
-def label(name: str) -> DNSLabel:
-    return DNSLabel(name + ".")

@@ -6,9 +6,11 @@ not whatever the mirror's own hostname resolves to. Each fetch goes first with t
 name, then once per name the mirror must also serve (its `ccN.Z`, `cc.Z` and the geo name): a mirror
 whose web server has no virtual host for those names would send our users to someone else's site.
 
-The client is Twisted's own (`treq` over an `Agent` whose endpoint factory pins the table address),
-chosen over `requests` on a thread pool by the benchmark in docs/probes.md: no thread per probe,
-cancellation closes the socket, and a hanging mirror holds one socket, not one thread.
+The client is Twisted's own `Agent` (the client underneath treq; its endpoint factory pins the table
+address), chosen over `requests` on a thread pool by the benchmark in docs/probes.md: no thread per
+probe, cancellation closes the socket, and a hanging mirror holds one socket, not one thread. treq's
+own layer (cookies, gzip decoding, body buffering, URL normalising) is not used: a probe wants none
+of it, and it cost about a tenth of the loop's CPU in bench/probes.py.
 
 Every fetch of one probe shares one deadline (`[probes] timeout`), so a hanging mirror costs one
 timeout however many URLs and names it has.
@@ -20,9 +22,8 @@ import datetime as _dt
 import email.utils
 import ipaddress
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-import treq.client
 from OpenSSL import SSL
 from service_identity.exceptions import CertificateError, VerificationError
 from twisted.internet import defer, protocol
@@ -453,13 +454,16 @@ class Prober:
         # The request goes to the name itself (so Host, SNI and any followed redirect are right),
         # over a connection pinned to the table address.
         u = urlsplit(url)
-        request_url = urlunsplit((u.scheme, host, u.path, u.query, ""))
+        ascii_host = host if host.isascii() else _with_port(name.encode("idna").decode(), url)
+        request_url = urlunsplit((u.scheme, ascii_host, quote(u.path, safe="/%:@!$&'()*+,;=~"),
+                                  u.query, ""))
         pinned = _PinnedEndpoints(self, name, address, family, name)
         agent = wclient.Agent.usingEndpointFactory(self.reactor, pinned, pool=self._pool)
-        http = treq.client.HTTPClient(agent)
+        if self.follow:
+            agent = wclient.RedirectAgent(agent, redirectLimit=5)
         headers = Headers({b"user-agent": [self.user_agent], b"accept": [b"text/plain, */*"],
                            b"cache-control": [b"no-cache"]})
-        current = [http.get(request_url, headers=headers, allow_redirects=self.follow)]
+        current = [agent.request(b"GET", request_url.encode("ascii"), headers)]
         timer = self.reactor.callLater(remaining, lambda: current[0].cancel())
         body = b""
         status = ttfb = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -290,6 +291,14 @@ class MirrorPageTests(AdminWebCase):
         self.assertIn("<b>add</b>", body)                    # the audit row of the addition
         self.assertIn("2026-11-20: 87.5% up (21/24 probes)", body)
 
+    def test_unsafe_provider_url_is_not_a_link(self):
+        with self.engine.begin() as conn:
+            conn.execute(mirrors.update().values(provider_url="javascript:alert(1)"))
+        self.login()
+        _, body = self.get(self.url)
+        self.assertNotIn('href="javascript:', body)
+        self.assertIn("javascript:alert(1)", body)
+
     def test_geo_check(self):
         class Geo:
             def country(self, ip):
@@ -325,8 +334,10 @@ class MirrorPageTests(AdminWebCase):
 
     def test_unknown_path_404_and_wrong_method_405(self):
         self.login()
-        r, _ = self.get("/admin/nothing-here")
+        r, body = self.get("/admin/nothing-here")
         self.assertEqual(r.code, 404)
+        self.assertIn("<h1>Not found</h1>", body)             # in the layout, with navigation
+        self.assertIn('href="/admin/applications"', body)
         r, _ = self.get(self.url + "/disable")
         self.assertEqual(r.code, 405)
 
@@ -649,6 +660,116 @@ class ApplicationTests(AdminWebCase):
         self.assertEqual(json.loads(row[1])["status"], "contacted")
         _, body = self.get(f"/admin/applications/{aid}")
         self.assertIn("new → <b>contacted</b>", body)
+
+
+class EveryPageTests(AdminWebCase):
+    """Every GET page renders for both roles on a table with something in every corner."""
+
+    config = '[mail]\nlist = "mirrors@lists.example.org"\n'
+
+    def setUp(self):
+        super().setUp()
+        mail = store.MailSettings.from_config(self.ctx.cfg)
+        a = add_mirror(self.engine, "DE", "a.example.de", maintainers_=["A <a@example.de>"],
+                       provider_logo="https://a.example.de/logo.png", backup=True)
+        b = add_mirror(self.engine, "US", "b.example.com", ipv4="198.51.100.9")
+        with self.engine.begin() as conn:
+            store.disable(conn, f"#{b['id']}", "alice", "gone", mail)
+            store.retire(conn, f"#{b['id']}", "alice", "really gone", mail)
+            store.add_note(conn, f"#{a['id']}", "hugo", "multi\nline <note>")
+            conn.execute(mirror_health.insert().values(
+                mirror_id=a["id"], last_probe_at=T0, last_ok_at=T0, last_error="timeout",
+                last_sync_at=T0 - _dt.timedelta(days=2), ipv4_up=False, ipv6_up=None,
+                https_ok=True, uptime_24h=0.5, uptime_7d=0.75, uptime_30d=0.9, rtt_p50_ms=10.0,
+                rtt_p95_ms=2000.0, geo_check="192.0.2.10 in US, not DE"))
+            conn.execute(probe_results.insert().values(
+                mirror_id=a["id"], at=T0, url="http://a/TIME", ok=False, error_class="timeout",
+                error="no answer in 15 s", sync_age=90000))
+            for i, st in enumerate(("new", "contacted", "accepted", "declined", "withdrawn")):
+                conn.execute(applications.insert().values(
+                    token=f"tok{i}", status=st, name=f"App {st}", email=f"{st}@example.org",
+                    country="FR", hostname=f"{st}.example.fr", comments="<b>hi</b>"))
+            store.accept_application(conn, 2, "alice", None, mail)
+        self.a, self.b = a, b
+
+    def pages(self):
+        yield "/admin/", 200, 200
+        yield "/admin/?country=DE&status=active", 200, 200
+        yield "/admin/?country=XX&status=bogus", 200, 200
+        yield f"/admin/mirrors/{self.a['id']}", 200, 200
+        yield f"/admin/mirrors/{self.b['id']}", 200, 200
+        yield f"/admin/mirrors/{self.a['id']}/edit", 200, 403
+        yield "/admin/mirrors/new?country=DE", 200, 403
+        yield "/admin/mail", 200, 200
+        yield f"/admin/mail?target=mirror&mirror={self.a['id']}", 200, 200
+        for st in ("", "all", "new", "contacted", "accepted", "declined", "withdrawn", "x"):
+            yield f"/admin/applications?status={st}", 200, 200
+        for aid in range(1, 6):
+            yield f"/admin/applications/{aid}", 200, 200
+        yield "/admin/applications/99", 404, 404
+        yield "/admin/account", 200, 200
+
+    def test_every_page_both_roles(self):
+        for user, col in (("alice", 1), ("hugo", 2)):
+            self.stub = StubTreq(build_root(self.ctx))
+            self.login(user)
+            for page in self.pages():
+                r, body = self.get(page[0])
+                self.assertEqual(r.code, page[col], (user, page[0]))
+                self.assertNotIn("<note>", body)
+                self.assertNotIn("<b>hi</b>", body)
+        _, body = self.get("/admin/applications/2")                # accepted in setUp
+        self.assertIn("Accepted as", body)
+        self.assertIn("contacted → <b>accepted</b>", body)
+        _, body = self.get(f"/admin/mirrors/{self.a['id']}")
+        self.assertIn("192.0.2.10 in US, not DE", body)
+        self.assertIn('<img class="logo" src="https://a.example.de/logo.png"', body)
+        self.assertIn('<dd class="no">2 d</dd>', body)             # sync age past the limit
+        _, body = self.get(f"/admin/mirrors/{self.b['id']}")
+        self.assertIn("retired by alice", body)                # the mail record on the page
+        self.assertIn("really gone", body)
+
+
+class AccountTests(AdminWebCase):
+    def test_change_password(self):
+        csrf = self.login("hugo")
+        r, body = self.get("/admin/account")
+        self.assertEqual(r.code, 200)
+        self.assertIn("disable mirrors and add notes", body)
+        new = "a new and long password"
+        r, body = self.post("/admin/account/password", {"csrf": csrf, "current": "wrong",
+                                                         "new": new, "again": new + "x"})
+        self.assertEqual(r.code, 400)
+        self.assertIn('id="err-current"', body)
+        self.assertIn('id="err-again"', body)
+        r, _ = self.post("/admin/account/password", {"csrf": "bad", "current": PW, "new": new,
+                                                      "again": new})
+        self.assertEqual(r.code, 403)
+        r, _ = self.post("/admin/account/password", {"csrf": csrf, "current": PW, "new": new,
+                                                      "again": new})
+        self.assertEqual(r.code, 303)
+        self.stub = StubTreq(build_root(self.ctx))
+        self.login("hugo", new)
+
+    def test_api_token_shown_once_and_works(self):
+        csrf = self.login()
+        r, body = self.post("/admin/account/token", {"csrf": csrf, "action": "new"})
+        self.assertEqual(r.code, 200)
+        self.assertEqual(r.headers.getRawHeaders("cache-control"), ["no-store"])
+        token = re.search(r'<pre class="mail mono">([^<]+)</pre>', body).group(1)
+        r = self.successResultOf(self.stub.get(BASE + "/api/mirrors", headers={
+            "authorization": f"Bearer {token}"}))
+        self.assertEqual(r.code, 200)
+        _, body = self.get("/admin/account")
+        self.assertNotIn(token, body)
+        self.assertIn("You have a token.", body)
+        r, _ = self.post("/admin/account/token", {"csrf": csrf, "action": "revoke"})
+        self.assertEqual(r.code, 303)
+        _, body = self.get("/admin/account")
+        self.assertIn("You have no token.", body)
+        r = self.successResultOf(self.stub.get(BASE + "/api/mirrors", headers={
+            "authorization": f"Bearer {token}"}))
+        self.assertEqual(r.code, 401)
 
 
 class ErrorTests(AdminWebCase):

@@ -1,7 +1,7 @@
 """Browser tests of the admin in headless Debian Chromium (playwright; never `playwright install`).
 
-One process runs DNS and the web, composed like twistd.tac (tests/serve_stack.py), on a SQLite file
-seeded here; dnspython asks the real DNS listener. The tests log in, disable a mirror with a reason
+The whole process runs as operators run it (`twistd -n -y twistd.tac`, config from
+$MIRRORDNS_CONFIG) on a SQLite file seeded here; dnspython asks its real DNS listener. The tests log in, disable a mirror with a reason
 and watch it leave the DNS answer, add a note as a helper, apply as a visitor and accept the
 application as an admin, and save screenshots of the mirror list and a mirror page under
 tests/artifacts/ (git-ignored).
@@ -10,11 +10,13 @@ tests/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import datetime as _dt
+import email
+import email.policy
 import os
-import select
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dns.message
@@ -22,6 +24,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 from playwright.sync_api import expect, sync_playwright
 
 from admin import store
@@ -97,8 +100,9 @@ def _seed(engine) -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, test_mmdb):
+    """The whole process as operators run it: `twistd -n -y twistd.tac` on a seeded SQLite file."""
     d = tmp_path_factory.mktemp("stack")
-    dns_port = free_port()
+    dns_port, web_port, smtp_port = free_port(), free_port(), free_port()
     cfg = d / "mirrordns.toml"
     cfg.write_text(f"""
 [database]
@@ -113,25 +117,31 @@ poll_interval = 0.2
 [geoip]
 database = "{test_mmdb}"
 [admin]
-listen = "127.0.0.1:0"
-base_url = "http://127.0.0.1"
+listen = "127.0.0.1:{web_port}"
+base_url = "http://127.0.0.1:{web_port}"
 [probes]
 enabled = false
 [mail]
+poll_interval = 0.5
+smtp = "127.0.0.1:{smtp_port}"
 from = "mirrors@example.org"
 list = "mirrors@lists.example.org"
 """)
     engine = make_engine(f"sqlite:///{d}/mirrors.sqlite")
     upgrade(engine)
     ids = _seed(engine)
-    log = (d / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.serve_stack", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=log,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    smtp = Controller(Recorder(), hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    log = (d / "twistd.log").open("wb")
+    twistd = Path(sys.executable).with_name("twistd")
+    proc = subprocess.Popen([str(twistd), "-n", "--pidfile=", "--logfile=-", "-y", "twistd.tac"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MIRRORDNS_CONFIG": str(cfg)})
+    base = f"http://127.0.0.1:{web_port}"
     try:
-        port = _read_port(proc, d / "server.log")
-        yield {"base": f"http://127.0.0.1:{port}", "dns_port": dns_port, "engine": engine,
-               "ids": ids, "log": d / "server.log"}
+        _wait_ready(proc, base, d / "twistd.log")
+        yield {"base": base, "dns_port": dns_port, "engine": engine, "ids": ids,
+               "log": d / "twistd.log", "mails": smtp.handler.mails}
     finally:
         proc.terminate()
         try:
@@ -140,20 +150,35 @@ list = "mirrors@lists.example.org"
             proc.kill()
             proc.wait()
         log.close()
+        smtp.stop()
         engine.dispose()
 
 
-def _read_port(proc, log: Path) -> int:
+class Recorder:
+    """aiosmtpd handler keeping (recipients, parsed message) of every mail it is handed."""
+
+    def __init__(self):
+        self.mails = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.mails.append((list(envelope.rcpt_tos),
+                           email.message_from_bytes(envelope.content, policy=email.policy.default)))
+        return "250 OK"
+
+
+def _wait_ready(proc, base: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-        r, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if r:
-            line = proc.stdout.readline().decode()
-            if line.startswith("PORT "):
-                return int(line.split()[1])
-    raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+            raise RuntimeError(f"twistd exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/admin/login", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"twistd did not start: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +239,12 @@ def test_disable_mirror_leaves_dns_answer(stack, page):
     expect(page.locator(".flash")).to_contain_text("Mirror disabled")
     expect(page.locator("h1 .badge")).to_have_text("disabled by admin")
     wait_until(lambda: a_records(port, name) == {"192.0.2.11"}, "de1 leaving the answer")
+    # the maintainers and the list hear about it, through the outbox and real SMTP
+    sent = wait_until(lambda: [m for m in stack["mails"] if "disabled by alice" in m[1]["subject"]],
+                      "the disable mail")
+    rcpt, msg = sent[0]
+    assert set(rcpt) == {"mirrors@lists.example.org", "admin@uni-example.de"}
+    assert "hardware move to a new rack" in msg.get_content()
     page.reload()
     expect(page.locator("p.plan")).to_contain_text(
         "Not serving in the live DNS plan (version")

@@ -237,6 +237,14 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy():
     d = js(stub, "/dyn/closer/?as_json=1",
            headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7, 10.1.2.3"})
     assert d["cca2"] == "us"
+    # proxies that add the port, IPv4 and IPv6
+    d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "198.51.100.7:4711"})
+    assert d["cca2"] == "us"
+    geo.table["2001:db8:de::1"] = "DE"
+    d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "[2001:db8:de::1]:4711"})
+    assert d["cca2"] == "de"
+    d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "2001:db8:de::1"})
+    assert d["cca2"] == "de"
     # garbage from a trusted proxy falls back to the proxy's own address
     d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "<script>"})
     assert d["cca2"] == "fr"
@@ -516,3 +524,22 @@ def test_headers_pages_get_the_security_headers_and_nobody_caches():
         assert header(resp, "cache-control") == "no-store", p
     resp, body = get(stub, "/dyn/closer?action=download&filename=f&cca2=de")
     assert resp.code == 302 and body == "" and header(resp, "cache-control") == "no-store"
+
+
+@pytest.mark.parametrize("peer,xff", [
+    ("127.0.0.1", None), ("127.0.0.1", "198.51.100.7"), ("10.9.9.9", "198.51.100.7"),
+    ("127.0.0.1", "203.0.113.9, 198.51.100.7, 10.1.2.3"), ("127.0.0.1", "10.1.2.3, 10.2.3.4"),
+    ("192.0.2.1", "10.1.2.3"), ("127.0.0.1", "2001:db8::5, 10.1.1.1"),
+])
+def test_proxy_rule_agrees_with_the_admin_webs(peer, xff):
+    from twisted.internet.address import IPv4Address
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from admin.web.framework import client_ip
+    trusted = ("127.0.0.1", "10.0.0.0/8")
+    req = DummyRequest([b""])
+    req.client = IPv4Address("TCP", peer, 5000)
+    if xff is not None:
+        req.requestHeaders.setRawHeaders(b"x-forwarded-for", [xff.encode()])
+    ctx = type("Ctx", (), {"cfg": parse_config('[admin]\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8"]\n')})
+    assert closer.ProxyRule(trusted).client(req) == client_ip(ctx, req)

@@ -68,6 +68,10 @@ def test_weekly_report_lists_every_group_and_is_not_resent_after_restart(network
     assert "de2" in body and "timeout: no complete answer in time" in body
     assert "fr1" in body and "hardware move" in body
     assert "up 99.5 %" in body
+    lines = body.splitlines()                              # one mirror per line, under its group
+    assert lines.index("Working: 2, pending: 1") < next(i for i, x in enumerate(lines)
+                                                        if x.startswith("  de1 "))
+    assert any(x.startswith("  us1 ") for x in lines) and any(x.startswith("  de2 ") for x in lines)
     svc.stopService()
     again = ReportsService(cfg, SyncPool(e), clock, check_interval=300)   # a restart
     again.startService()
@@ -122,3 +126,25 @@ def test_every_template_renders():
 def test_hints_name_the_fix():
     h = probe_mails.hints_for(["wrong-host"], "z", ["de1.z", "de.z"])
     assert any("ServerAlias" in x for x in h) and "names to serve: de1.z, de.z" in h
+
+
+def test_the_scheduler_sends_waiting_list_reminders(sqlite_engine):
+    """admin.waitinglist's job runs from the same service as the probe mails."""
+    from admin import waitinglist
+    from dnsd.config import AdminConfig
+
+    with sqlite_engine.begin() as c:
+        values = waitinglist.validate({
+            "name": "Jane", "email": "jane@example.org", "country": "DE",
+            "hostname": "mirror.example.de", "provider_name": "Example", "bandwidth_mbit": "1000",
+        }).values
+        waitinglist.create(c, values, source_ip="192.0.2.1", base_url="https://m.example",
+                           sender="mirrors@example.org", title="Mirrors", now=T0)
+    cfg = Config(admin=AdminConfig(application_reminder_days=90, base_url="https://m.example"))
+    clock = clock_at(T0 + _dt.timedelta(days=90, hours=1))
+    svc = ReportsService(cfg, SyncPool(sqlite_engine), clock, check_interval=300)
+    svc.startService()
+    clock.pump([300] * 12)
+    svc.stopService()
+    sent = mails(sqlite_engine, "application-reminder")
+    assert [m["recipients"] for m in sent] == ["jane@example.org"]

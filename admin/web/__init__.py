@@ -16,8 +16,10 @@ How a part plugs in (H6 public pages/API/metrics, H7 closer)
    - ``Router(ctx)``: a leaf resource; ``router.add("GET", r"mirrors/(?P<mid>\\d+)", handler,
      login=False)``. Handlers are ``async def h(request, **groups)`` returning HTML (str), a
      ``Response(body, code, content_type, headers)`` or ``redirect(url)``; raise
-     ``HTTPError(404)``. Exceptions become a logged 500 (``render_async``, STYLE E12). Security
-     headers (CSP without scripts, nosniff, DENY framing) are added to every response.
+     ``HTTPError(404)``: it is shown in the site layout (templates/error.html); a JSON API passes
+     ``Router(ctx, html_errors=False)``. Other exceptions become a logged 500 (``render_async``,
+     STYLE E12). Security headers (CSP without scripts, nosniff, DENY framing) go on every
+     response.
    - ``client_ip(ctx, request)`` (X-Forwarded-For only from [admin] trusted_proxies),
      ``form_value(request, "name")``, ``check_csrf``, ``set_cookie`` (HttpOnly, SameSite=Strict,
      Secure under https).
@@ -29,7 +31,9 @@ How a part plugs in (H6 public pages/API/metrics, H7 closer)
    (``public/``); the stylesheet is /static/style.css (admin/static/style.css, shared; add rules
    at the end under a comment with your part's name).
 5. Tests: tests/webfakes.py has ``SyncPool`` (runs thd at once on a SQLite engine, so StubTreq
-   works without threads), ``make_ctx(engine, ...)`` and ``login(stub, ...)``.
+   works without threads), ``make_ctx(engine, ...)``, ``add_user`` and ``login(testcase, stub,
+   user)``; pass ``allow_redirects=False`` to StubTreq to see 303s. To run the web alone:
+   ``python -m admin.web.devserver --config X`` prints ``PORT n``.
 
 Paths: /admin/... (H5, login required), /static/ (stylesheet), / and /apply... (H6), /api/ (H6),
 /metrics (H6), /dyn/closer (H7).

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as _dt
 from email.utils import formataddr
 
+import sqlalchemy as sa
 from twisted.logger import Logger
 
 from admin import store
+from admin.passwords import hash_password
 from admin.waitinglist import is_web_url
 from admin.web import graphs, queries
-from admin.web.auth import LoginPages
+from admin.web.auth import LoginPages, check_password
 from admin.web.framework import (
     HTTPError,
     Response,
@@ -30,7 +32,7 @@ from admin.web.framework import (
     redirect,
 )
 from dnsd import countries
-from dnsd.models import STATUSES
+from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
 from probes import history
 
@@ -47,6 +49,8 @@ DONE = {
     "status": "Application status changed.",
     "accepted": "Application accepted: a pending mirror was created.",
     "added": "Mirror added (pending until enabled).",
+    "password": "Password changed.",
+    "revoked": "API token revoked.",
 }
 
 DISPLAY_FIELDS = ("provider_name", "provider_url", "provider_logo")
@@ -90,6 +94,9 @@ def build(ctx: WebContext) -> Router:
     r.add("POST", r"mirrors/(?P<mid>\d+)/notes", p.add_note)                  # helpers too
     r.add("GET", r"mail", p.mail_form)
     r.add("POST", r"mail", p.mail, role="admin")
+    r.add("GET", r"account", p.account)
+    r.add("POST", r"account/password", p.change_password)
+    r.add("POST", r"account/token", p.api_token)
     r.add("GET", r"applications", p.applications)
     r.add("GET", r"applications/(?P<aid>\d+)", p.application)
     r.add("POST", r"applications/(?P<aid>\d+)/status", p.application_status, role="admin")
@@ -133,9 +140,10 @@ class AdminPages:
                 # an active mirror can still be out of the answers (out of sync, weight 0, ...)
                 e = plan.by_id.get(m["id"]) if plan is not None else None
                 m["plan_reason"] = e.reason if (e is not None and not e.serving) else ""
-        return self.ctx.render("admin/mirrors.html", request, title="Mirrors", flash=_done(request),
-                               country=country, status=status, statuses=queries.STATUS_ORDER,
-                               max_age=self._max_age(), **data)
+        return await self.ctx.render_threaded(
+            "admin/mirrors.html", request, title="Mirrors", flash=_done(request),
+            country=country, status=status, statuses=queries.STATUS_ORDER,
+            max_age=self._max_age(), **data)
 
     # --- mirror page -------------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class AdminPages:
         m = await self._load(mid)
         history = await self.ctx.pool.run_readonly(_history(m["id"], self.ctx.now()))
         now = self.ctx.now()
-        html = self.ctx.render(
+        html = await self.ctx.render_threaded(
             "admin/mirror.html", request, title=m["name"] or m["hostname"], m=m,
             flash=error or _done(request), flash_kind="bad" if error else "ok",
             geo=self._geo_check(m), plan=self._plan_entry(m),
@@ -193,12 +201,17 @@ class AdminPages:
 
     async def edit_form(self, request, mid):
         m = await self._load(mid)
-        form = _form_from_mirror(m)
-        return self.ctx.render("admin/edit.html", request, title=f"Edit {m['name'] or m['hostname']}",
-                               m=m, form=form, errors={}, labels=LABELS, hints=HINTS,
-                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
-                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
-                               countries=countries.all_countries(), new=False)
+        return await self._edit_page(request, m, _form_from_mirror(m), {}, 200)
+
+    async def _edit_page(self, request, m: dict | None, form: dict, errors: dict, code: int):
+        """The edit form of mirror m, or the form for a new mirror when m is None."""
+        title = "Add a mirror" if m is None else f"Edit {m['name'] or m['hostname']}"
+        html = await self.ctx.render_threaded(
+            "admin/edit.html", request, title=title, m=m, form=form, errors=errors,
+            labels=LABELS, hints=HINTS, display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
+            spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
+            countries=countries.all_countries(), new=m is None)
+        return Response(html, code=code)
 
     async def edit(self, request, mid):
         m = await self._load(mid)
@@ -221,25 +234,12 @@ class AdminPages:
             else:
                 return redirect(f"/admin/mirrors/{m['id']}",
                                 done="saved" if changed else "unchanged")
-        html = self.ctx.render("admin/edit.html", request, title=f"Edit {m['name'] or m['hostname']}",
-                               m=m, form=form, errors=errors, labels=LABELS, hints=HINTS,
-                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
-                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
-                               countries=countries.all_countries(), new=False)
-        return Response(html, code=400)
+        return await self._edit_page(request, m, form, errors, 400)
 
     async def new_form(self, request):
         form = {k: "" for k in (*DISPLAY_FIELDS, *DNS_FIELDS, *SPEC_FIELDS, "maintainers")}
         form.update(weight="1", country=form_value(request, "country").upper())
-        return self._new_page(request, form, {}, 200)
-
-    def _new_page(self, request, form, errors, code):
-        html = self.ctx.render("admin/edit.html", request, title="Add a mirror", m=None, form=form,
-                               errors=errors, labels=LABELS, hints=HINTS,
-                               display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
-                               spec_fields=SPEC_FIELDS, bool_fields=BOOL_FIELDS,
-                               countries=countries.all_countries(), new=True)
-        return Response(html, code=code)
+        return await self._edit_page(request, None, form, {}, 200)
 
     async def new_mirror(self, request):
         form = _form_from_request(request)
@@ -257,7 +257,7 @@ class AdminPages:
                 errors["name" if "name" in str(e) else "_"] = str(e)
             else:
                 return redirect(f"/admin/mirrors/{m['id']}", done="added")
-        return self._new_page(request, form, errors, 400)
+        return await self._edit_page(request, None, form, errors, 400)
 
     # --- status changes and notes ------------------------------------------------------------
 
@@ -315,8 +315,9 @@ class AdminPages:
     async def _mail_page(self, request, form, errors, preview, code, flash=""):
         choices = await self.ctx.pool.run_readonly(queries.mirror_choices)
         sent = await self.ctx.pool.run_readonly(queries.sent_mails())
-        html = self.ctx.render("admin/mail.html", request, title="Mail", form=form, errors=errors,
-                               preview=preview, choices=choices, sent=sent, flash=flash)
+        html = await self.ctx.render_threaded(
+            "admin/mail.html", request, title="Mail", form=form, errors=errors, preview=preview,
+            choices=choices, sent=sent, flash=flash)
         return Response(html, code=code)
 
     async def mail(self, request):
@@ -360,6 +361,57 @@ class AdminPages:
         _log.info("{actor} queued {n} mails to {target}", actor=actor, n=n, target=form["target"])
         return redirect("/admin/mail", done="queued")
 
+    # --- own account: password, API token -------------------------------------------------
+
+    async def account(self, request, *, errors=None, code=200, token=""):
+        user = request.mirrordns_session.user
+
+        def thd(conn):
+            row = conn.execute(sa.select(users.c.email, users.c.created_at,
+                                         users.c.api_token_hash.is_not(None).label("has_token"))
+                               .where(users.c.id == user.id)).one()
+            return dict(row._mapping)
+        info = await self.ctx.pool.run_readonly(thd)
+        html = await self.ctx.render_threaded(
+            "admin/account.html", request, title="Account", info=info, errors=errors or {},
+            token=token, flash=_done(request))
+        return Response(html, code=code)
+
+    async def change_password(self, request):
+        user = request.mirrordns_session.user
+        current = form_value(request, "current", strip=False)
+        new = form_value(request, "new", strip=False)
+        errors = {}
+        if len(new) < 12:
+            errors["new"] = "At least 12 characters, please."
+        elif new != form_value(request, "again", strip=False):
+            errors["again"] = "The two new passwords differ."
+        stored = await self.ctx.pool.run_readonly(lambda conn: conn.execute(
+            sa.select(users.c.password_hash).where(users.c.id == user.id)).scalar_one())
+        ok, _ = await self.ctx.run_in_thread(check_password, stored, current)
+        if not ok:
+            errors["current"] = "This is not your current password."
+        if errors:
+            return await self.account(request, errors=errors, code=400)
+        new_hash = await self.ctx.run_in_thread(hash_password, new)
+        await self.ctx.pool.run(lambda conn: store.set_password(
+            conn, user.username, new_hash, actor=user.username))
+        _log.info("{user} changed their password", user=user.username)
+        return redirect("/admin/account", done="password")
+
+    async def api_token(self, request):
+        from admin.web import api
+
+        user = request.mirrordns_session.user
+        if form_value(request, "action") == "revoke":
+            await self.ctx.pool.run(lambda conn: api.revoke_token(conn, user.username))
+            return redirect("/admin/account", done="revoked")
+        token = await self.ctx.pool.run(lambda conn: api.issue_token(
+            conn, user.username, actor=user.username))
+        # shown once, in this response only (never in a URL, never stored in clear)
+        request.setHeader(b"cache-control", b"no-store")
+        return await self.account(request, token=token)
+
     # --- waiting list ------------------------------------------------------------------------
 
     async def applications(self, request):
@@ -367,8 +419,9 @@ class AdminPages:
         if status not in ("", "all", "new", "contacted", "accepted", "declined", "withdrawn"):
             status = ""
         data = await self.ctx.pool.run_readonly(queries.applications_list(status))
-        return self.ctx.render("admin/applications.html", request, title="Waiting list",
-                               status=status, flash=_done(request), **data)
+        return await self.ctx.render_threaded(
+            "admin/applications.html", request, title="Waiting list", status=status,
+            flash=_done(request), **data)
 
     async def application(self, request, aid, *, errors=None, code=200, proposed=None):
         app = await self.ctx.pool.run_readonly(queries.application(int(aid)))
@@ -377,9 +430,9 @@ class AdminPages:
         if proposed is None:
             proposed = await self.ctx.pool.run_readonly(
                 lambda conn: store.next_free_name(conn, app["country"]))
-        html = self.ctx.render("admin/application.html", request, title=f"Application #{app['id']}",
-                               app=app, proposed=proposed, errors=errors or {},
-                               flash=_done(request))
+        html = await self.ctx.render_threaded(
+            "admin/application.html", request, title=f"Application #{app['id']}", app=app,
+            proposed=proposed, errors=errors or {}, flash=_done(request))
         return Response(html, code=code)
 
     async def application_status(self, request, aid):

@@ -147,7 +147,7 @@ class API:
         self.ctx = ctx
 
     def build(self) -> Router:
-        r = Router(self.ctx)
+        r = Router(self.ctx, html_errors=False)      # JSON clients: no HTML error pages
         ref = r"mirrors/(?P<ref>[^/]+)"
         r.add("GET", "openapi.json", self.openapi, login=False)
         r.add("GET", "mirrors", self._h(self.list_mirrors), login=False)

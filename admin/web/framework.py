@@ -74,6 +74,7 @@ def make_jinja_env() -> jinja2.Environment:
     env.filters["ago"] = format_ago
     env.filters["dt"] = format_dt
     env.filters["duration"] = format_duration
+    env.tests["web_url"] = is_web_url
     env.globals["status_word"] = status_word
     return env
 
@@ -106,8 +107,7 @@ class WebContext:
         """Naive UTC from the clock, like dnsd.models.utcnow but steppable in tests."""
         return _dt.datetime.fromtimestamp(self.clock.seconds(), _dt.UTC).replace(tzinfo=None)
 
-    def render(self, template: str, request=None, **values) -> str:
-        """Render a template; the layout gets the user, CSRF token and title from the request."""
+    def _values(self, request, values: dict) -> dict:
         base = {"user": None, "csrf": "", "path": "", "cfg": self.cfg, "now": self.now()}
         if request is not None:
             sess = getattr(request, "mirrordns_session", None)
@@ -116,7 +116,17 @@ class WebContext:
                 base["csrf"] = sess.csrf
             base["path"] = request.path.decode("utf-8", "replace")
         base.update(values)
-        return self.jinja.get_template(template).render(**base)
+        return base
+
+    def render(self, template: str, request=None, **values) -> str:
+        """Render a template; the layout gets the user, CSRF token and title from the request."""
+        return self.jinja.get_template(template).render(**self._values(request, values))
+
+    def render_threaded(self, template: str, request=None, **values) -> defer.Deferred:
+        """Like render, on a worker thread: a list of a thousand mirrors takes jinja ~0.1 s, which
+        the reactor (and with it DNS) must not wait for. jinja2 templates render thread-safely."""
+        v = self._values(request, values)
+        return self.run_in_thread(lambda: self.jinja.get_template(template).render(**v))
 
 
 # --- responses and the render helper -----------------------------------------------------------
@@ -476,6 +486,17 @@ STATUS_WORDS = {
     "pending": "pending",
     "retired": "retired",
 }
+
+
+def is_web_url(u) -> bool:
+    """For `{% if url is web_url %}`: only http(s) URLs become links (never javascript: or data:)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(u or ""))
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def status_word(status: str) -> str:

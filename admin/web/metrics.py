@@ -193,6 +193,6 @@ class MetricsPage:
 
 def build(ctx: WebContext, registry: CollectorRegistry | None = None) -> Router:
     """The /metrics resource, for admin.web.build_root."""
-    r = Router(ctx)
+    r = Router(ctx, html_errors=False)
     r.add("GET", "", MetricsPage(ctx, registry).page, login=False)
     return r

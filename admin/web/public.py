@@ -183,6 +183,11 @@ def _safe_url(u: str | None) -> str:
     return u if u and waitinglist.is_web_url(u) else ""
 
 
+def _safe_logo(u: str | None) -> str:
+    """Logos over https only: the pages' Content-Security-Policy allows no other images."""
+    return u if u and u.startswith("https://") and waitinglist.is_web_url(u) else ""
+
+
 def load_mirrors_thd(cfg, now, with_plan: bool):
     """thd: (active named mirrors as PublicMirror, serving names or None, waiting-list counts).
 
@@ -205,7 +210,7 @@ def load_mirrors_thd(cfg, now, with_plan: bool):
                 name=r["name"], hostname=r["hostname"], country=r["country"],
                 country_name=c.name if c else r["country"],
                 provider_name=r["provider_name"] or "", provider_url=_safe_url(r["provider_url"]),
-                provider_logo=_safe_url(r["provider_logo"]),
+                provider_logo=_safe_logo(r["provider_logo"]),
                 http_url=_safe_url(r["http_url"]), https_url=_safe_url(r["https_url"]),
                 ftp_url=r["ftp_url"] or "", rsync_url=r["rsync_url"] or "",
                 ipv6=bool(r["ipv6"]) or bool(r["has_ipv6"]), backup=bool(r["backup"])))
@@ -377,7 +382,7 @@ class PublicPages:
             return await self._form_page(
                 request, values=form, code=403,
                 message="This form has expired or did not come from this site; please check the "
-                        "fields and submit it again.")
+                        "fields and submit it again (the form needs cookies to be allowed).")
         if form.get(HONEYPOT, "").strip():
             _log.info("application form honeypot filled from {ip}", ip=client_ip(self.ctx, request))
             return redirect("/apply/sent")
