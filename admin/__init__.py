@@ -11,7 +11,7 @@ def makeService(cfg, pool, reactor, plan=None, geo=None):
     from twisted.application import internet, service
     from twisted.web.server import Site
 
-    from admin import outbox, reports
+    from admin import closer, outbox, reports
     from admin.web import build_root
     from admin.web.framework import WebContext
     from dnsd.config import split_hostport
@@ -24,6 +24,7 @@ def makeService(cfg, pool, reactor, plan=None, geo=None):
     web = internet.TCPServer(port, site, interface=host, reactor=reactor)
     web.setName("web")
     web.setServiceParent(top)
+    closer.refresher(site.resource).setServiceParent(top)   # the dist index, built off the reactor
     outbox.makeService(cfg, pool, reactor).setServiceParent(top)
     reports.makeService(cfg, pool, reactor).setServiceParent(top)
     return top

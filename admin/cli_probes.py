@@ -81,7 +81,9 @@ def cmd_probe(args, ctx):
     if r.timestamp:
         print(f"  sync        {utc_from_ts(r.timestamp):%Y-%m-%d %H:%M:%S} UTC, "
               f"{fmt_age(r.sync_age)} ago ({freshness_class(r.sync_age, cfg.probes.max_age)})")
-    fam = lambda v: "-" if v is None else ("up" if v else "DOWN")
+    def fam(v):
+        return "-" if v is None else ("up" if v else "DOWN")
+
     print(f"  health      IPv4 {fam(r.ipv4_up)}, IPv6 {fam(r.ipv6_up)}, HTTPS {fam(r.https_ok)}")
     if r.geo_check:
         print(f"  geo check   {r.geo_check}")

@@ -7,10 +7,13 @@ EZT pages unchanged. The mirror comes from the same picker and plan as the DNS a
 country, else a random backup) a country without a healthy mirror gets its region's, and weights
 count.
 
-Hot paths (``action=download``, ``as_json``, ``preferred=true``) answer synchronously from the
-in-memory plan: no database, no file read (the "is it in the dist tree" stat is cached). The
-optional HEAD check of ``action=download`` runs through treq, cached per mirror and file, and never
-blocks the reactor.
+Hot paths (``action=download``, ``as_json``, ``preferred=true``) answer synchronously from memory:
+the plan, and for "is it in the dist tree" an index of the tree that a TimerService rebuilds on a
+worker thread (`DistIndex`, started by admin.makeService through `refresher`). No database, no
+file. The optional HEAD check of ``action=download`` runs through treq, cached per mirror and
+file, and never blocks the reactor. HTML pages need their template: it is found, stat'ed and
+parsed on a worker thread and then served from memory for a few seconds (`TemplateStore`), so
+the reactor thread does no file I/O after start-up.
 
 Templates are EZT, rendered with the ``ezt`` package. A page is found the original way:
 ``<name>.cgi`` requested in a folder is rendered from ``<name>.html`` (or ``.ezt``, or ``.md``, which
@@ -22,6 +25,7 @@ value that is HTML (``[lookup]``) can carry a link. Square brackets that are not
 
 from __future__ import annotations
 
+import bisect
 import html
 import io
 import ipaddress
@@ -29,6 +33,8 @@ import json
 import os
 import random
 import re
+import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +42,11 @@ from urllib.parse import quote
 
 import ezt
 from markupsafe import Markup
-from twisted.internet import defer
+from twisted.application import service
+from twisted.application.internet import TimerService
+from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from dnsd import countries, picker
@@ -236,32 +245,132 @@ class ProxyRule:
 
 # --- the distribution tree -------------------------------------------------------------------------
 
-class DistTree:
-    """'Is this path on the mirrors?', from [closer] dist_root, cached for `ttl` seconds.
+MAX_DIST_ENTRIES = 5_000_000     # a dist_root pointed at "/" by mistake stops here, not at OOM
 
-    No dist_root configured means everything counts as present (the closer cannot tell).
+
+class _Stopped(Exception):
+    """The refresher was stopped while a walk ran: the walk gives up at the next folder."""
+
+
+def walk_dist(root: Path, stop: threading.Event | None = None) -> memoryview:
+    """Every file and folder below `root`, as a sorted read-only array of hash(relative path).
+
+    Runs on a worker thread: a real dist tree (100k files) is 0.1-0.2 s of directory reads on a
+    local disk, seconds on a cold network file system. The answer is 8 bytes per path (a frozenset
+    of the path strings would take ~15 times that); hash() is the process's own string hash (64
+    bits, seeded per process, which is fine: the index never leaves the process), so a path that
+    is not there is mistaken for one that is with a chance of about n/2**64, and the error is on
+    the harmless side (a page, not a 404). Symlinks count as os.path.exists sees them: a link to a folder is walked like a folder
+    (except into one of its own parents: a loop), a dangling link is not there.
+    """
+    st = root.stat()                        # a missing root is an error, not an empty tree
+    hashes = array("q", [hash("")])
+    todo = [(str(root), "", ((st.st_dev, st.st_ino),))]
+    while todo:
+        if stop is not None and stop.is_set():
+            raise _Stopped()
+        path, prefix, parents = todo.pop()
+        try:
+            it = os.scandir(path)
+        except OSError:
+            continue                        # an unreadable folder: its contents are not there
+        with it:
+            for e in it:
+                rel = prefix + e.name
+                try:
+                    is_dir = e.is_dir()
+                    if not is_dir and e.is_symlink() and not e.is_file():
+                        continue            # dangling
+                    hashes.append(hash(rel))
+                    if is_dir:
+                        s = e.stat()
+                        key = (s.st_dev, s.st_ino)
+                        if key not in parents:
+                            todo.append((e.path, rel + "/", (*parents, key)))
+                except OSError:
+                    continue
+        if len(hashes) > MAX_DIST_ENTRIES:
+            raise RuntimeError(f"more than {MAX_DIST_ENTRIES} entries below {root}")
+    return memoryview(array("q", sorted(hashes)).tobytes()).cast("q")
+
+
+class DistIndex:
+    """'Is this path on the mirrors?', answered from memory.
+
+    The tree under [closer] dist_root is walked on a worker thread (`refresh`, run every
+    [closer] dist_refresh seconds by `service()`) and the new index replaces the old one in one
+    assignment on the reactor thread, so a request only does a binary search. A failed walk (the
+    root gone, an NFS hiccup) is logged and keeps the previous index.
+
+    Until the first walk has finished, and without a dist_root, every path counts as present: a
+    restart must not turn every download into a 404 for the seconds the first walk takes.
     """
 
-    def __init__(self, root: str | Path | None, clock, ttl: float = 60.0, size: int = 8192):
+    def __init__(self, root: str | Path | None, *, clock, run_in_thread, interval: float = 60.0):
         self.root = Path(root) if root else None
         self.clock = clock
-        self.ttl = ttl
-        self.size = size
-        self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self.run_in_thread = run_in_thread
+        self.interval = interval
+        self.built_at: float | None = None      # clock time of the index in use
+        self.entries = 0
+        self._index: memoryview | None = None   # None: not built (yet): everything is present
+        self._stop = threading.Event()
+        self._service = None
 
     def __contains__(self, path: str) -> bool:
-        if self.root is None:
+        idx = self._index
+        if idx is None:
             return True
-        now = self.clock.seconds()
-        hit = self._cache.get(path)
-        if hit is not None and now - hit[1] < self.ttl:
-            return hit[0]
-        ok = os.path.exists(self.root / path.rstrip("/")) if path else self.root.is_dir()
-        self._cache[path] = (ok, now)
-        self._cache.move_to_end(path)
-        if len(self._cache) > self.size:
-            self._cache.popitem(last=False)
-        return ok
+        h = hash(path.rstrip("/"))
+        i = bisect.bisect_left(idx, h)
+        return i < len(idx) and idx[i] == h
+
+    def refresh(self) -> defer.Deferred:
+        """One walk on a worker thread; the Deferred fires (never fails) once it is swapped in."""
+        if self.root is None:
+            return defer.succeed(None)
+        t0 = self.clock.seconds()
+
+        def swap(idx):
+            self._index = idx
+            self.entries = len(idx)
+            self.built_at = self.clock.seconds()
+            _log.debug("dist index: {n} paths below {root} in {s:.1f} s", n=len(idx),
+                       root=str(self.root), s=self.built_at - t0)
+
+        def failed(f):
+            if not f.check(_Stopped):
+                _log.error("dist index of {root} not refreshed (keeping the previous one): {err}",
+                           root=str(self.root), err=f.getErrorMessage())
+
+        d = defer.maybeDeferred(self.run_in_thread, walk_dist, self.root, self._stop)
+        return d.addCallbacks(swap, failed)
+
+    def service(self) -> service.IService:
+        """The refresher: a TimerService on the clock; stopping it aborts a running walk."""
+        if self._service is None:
+            if self.root is None:
+                self._service = service.Service()
+            else:
+                self._service = _DistRefresher(self)
+            self._service.setName("closer-dist")
+        return self._service
+
+
+class _DistRefresher(TimerService):
+    def __init__(self, index: DistIndex):
+        super().__init__(index.interval, index.refresh)
+        self.clock = index.clock
+        self.index = index
+
+    def startService(self):
+        self.index._stop.clear()
+        super().startService()
+
+    def stopService(self):
+        """Fires once a walk that is running has given up (at its next folder)."""
+        self.index._stop.set()
+        return super().stopService()
 
 
 # --- templates -----------------------------------------------------------------------------------
@@ -324,43 +433,18 @@ def markdown_to_html(text: str) -> tuple[str, str]:
     return out, title
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedTemplate:
     template: ezt.Template
     title: str
+    path: Path
     mtime: float
-    checked: float
 
 
-class TemplateStore:
-    """Compiled templates by file, re-read when the file changes (checked every few seconds)."""
-
-    def __init__(self, clock, check_every: float = 5.0):
-        self.clock = clock
-        self.check_every = check_every
-        self._cache: dict[Path, LoadedTemplate] = {}
-
-    def get(self, path: Path) -> LoadedTemplate:
-        now = self.clock.seconds()
-        hit = self._cache.get(path)
-        if hit is not None and now - hit.checked < self.check_every:
-            return hit
-        mtime = path.stat().st_mtime
-        if hit is not None and hit.mtime == mtime:
-            hit.checked = now
-            return hit
-        text = path.read_text(encoding="utf-8")
-        title = ""
-        if path.suffix == ".md":
-            text, title = markdown_to_html(text)
-        t = ezt.Template(compress_whitespace=0)
-        try:
-            t.parse(protect_brackets(text), base_format=ezt.FORMAT_RAW)
-        except ezt.EZTException as e:
-            raise TemplateError(f"{path}: {e}") from None
-        loaded = LoadedTemplate(t, title, mtime, now)
-        self._cache[path] = loaded
-        return loaded
+@dataclass(frozen=True)
+class _Checked:
+    loaded: LoadedTemplate
+    at: float                   # clock time of the last look at the file
 
 
 def find_template(docroot: Path | None, folder: tuple[str, ...], name: str) -> Path | None:
@@ -373,6 +457,101 @@ def find_template(docroot: Path | None, folder: tuple[str, ...], name: str) -> P
         if p.is_file():
             return p
     return None
+
+
+def parse_template(path: Path, mtime: float) -> LoadedTemplate:
+    """Read and compile one template file (markdown first when it is .md)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TemplateError(f"{path}: {e}") from None
+    title = ""
+    if path.suffix == ".md":
+        text, title = markdown_to_html(text)
+    t = ezt.Template(compress_whitespace=0)
+    try:
+        t.parse(protect_brackets(text), base_format=ezt.FORMAT_RAW)
+    except ezt.EZTException as e:
+        raise TemplateError(f"{path}: {e}") from None
+    return LoadedTemplate(t, title, path, mtime)
+
+
+def load_page(docroot: Path | None, folder: tuple[str, ...], name: str, default: Path,
+              known: dict[Path, LoadedTemplate]) -> LoadedTemplate:
+    """The page's template, for a worker thread: found, stat'ed, and read and parsed only when
+    its mtime differs from the compiled one in `known` (a snapshot, never written here)."""
+    p = find_template(docroot, folder, name) or default
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as e:                                    # removed since find_template
+        raise TemplateError(f"{p}: {e}") from None
+    old = known.get(p)
+    if old is not None and old.mtime == mtime:
+        return old
+    return parse_template(p, mtime)
+
+
+class TemplateStore:
+    """Compiled templates by page, ready for the reactor thread without touching a file.
+
+    A page (folder, name, default) is resolved, stat'ed and, when it changed, read and parsed on a
+    worker thread (`load_page`); the answer is then used from memory for `check_every` seconds,
+    after which the next request for the page looks at the file again (one look at a time per
+    page; requests arriving meanwhile wait for it). So an edited or new page shows within seconds,
+    and an unchanged one is parsed once. Pages are kept for the `size` most recent names: names
+    come from URLs, which anyone can invent.
+    """
+
+    def __init__(self, docroot: Path | None, clock, run_in_thread, check_every: float = 5.0,
+                 size: int = 1024):
+        self.docroot = docroot
+        self.clock = clock
+        self.run_in_thread = run_in_thread
+        self.check_every = check_every
+        self.size = size
+        self._pages: OrderedDict[tuple, _Checked] = OrderedDict()
+        self._files: dict[Path, LoadedTemplate] = {}
+        self._waiting: dict[tuple, list[defer.Deferred]] = {}
+
+    def cached(self, folder: tuple[str, ...], name: str, default: Path) -> LoadedTemplate | None:
+        """The page's template when it was looked at less than `check_every` seconds ago."""
+        hit = self._pages.get((folder, name, default))
+        if hit is not None and self.clock.seconds() - hit.at < self.check_every:
+            return hit.loaded
+        return None
+
+    def get(self, folder: tuple[str, ...], name: str, default: Path) -> defer.Deferred:
+        """Deferred[LoadedTemplate]; fails with TemplateError for a broken template (not cached:
+        the operator's fix shows on the next request)."""
+        hit = self.cached(folder, name, default)
+        if hit is not None:
+            return defer.succeed(hit)
+        key = (folder, name, default)
+        out = defer.Deferred()
+        if key in self._waiting:
+            self._waiting[key].append(out)
+            return out
+        self._waiting[key] = [out]
+
+        def done(loaded):
+            self._files[loaded.path] = loaded
+            self._pages[key] = _Checked(loaded, self.clock.seconds())
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+            return loaded
+
+        def tell(result):
+            for d in self._waiting.pop(key):
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
+
+        d = defer.maybeDeferred(self.run_in_thread, load_page, self.docroot, folder, name,
+                                default, dict(self._files))
+        d.addCallback(done).addBoth(tell)
+        return out
 
 
 def render_template(loaded: LoadedTemplate, data: dict) -> str:
@@ -501,15 +680,21 @@ class Selection:
 class Closer:
     """The closer's decisions, without HTTP: testable with a plan, a clock and a seeded rng."""
 
-    def __init__(self, cfg, plan_holder, *, clock, rng=None, head=None):
+    def __init__(self, cfg, plan_holder, *, clock, rng=None, head=None, run_in_thread=None):
+        """run_in_thread(f, *args) -> Deferred runs file work off the reactor thread (the dist
+        walk, template loads); tests pass one that runs f inline."""
         self.cfg = cfg
         self.holder = plan_holder
         self.clock = clock
         self.rng = rng or random.Random()
+        run_in_thread = run_in_thread or threads.deferToThread
         c = cfg.closer
+        if c.dist_refresh <= 0:
+            raise ValueError("[closer] dist_refresh must be a positive number of seconds")
         self.docroot = cfg.resolve_path(c.document_root) if c.document_root else None
-        self.dist = DistTree(cfg.resolve_path(c.dist_root) if c.dist_root else None, clock)
-        self.templates = TemplateStore(clock)
+        self.dist = DistIndex(cfg.resolve_path(c.dist_root) if c.dist_root else None,
+                              clock=clock, run_in_thread=run_in_thread, interval=c.dist_refresh)
+        self.templates = TemplateStore(self.docroot, clock, run_in_thread)
         self.archive_url = _slash(c.archive_url) if c.archive_url else ""
         self.heads = HeadCache(clock, c.head_check_ttl, c.head_timeout, head) if c.head_check \
             else None
@@ -659,15 +844,15 @@ class ClosePages(resource.Resource):
         self.closer = closer
 
     def render_GET(self, request):
+        """Text, JSON and redirects are answered here and now; an HTML page (which needs its
+        template, perhaps from disk) comes back as a Deferred and is written when it fires."""
         request.setHeader(b"cache-control", NO_STORE)
         try:
             body = self._render(request)
-        except BadRequest as e:
-            body = _text(request, 400, f"bad request: {e}\n")
-        except TemplateError as e:
-            # a broken project template: logged for the operator; the visitor gets no file path
-            _log.error("closer template error: {err}", err=str(e))
-            body = _text(request, 500, "this download page's template is broken\n")
+        except (BadRequest, TemplateError) as e:
+            body = _error(request, e)
+        if isinstance(body, defer.Deferred):
+            return self._finish_later(request, body)
         if isinstance(body, bytes) and request.code != 302:    # a redirect's body is empty
             _secure(request)
         return body
@@ -679,6 +864,32 @@ class ClosePages(resource.Resource):
             request.setHeader(b"content-length", b"%d" % len(body))
             return b""
         return body
+
+    def _finish_later(self, request, d: defer.Deferred):
+        """Write the page `d` fires with (errors become the same answers as in render_GET, or a
+        logged 500), unless the visitor has gone meanwhile (admin.web.framework.render_async's
+        pattern, with the closer's own headers)."""
+        gone = []
+        request.notifyFinish().addErrback(lambda _f: gone.append(True))
+
+        def write(body: bytes):
+            if gone or request.finished:
+                return
+            _secure(request)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            if request.method != b"HEAD":
+                request.write(body)
+            request.finish()
+
+        def fail(f):
+            if f.check(BadRequest, TemplateError):
+                return write(_error(request, f.value))
+            _log.failure("closer page {uri}", f, uri=request.uri)
+            return write(_text(request, 500, "internal error\n"))
+
+        d.addCallbacks(write, fail).addErrback(
+            lambda f: _log.failure("closer writing {uri}", f, uri=request.uri))
+        return server.NOT_DONE_YET
 
     def _render(self, request):
         segs = [_seg(s) for s in request.prepath + request.postpath]
@@ -736,7 +947,8 @@ class ClosePages(resource.Resource):
             }, indent=2, sort_keys=True).encode()
             request.setHeader(b"content-type", b"application/json")
             return body
-        return self._page(request, sel, folder, name, location, path, in_dist)
+        return defer.ensureDeferred(self._page(request, sel, folder, name, location, path,
+                                               in_dist))
 
     # -- action=download --
 
@@ -746,7 +958,7 @@ class ClosePages(resource.Resource):
         if not fname:
             return _text(request, 400, "action=download needs filename=<path>\n")
         if fname not in c.dist:
-            return self._not_in_dist(request, c.select(view, cca2), fname)
+            return defer.ensureDeferred(self._not_in_dist(request, c.select(view, cca2), fname))
         if c.heads is None:
             sel = c.select(view, cca2, params.preferred)
             if not sel.preferred:
@@ -798,8 +1010,8 @@ class ClosePages(resource.Resource):
         cca2 = sel.cca2
         cc = countries.get(cca2) if cca2 else None
         e = sel.entry
-        logo = getattr(e, "provider_logo", "") or ""
-        link = getattr(e, "provider_url", "") or ""
+        logo = e.provider_logo if e is not None else ""
+        link = e.provider_url if e is not None else ""
         first = path.split("/", 1)[0]          # the original's [project]: the path's top folder
         return {
             "preferred": esc(sel.preferred),
@@ -817,28 +1029,22 @@ class ClosePages(resource.Resource):
             "backup": [esc(u) for u in sel.lists["backup"]],
         }
 
-    def _template(self, folder, name):
+    async def _page(self, request, sel, folder, name, location, path, in_dist) -> bytes:
         """The project's own page beside the script, else the default closer page."""
         c = self.closer
-        p = find_template(c.docroot, folder, name)
-        return c.templates.get(p or BUILTIN_DIR / "closer.ezt")
-
-    def _page(self, request, sel, folder, name, location, path, in_dist):
-        c = self.closer
         if not in_dist:
-            return self._not_in_dist(request, sel, path, location)
-        loaded = self._template(folder, name)
+            return await self._not_in_dist(request, sel, path, location)
+        loaded = await c.templates.get(folder, name, BUILTIN_DIR / "closer.ezt")
         out = render_template(loaded, self._data(sel, location, path))
         out = collapse_slashes(out, [sel.preferred, *sel.lists["http"], *sel.lists["https"],
                                      *sel.lists["ftp"], *sel.lists["backup"]])
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return self._wrap(out, loaded.title or f"{c.cfg.closer.project}: download mirrors")
+        return await self._wrap(out, loaded.title or f"{c.cfg.closer.project}: download mirrors")
 
-    def _not_in_dist(self, request, sel, path, location="/dyn/closer"):
+    async def _not_in_dist(self, request, sel, path, location="/dyn/closer") -> bytes:
         """The archive page (docroot dyn/archive.html, else built in) with status 404."""
         c = self.closer
-        p = find_template(c.docroot, ("dyn",), "archive")
-        loaded = c.templates.get(p or BUILTIN_DIR / "archive.ezt")
+        loaded = await c.templates.get(("dyn",), "archive", BUILTIN_DIR / "archive.ezt")
         data = self._data(sel, location, path)
         if c.archive_url:
             u = esc(c.archive_url + url_path(path))
@@ -848,15 +1054,17 @@ class ClosePages(resource.Resource):
         out = render_template(loaded, data)
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return self._wrap(out, f"{c.cfg.closer.project}: not on the mirrors")
+        return await self._wrap(out, f"{c.cfg.closer.project}: not on the mirrors")
 
-    def _wrap(self, body: str, title: str) -> bytes:
+    async def _wrap(self, body: str, title: str) -> bytes:
         """Templates are fragments (the ASF site wrapped them in its layout): here they go into
-        the public layout; a template that is a whole page is sent as it is."""
+        the public layout; a template that is a whole page is sent as it is. The layout renders
+        on a worker thread: jinja looks at its template file's mtime on every use."""
         if re.search(r"<html[\s>]", body[:2000], re.IGNORECASE):
             return body.encode("utf-8")
-        return self.ctx.render("closer/page.html", None, body=Markup(body),
-                               page_title=title).encode("utf-8")
+        out = await self.ctx.render_threaded("closer/page.html", None, body=Markup(body),
+                                             page_title=title)
+        return out.encode("utf-8")
 
 
 def collapse_slashes(out: str, urls) -> str:
@@ -866,6 +1074,15 @@ def collapse_slashes(out: str, urls) -> str:
         return out
     rx = re.compile("(" + "|".join(re.escape(b) for b in bases) + ")/+")
     return rx.sub(r"\1", out)
+
+
+def _error(request, e: Exception) -> bytes:
+    """400 for input we refuse; 500 for a broken template, logged for the operator (the visitor
+    gets no file path)."""
+    if isinstance(e, TemplateError):
+        _log.error("closer template error: {err}", err=str(e))
+        return _text(request, 500, "this download page's template is broken\n")
+    return _text(request, 400, f"bad request: {e}\n")
 
 
 def _text(request, code: int, body: str, finish: bool = False):
@@ -896,7 +1113,8 @@ def _redirect(request, url: str, finish: bool = False):
 # --- wiring --------------------------------------------------------------------------------------
 
 def make_closer(ctx, *, rng=None, head=None) -> Closer:
-    return Closer(ctx.cfg, ctx.plan, clock=ctx.clock, rng=rng, head=head)
+    return Closer(ctx.cfg, ctx.plan, clock=ctx.clock, rng=rng, head=head,
+                  run_in_thread=ctx.run_in_thread)
 
 
 def build(ctx, *, rng=None, head=None) -> resource.Resource:
@@ -907,10 +1125,16 @@ def build(ctx, *, rng=None, head=None) -> resource.Resource:
 def mount(root: resource.Resource, ctx, *, rng=None, head=None) -> ClosePages:
     """Put the closer at /dyn, and project pages (<folder>/<name>.cgi) at the top-level names of
     [closer] document_root that nothing else has taken (read at start: a new top-level folder
-    needs a restart)."""
+    needs a restart).
+
+    The dist index is built by `refresher(root)`'s service, which admin.makeService starts; until
+    it has run once every path counts as present.
+    """
     pages = build(ctx, rng=rng, head=head)
     root.putChild(b"dyn", pages)
     docroot = pages.closer.docroot
+    # One listing of the document root's top level, blocking: this runs once in build_root while
+    # the service tree is composed, before the reactor serves anything, so nobody waits for it.
     if docroot is not None and docroot.is_dir():
         for p in sorted(docroot.iterdir()):
             if p.name.startswith(".") or p.name == "dyn":
@@ -926,3 +1150,13 @@ def mount(root: resource.Resource, ctx, *, rng=None, head=None) -> ClosePages:
                 if key not in root.children:
                     root.putChild(key, pages)
     return pages
+
+
+def refresher(root: resource.Resource) -> service.IService:
+    """The closer's background service for admin.makeService: the dist index refresher of the
+    closer `mount` put on `root` (a service that does nothing when there is none, or no
+    dist_root). ``closer.refresher(site.resource).setServiceParent(top)``"""
+    pages = root.children.get(b"dyn")
+    if isinstance(pages, ClosePages):
+        return pages.closer.dist.service()
+    return service.Service()

@@ -19,6 +19,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from admin import waitinglist
 from dnsd.models import (
     ACTIVE,
     DISABLED_ADMIN,
@@ -28,7 +29,6 @@ from dnsd.models import (
     mirror_health,
     mirrors,
 )
-from admin import waitinglist
 from probes import mails
 from probes.probe import fmt_age
 

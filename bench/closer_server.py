@@ -6,6 +6,11 @@ mmdb, and the closer sits behind a trusted proxy (127.0.0.1), so each request go
 X-Forwarded-For rule, a geo lookup (cached per /24), the picker's tier for that country and a
 weighted draw: the whole production path of `action=download`, minus TLS.
 
+With DIST_FILES=n (environment) the closer also gets a [closer] dist_root of n empty files
+(plus the files the benchmark asks for), so every redirect also looks the file up in the dist
+index; the port is written once the first walk of that tree (on a worker thread) has finished.
+DIST_REFRESH=s walks it again every s seconds during the run.
+
 Usage: closer_server.py PORT_FILE  (writes the port it listens on to PORT_FILE when ready)
 """
 
@@ -13,8 +18,11 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import os
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +41,8 @@ from tests.helpers import write_test_mmdb
 
 FIXTURE = HERE.parent / "tests" / "fixtures" / "php-net-mirrors-2013-09-19.tsv"
 NOW = _dt.datetime(2026, 11, 21, 9, 0, 0)
+BENCH_FILES = ("httpd/httpd-2.4.66.tar.gz", "httpd/KEYS",
+               "tomcat/tomcat-11/v11.0.0/bin/apache-tomcat-11.0.0.tar.gz")
 
 
 class Holder:
@@ -61,22 +71,60 @@ def rows() -> list[dict]:
     return out
 
 
+def make_dist(top: Path, n: int) -> Path:
+    """n empty files in folders of 500, plus the benchmark's own files."""
+    dist = top / "dist"
+    for i in range(n):
+        d = dist / f"project{i // 500}"
+        if i % 500 == 0:
+            d.mkdir(parents=True)
+        (d / f"release-{i}.tar.gz").touch()
+    for f in BENCH_FILES:
+        (dist / f).parent.mkdir(parents=True, exist_ok=True)
+        (dist / f).touch()
+    return dist
+
+
 def main(port_file: str) -> None:
-    cfg = parse_config('[admin]\ntrusted_proxies = ["127.0.0.1"]\n')
+    work = Path(tempfile.mkdtemp(prefix="closer-bench-"))
+    reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, work, True)
+    n = int(os.environ.get("DIST_FILES", "0"))
+    closer_cfg = ""
+    if n:
+        refresh = int(os.environ.get("DIST_REFRESH", "60"))
+        closer_cfg = f'[closer]\ndist_root = "{make_dist(work, n)}"\ndist_refresh = {refresh}\n'
+    cfg = parse_config('[admin]\ntrusted_proxies = ["127.0.0.1"]\n' + closer_cfg)
     plan = build_plan({"version": 1, "mirrors": rows()}, cfg, NOW)
-    mmdb = Path(tempfile.mkdtemp(prefix="closer-bench-")) / "test.mmdb"
+    mmdb = work / "test.mmdb"
     write_test_mmdb(str(mmdb))
     ctx = WebContext(cfg=cfg, pool=None, reactor=reactor, plan=Holder(plan),
                      geo=GeoLocator(str(mmdb)))
     root = resource.Resource()
-    closer.mount(root, ctx)
+    pages = closer.mount(root, ctx)
+    refresher = closer.refresher(root)
     site = server.Site(root)
     site.log = lambda request: None        # no access log in the measurement
     port = reactor.listenTCP(0, site, interface="127.0.0.1", backlog=1024)
-    Path(port_file).write_text(str(port.getHost().port))
     serving = sum(1 for e in plan.mirrors if e.serving and not e.backup)
-    print(f"closer bench server: {serving} serving mirrors, port {port.getHost().port}",
-          flush=True)
+    dist = pages.closer.dist
+    t0 = time.monotonic()
+
+    def ready(_=None):
+        walked = (f", dist index of {dist.entries} paths walked in {time.monotonic() - t0:.2f} s"
+                  if dist.root else "")
+        Path(port_file).write_text(str(port.getHost().port))
+        print(f"closer bench server: {serving} serving mirrors{walked}, port "
+              f"{port.getHost().port}", flush=True)
+
+    def start():
+        refresher.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", refresher.stopService)
+        if dist.root is None:
+            ready()
+        else:
+            dist.refresh().addCallback(ready)
+
+    reactor.callWhenRunning(start)
     reactor.run()
 
 

@@ -169,17 +169,17 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
 
     # 1. static records from the zone file (the apex SOA carries the plan's serial)
     for name in zone.names:
-        acts: dict = {ANY_KEY: (0, nodata(name), None, "")}
+        acts: dict = {ANY_KEY: (0, nodata(name), None, None)}
         for qtype, rrs in zone.records.get(name, {}).items():
             if qtype == T_SOA:
                 rrs = [soa_rr]
             trip = _encode_with_dnslib(name, qtype, answers=rrs)
             if qtype == T_CNAME:
-                acts = {ANY_KEY: (0, trip, None, "")}
+                acts = {ANY_KEY: (0, trip, None, None)}
                 break
-            acts[qtype] = (0, trip, None, "")
+            acts[qtype] = (0, trip, None, None)
         else:
-            acts[T_ANY] = (0, any_answer(name), None, "")
+            acts[T_ANY] = (0, any_answer(name), None, None)
         names[wire_name(name)] = acts
 
     # 2. the mirrors' own names
@@ -189,14 +189,15 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
         if key in names:
             continue
         if e.ipv4 or e.ipv6:
-            acts = {ANY_KEY: (0, nodata(name), None, ""), T_ANY: (0, any_answer(name), None, "")}
+            acts = {ANY_KEY: (0, nodata(name), None, None),
+                    T_ANY: (0, any_answer(name), None, None)}
             if e.ipv4:
-                acts[T_A] = (0, _triple(1, 0, _addr_rr(e, "A", ttl)), None, "")
+                acts[T_A] = (0, _triple(1, 0, _addr_rr(e, "A", ttl)), None, None)
             if e.ipv6:
-                acts[T_AAAA] = (0, _triple(1, 0, _addr_rr(e, "AAAA", ttl)), None, "")
+                acts[T_AAAA] = (0, _triple(1, 0, _addr_rr(e, "AAAA", ttl)), None, None)
         else:
             target = wire_name(e.hostname)
-            acts = {ANY_KEY: (0, _triple(1, 0, _rr(T_CNAME, ttl, target)), None, "")}
+            acts = {ANY_KEY: (0, _triple(1, 0, _rr(T_CNAME, ttl, target)), None, None)}
         names[key] = acts
 
     # 3. rings per (family, location key), shared between names
@@ -248,7 +249,7 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
         if name not in nodata_cache:
             nodata_cache[name] = nodata(name)
         nd = nodata_cache[name]
-        acts = dict(base) if base else {ANY_KEY: (0, nd, None, ""), T_ANY: (0, any_answer(name),
+        acts = dict(base) if base else {ANY_KEY: (0, nd, None, None), T_ANY: (0, any_answer(name),
                                                                               None, "")}
         for fam, qt in (("A", T_A), ("AAAA", T_AAAA)):
             if key is None:
@@ -406,15 +407,15 @@ class Answerer:
                         st = self.stats
                         k = (min(256, qtype), 0)
                         st.by_type_rcode[k] = st.by_type_rcode.get(k, 0) + 1
-                        if rk:
+                        if rk is not None:
                             st.by_country[rk] = st.by_country.get(rk, 0) + 1
                         return out
             return self._full(data, src, udp)
-        except Exception:  # noqa: BLE001 -- garbage must never reach the reactor
+        except Exception:
             # garbage must never crash the server: answer FORMERR if there is a header at all
             try:
                 return self._error(data, FORMERR)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.stats.dropped += 1
                 return None
 
@@ -621,7 +622,7 @@ class Answerer:
         if udp and len(out) > (o[4] if o else 512):
             return self._truncated(data, qe, ropt)
         self._count(qtype, NOERROR)
-        if rk:
+        if rk is not None:
             self.stats.by_country[rk] = self.stats.by_country.get(rk, 0) + 1
         return out
 

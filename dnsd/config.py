@@ -114,6 +114,7 @@ class MailConfig:
 class CloserConfig:
     document_root: str = ""               # where project <name>.html/.ezt templates live
     dist_root: str = ""                   # the distribution tree, to tell "not in dist"
+    dist_refresh: int = 60                # seconds between two walks of dist_root (worker thread)
     project: str = "Example"
     allow_http: bool = True
     archive_url: str = "https://archive.example.org/dist/"

@@ -7,8 +7,9 @@ transaction on a thread pool of its own and fires with whatever plain data `thd`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from twisted.application import service

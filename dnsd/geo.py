@@ -93,7 +93,7 @@ class GeoLocator:
             _log.info("geo database {path} reopened ({dbtype})", path=self.path,
                       dbtype=self.database_type)
             return True
-        except Exception as e:  # noqa: BLE001 -- any failure keeps the old reader
+        except Exception as e:
             _log.warn("geo database {path} not reopened, keeping the old one: {err}",
                       path=self.path, err=str(e))
             return False

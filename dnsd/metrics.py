@@ -35,10 +35,11 @@ class DNSCollector:
             q.add_metric([qtype_name(qt) if qt >= 0 else "none", RCODES.get(rc, str(rc))], n)
         yield q
         c = CounterMetricFamily("dnsd_answers_by_country",
-                                "Answers chosen by client location (country, @continent, '' unknown)",
+                                "Answers from the mirror rings by location (a country code, "
+                                "@ and a continent code, or unknown)",
                                 labels=["country"])
         for cc, n in sorted(st.by_country.copy().items()):
-            c.add_metric([cc], n)
+            c.add_metric([cc or "unknown"], n)
         yield c
         yield CounterMetricFamily("dnsd_dropped", "Datagrams dropped unanswered", value=st.dropped)
         h = self.holder

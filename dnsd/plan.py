@@ -30,7 +30,8 @@ from dnsd.score import Score, ScoreInputs, compute
 _MIRROR_COLS = (
     "id", "name", "hostname", "country", "ipv4", "ipv6", "http_url", "https_url", "ftp_url",
     "rsync_url", "status", "status_reason", "backup", "weight", "bandwidth_mbit", "cores",
-    "memory_gb", "disk_gb", "has_ipv6", "has_https",
+    "memory_gb", "disk_gb", "has_ipv6", "has_https", "provider_name", "provider_url",
+    "provider_logo",
 )
 _HEALTH_COLS = (
     "failures_in_row", "passes_in_row", "last_probe_at", "last_ok_at", "last_error",
@@ -91,6 +92,9 @@ class MirrorEntry:
     score: float
     score_detail: Score = field(compare=False, repr=False)   # the factors, for explanations
     sync_age: float | None = None    # seconds, None = unknown
+    provider_name: str = ""          # display only (closer's [link]/[logo], public list)
+    provider_url: str = ""
+    provider_logo: str = ""
 
     @property
     def score_explain(self) -> str:
@@ -212,6 +216,8 @@ def _entry(row: dict, cfg, now: _dt.datetime) -> MirrorEntry:
         ftp=row.get("ftp_url") or None, rsync=row.get("rsync_url") or None,
         backup=bool(row.get("backup")), status=row["status"], serving=serving, reason=reason,
         score=sc.total, score_detail=sc, sync_age=age,
+        provider_name=row.get("provider_name") or "", provider_url=row.get("provider_url") or "",
+        provider_logo=row.get("provider_logo") or "",
     )
 
 
@@ -267,6 +273,7 @@ def row(**kw: Any) -> dict:
         "has_ipv6": False, "has_https": False, "failures_in_row": 0, "passes_in_row": 0,
         "last_probe_at": None, "last_ok_at": None, "last_error": "", "last_sync_at": None,
         "ipv4_up": None, "ipv6_up": None, "https_ok": None, "uptime_7d": None, "rtt_p95_ms": None,
+        "provider_name": "", "provider_url": "", "provider_logo": "",
     }
     unknown = set(kw) - set(base)
     if unknown:

@@ -193,8 +193,12 @@ class DNSService(service.MultiService):
         d.addCallback(self._build_and_swap)
         return d
 
+    def _in_thread(self, f, *args):
+        """Run CPU work off the reactor thread (tests replace this to run it inline)."""
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
     def _build_and_swap(self, rows):
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.build, rows)
+        d = self._in_thread(self.build, rows)
         d.addCallback(self._swap)
         d.addErrback(self._build_failed)           # ... and a failure here is ours, not the DB's
         return d

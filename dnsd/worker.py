@@ -5,7 +5,7 @@
     python -m dnsd.worker --config mirrordns.toml --single     # exactly this one process
 
 With more than one worker every process binds the `[dns] listen` addresses with SO_REUSEPORT and
-builds its own plan from the same table. `--print-port` writes "ready" on stdout once the first
+builds its own plan from the same table. `--ready` writes "ready" on stdout once the first
 plan is live, which scripts and tests can wait for.
 """
 
@@ -39,7 +39,15 @@ def main(argv=None) -> int:
             return 2
         for _ in range(n - 1):
             children.append(subprocess.Popen(
-                [sys.executable, "-m", "dnsd.worker", "--config", path, "--single"]))
+                [sys.executable, "-m", "dnsd.worker", "--config", path, "--single", "--ready"],
+                stdout=subprocess.PIPE))
+        for c in children:                 # "ready" below means every worker has its plan
+            if c.stdout.readline().strip() != b"ready":
+                print("a DNS worker did not start; see its log above", file=sys.stderr)
+                for k in children:
+                    if k.poll() is None:
+                        k.terminate()
+                return 1
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver

@@ -128,7 +128,7 @@ def parse_zone(text: str, origin: str, fname: str = "<zone>", default_ttl: int =
                 last_owner = cur_origin
         try:
             rrs = RR.fromZone(rec, origin=cur_origin, ttl=ttl)
-        except Exception as e:  # noqa: BLE001 -- dnslib raises IndexError/ValueError/DNSError for bad input
+        except Exception as e:
             msg = str(e) or type(e).__name__
             raise ZoneError(f"{where}: bad record '{stripped}': {msg}") from None
         if len(rrs) != 1:

@@ -84,13 +84,21 @@ class DictGeo:
         return self.table.get(ip)
 
 
-def make_stub(config_text: str = "", rows=None, *, geo=None, seed: int = 1, head=None):
-    """(StubTreq over a root with the closer mounted, the Closer, ctx)."""
+def make_stub(config_text: str = "", rows=None, *, geo=None, seed: int = 1, head=None,
+              run_in_thread=None):
+    """(StubTreq over a root with the closer mounted, the Closer, ctx).
+
+    run_in_thread: the context's thread runner (default: webfakes' inline one)."""
     cfg = parse_config(config_text)
     plan = make_plan(standard_rows() if rows is None else rows, cfg)
     ctx = make_ctx(None, config_text, plan=Holder(plan), geo=geo if geo is not None else DictGeo())
+    if run_in_thread is not None:
+        ctx.run_in_thread = run_in_thread
     root = resource.Resource()
     pages = closer.mount(root, ctx, rng=random.Random(seed), head=head)
+    # the dist index refresher, as admin.makeService starts it: with ctx's inline thread runner
+    # the first walk is done when startService returns
+    closer.refresher(root).startService()
     return StubTreq(root), pages.closer, ctx
 
 

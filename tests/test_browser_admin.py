@@ -1,10 +1,11 @@
 """Browser tests of the admin in headless Debian Chromium (playwright; never `playwright install`).
 
 The whole process runs as operators run it (`twistd -n -y twistd.tac`, config from
-$MIRRORDNS_CONFIG) on a SQLite file seeded here; dnspython asks its real DNS listener. The tests log in, disable a mirror with a reason
-and watch it leave the DNS answer, add a note as a helper, apply as a visitor and accept the
-application as an admin, and save screenshots of the mirror list and a mirror page under
-tests/artifacts/ (git-ignored).
+$MIRRORDNS_CONFIG) on a SQLite file seeded here; dnspython asks its real DNS listener and aiosmtpd
+stands in for the mail server. The tests log in, disable a mirror with a reason and watch it leave
+the DNS answer (and the mail go out), change an address and see the answer follow, add a note as a
+helper, apply as a visitor and accept the application as an admin, and save screenshots of the
+mirror list and a mirror page under tests/artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -259,6 +260,24 @@ def test_disable_mirror_leaves_dns_answer(stack, page):
     wait_until(lambda: a_records(port, name) == {"192.0.2.10", "192.0.2.11"}, "de1 returning")
 
 
+def test_edit_address_changes_dns_answer(stack, page):
+    base, port = stack["base"], stack["dns_port"]
+    name = f"us.{ZONE}"
+    wait_until(lambda: a_records(port, name) == {"198.51.100.5"}, "us1 in the answer")
+    login(page, base)
+    page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}/edit")
+    page.fill("input[name=ipv4]", "198.51.100.77")
+    page.click("button:has-text('Save')")
+    expect(page.locator(".flash")).to_contain_text("Changes saved")
+    expect(page.locator("dd.mono").first).to_have_text("198.51.100.77")
+    wait_until(lambda: a_records(port, name) == {"198.51.100.77"}, "the new address answered")
+    # and put it back for the other tests
+    page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}/edit")
+    page.fill("input[name=ipv4]", "198.51.100.5")
+    page.click("button:has-text('Save')")
+    wait_until(lambda: a_records(port, name) == {"198.51.100.5"}, "the old address back")
+
+
 def test_helper_adds_note_and_cannot_enable(stack, page):
     base = stack["base"]
     login(page, base, "hugo")
@@ -295,6 +314,8 @@ def test_visitor_applies_and_admin_accepts(stack, browser, page):
     expect(page.locator("#cc-AT")).to_contain_text("1 waiting")
     page.click("a:has-text('Anna Applicant')")
     expect(page.locator("input[name=name]")).to_have_value("at1")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "admin-application.png"), full_page=True)
     page.click("button:has-text('Accept')")
     expect(page.locator(".flash")).to_contain_text("Application accepted")
     expect(page.locator("h1")).to_contain_text("at1")

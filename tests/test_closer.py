@@ -29,6 +29,7 @@ from tests.closer_support import (
     standard_rows,
     well_formed,
 )
+from tests.webfakes import inline
 
 WESTERN_EUROPE = {SERVING_WEB[n] for n in ("de1", "de2", "at1", "fr1")}
 ALL_SERVING = set(SERVING_WEB.values()) | {"ftp://fr1.example.fr/mirrors/apache/"}
@@ -469,15 +470,29 @@ def test_clean_path_refuses(raw):
         closer.clean_path(raw)
 
 
-def test_dist_tree_cache_follows_the_clock(tmp_path):
+def test_dist_index_picks_up_a_new_file_after_the_interval(tmp_path):
     clock = Clock()
-    t = closer.DistTree(tmp_path, clock, ttl=60)
-    assert "a.txt" not in t
+    idx = closer.DistIndex(tmp_path, clock=clock, run_in_thread=inline, interval=60)
+    svc = idx.service()
+    svc.startService()                       # the first walk, at once
+    assert "a.txt" not in idx and "" in idx
     (tmp_path / "a.txt").write_text("x")
-    assert "a.txt" not in t                  # cached answer
-    clock.advance(61)
-    assert "a.txt" in t
-    assert "anything" in closer.DistTree(None, clock)
+    clock.advance(59)
+    assert "a.txt" not in idx                # the index in use until the next walk
+    clock.advance(1)
+    assert "a.txt" in idx and idx.built_at == 60
+    (tmp_path / "a.txt").unlink()
+    clock.advance(60)
+    assert "a.txt" not in idx
+    svc.stopService()
+    (tmp_path / "b.txt").write_text("x")
+    clock.advance(600)
+    assert "b.txt" not in idx                # stopped: no more walks
+    # no dist_root: everything is present, and the service has nothing to do
+    none = closer.DistIndex(None, clock=clock, run_in_thread=inline)
+    assert "anything" in none
+    none.service().startService()
+    assert "anything" in none
 
 
 def test_closer_picks_with_a_seeded_rng_reproducibly():

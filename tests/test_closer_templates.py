@@ -257,3 +257,51 @@ def test_a_whole_page_template_is_sent_as_it_is(tmp_path):
     p, body = page(stub, f"/proj/get.cgi/{FILE}?cca2=de&Preferred={quote(FR)}")
     assert body.startswith("<!doctype html><html><head><title>Own</title>")
     assert "topbar" not in body and p.hrefs() == [FR + FILE]
+
+
+def test_the_demo_document_root_serves_the_httpd_page():
+    """demo/mirrordns.toml's [closer]: what `make run` shows at /httpd/download.cgi."""
+    import random
+
+    from treq.testing import StubTreq
+    from twisted.web import resource
+
+    from admin import closer
+    from admin.web.framework import WebContext
+    from dnsd.config import load_config
+    from tests.closer_support import Holder, make_plan, standard_rows
+    from tests.webfakes import SyncPool, inline, make_clock
+
+    cfg = load_config(str(Path(__file__).parent.parent / "demo" / "mirrordns.toml"))
+    clock = make_clock()
+    ctx = WebContext(cfg=cfg, pool=SyncPool(None), reactor=clock, clock=clock, run_in_thread=inline,
+                     plan=Holder(make_plan(standard_rows(), cfg)))
+    root = resource.Resource()
+    closer.mount(root, ctx, rng=random.Random(1))
+    closer.refresher(root).startService()
+    stub = StubTreq(root)
+    p, body = page(stub, f"/httpd/download.cgi?cca2=fr&Preferred={quote(FR)}")
+    no_leftovers(body)
+    assert FR + "httpd/httpd-2.4.66.tar.gz" in p.hrefs()
+    resp, _ = get(stub, "/dyn/closer/httpd/httpd-2.4.66.tar.gz?cca2=fr")
+    assert resp.code == 200
+    resp, _ = get(stub, "/dyn/closer/httpd/httpd-2.2.0.tar.gz?cca2=fr")
+    assert resp.code == 404
+
+
+def test_the_preferred_mirrors_provider_logo_and_link(tmp_path):
+    """[if-any logo] shows the preferred mirror's provider logo, linked to [link] (from the table)."""
+    from tests.closer_support import standard_rows
+
+    doc = tmp_path / "www"
+    (doc / "dyn").mkdir(parents=True)
+    shutil.copyfile(FIX / "apache-closer-default-template.ezt.html", doc / "dyn/closer.html")
+    rows = [r if r["name"] != "fr1" else {**r, "provider_url": "https://provider.example.fr/",
+                                            "provider_logo": "https://provider.example.fr/l.png"}
+            for r in standard_rows()]
+    stub, _c, _ctx = make_stub(f'[closer]\ndocument_root = "{doc}"\n', rows)
+    p, _body = page(stub, f"/dyn/closer.cgi/{FILE}?cca2=fr&Preferred={quote(FR)}")
+    assert ("a", "https://provider.example.fr/", "") in p.links
+    assert ("img", "https://provider.example.fr/l.png", "") in p.links
+    p, body = page(stub, f"/dyn/closer.cgi/{FILE}?cca2=us")      # a mirror without a logo
+    assert not [u for k, u, _s in p.links if k == "img"]

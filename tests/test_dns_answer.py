@@ -169,3 +169,22 @@ def _shared(test_mmdb):
     if test_mmdb not in _SHARED:
         _SHARED[test_mmdb] = make(test_mmdb)
     return _SHARED[test_mmdb]
+
+
+NAMES = [f"de1.{Z}", f"DE2.{Z}", Z, f"ns1.{Z}", f"nx.{Z}", f"a.b.nX.{Z}", "example.com", f"x.de1.{Z}"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(NAMES), st.sampled_from(["A", "AAAA", "SOA", "NS", "MX", "ANY", "TXT"]),
+       st.sampled_from([None, 0]), st.booleans(), st.sampled_from([None, ("192.0.2.0", 24),
+                                                                   ("2001:db8:de::", 56)]))
+def test_fast_path_equals_full_decoder(test_mmdb, name, rdtype, edns, do, subnet):
+    """For location-independent names the lean path and the full decoder give the same bytes."""
+    a = _shared(test_mmdb)
+    opts = [dns.edns.ECSOption(*subnet)] if (subnet and edns is not None) else []
+    q = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=do and edns is not None,
+                               options=opts).to_wire()
+    a.answer(q, "127.0.1.1", True)                  # fills the OPT cache
+    fast = a.answer(q, "127.0.1.1", True)
+    full = a._full(q, "127.0.1.1", True)
+    assert fast == full

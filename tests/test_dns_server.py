@@ -409,8 +409,13 @@ async def test_metrics_count_queries(env):
         await s.udp(query(f"www.{Z}", "A"), source="127.0.2.3")
         await s.udp(query(f"nx.{Z}", "A"))
         await s.udp(query("www.example.com", "A"))
+        await s.udp(query(f"static.{Z}", "AAAA"))
+        await s.udp(query(f"www.{Z}", "AAAA"))                    # from 127.0.0.1: unknown
         reg = s.registry
         assert reg.get_sample_value("dnsd_queries_total", {"qtype": "A", "rcode": "NOERROR"}) == 2
+        assert reg.get_sample_value("dnsd_queries_total",
+                                    {"qtype": "AAAA", "rcode": "NOERROR"}) == 2
+        assert reg.get_sample_value("dnsd_answers_by_country_total", {"country": "unknown"}) == 1
         assert reg.get_sample_value("dnsd_queries_total", {"qtype": "A", "rcode": "NXDOMAIN"}) == 1
         assert reg.get_sample_value("dnsd_queries_total", {"qtype": "A", "rcode": "REFUSED"}) == 1
         assert reg.get_sample_value("dnsd_answers_by_country_total", {"country": "US"}) == 1

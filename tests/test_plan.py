@@ -80,7 +80,9 @@ def test_pools_by_family_and_level():
         row(id=2, country="FR", ipv4="192.0.2.2", backup=True),
         row(id=3, country="US", hostname="only-name.example"),
     ]}, cfg(), NOW)
-    ids = lambda t: [e.id for e in t]
+    def ids(t):
+        return [e.id for e in t]
+
     assert ids(p.pool("A", "country", "DE")) == [1]
     assert ids(p.pool("AAAA", "world", None)) == [1]
     assert ids(p.pool(None, "world", None)) == [1, 3]

@@ -31,7 +31,7 @@ class SyncPool:
         try:
             with self.engine.begin() as conn:
                 return defer.succeed(thd(conn))
-        except Exception:  # noqa: BLE001 -- a fake pool hands every error back, like DBPool
+        except Exception:
             return defer.fail()
 
     def run_readonly(self, thd):
@@ -41,7 +41,7 @@ class SyncPool:
                     return defer.succeed(thd(conn))
                 finally:
                     conn.rollback()
-        except Exception:  # noqa: BLE001 -- a fake pool hands every error back, like DBPool
+        except Exception:
             return defer.fail()
 
 

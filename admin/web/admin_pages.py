@@ -178,7 +178,7 @@ class AdminPages:
             if self.ctx.geo is not None:
                 try:
                     cc = self.ctx.geo.country(ip)
-                except Exception:  # noqa: BLE001 -- a geo failure must not break the page
+                except Exception:
                     _log.failure("geo lookup of {ip}", ip=ip)
             out.append({"family": fam, "address": ip, "country": cc,
                         "known": self.ctx.geo is not None,
@@ -334,6 +334,8 @@ class AdminPages:
             errors["subject"] = "One line of at most 200 characters."
         if not form["body"]:
             errors["body"] = "The mail has no text."
+        elif len(form["body"]) > 50_000:
+            errors["body"] = "At most 50,000 characters."
         if form["target"] == "mirror" and not form["mirror"].isdigit():
             errors["mirror"] = "Choose a mirror."
         mails = []

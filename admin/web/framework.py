@@ -70,6 +70,7 @@ def make_jinja_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,   # templates ship with the package: no os.stat per render on the reactor
     )
     env.filters["ago"] = format_ago
     env.filters["dt"] = format_dt
@@ -331,6 +332,10 @@ def client_ip(ctx: WebContext, request) -> str:
     hops = [h.strip() for h in (request.getHeader(b"x-forwarded-for") or b"").decode(
         "latin-1").split(",") if h.strip()]
     for hop in reversed(hops):            # walk back from the nearest proxy
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer                   # a proxy passed on something odd: trust nothing
         if not is_trusted(hop):
             return hop
     return hops[0] if hops else peer
@@ -403,7 +408,7 @@ class Router(resource.Resource):
             except HTTPError as e:
                 try:
                     await load_session(self.ctx, request)
-                except Exception:  # noqa: BLE001 -- the error page must not fail on the table
+                except Exception:
                     request.mirrordns_session = None
                 html = self.ctx.render("error.html", request, code=e.code, message=e.message,
                                        title=f"{e.code} {e.message}",

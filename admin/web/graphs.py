@@ -108,7 +108,7 @@ def _nice_ceiling(v: float) -> float:
     k = 1.0
     while k * 10 <= v:
         k *= 10
-    while k > v * 10:
+    while k > v:
         k /= 10
     for m in (1, 2, 5, 10):
         if m * k >= v:

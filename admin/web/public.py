@@ -303,7 +303,7 @@ class PublicPages:
         if self.ctx.geo is not None and ip:
             try:
                 cc = self.ctx.geo.country(ip)
-            except Exception:  # noqa: BLE001 -- a broken geo database must not break the page
+            except Exception:
                 _log.failure("geo lookup of {ip}", ip=ip)
         return ip, cc
 

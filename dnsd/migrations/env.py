@@ -1,7 +1,6 @@
 """Alembic environment: runs on the engine handed in by `dnsd.db.upgrade` (or a URL)."""
 
 from alembic import context
-import sqlalchemy as sa
 
 from dnsd.models import metadata
 
