@@ -312,7 +312,7 @@ class PublicPages:
         _ip, cc = self._visitor(request)
         tier, close = close_to(ms, cc)
         here = countries.get(cc) if cc else None
-        return self.ctx.render(
+        return await self.ctx.render_threaded(       # a long list: jinja off the reactor thread
             "public/mirrors.html", request, title=self.ctx.cfg.admin.public_title,
             close=close, tier=tier, visitor_country=here, groups=by_country(ms), total=len(ms),
             waiting=counts)
@@ -340,7 +340,7 @@ class PublicPages:
         counts = await self.ctx.pool.run_readonly(waitinglist.waiting_counts)
         waiting = sorted(((cc, (countries.get(cc).name if countries.get(cc) else cc), n)
                           for cc, n in counts.items()), key=lambda t: t[1])
-        html = self.ctx.render(
+        html = await self.ctx.render_threaded(
             template, request, title="Offer a mirror", values=values or {}, errors=errors or {},
             message=message, form_token=self.tokens.issue(self.ctx, request),
             country_choices=self._country_choices(), waiting=waiting, honeypot=HONEYPOT,
