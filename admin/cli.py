@@ -343,7 +343,7 @@ def register_status(sub):
     p.add_argument("mirror", metavar="NAME")
     p.add_argument("--reason", default="", help="optional; goes into the notes and the mail")
     p.set_defaults(func=cmd_enable)
-    p = sub.add_parser("retire", help="remove a mirror for good (its history stays)")
+    p = sub.add_parser("retire", help="take a mirror out for good (its history stays; enable brings it back)")
     p.add_argument("mirror", metavar="NAME")
     p.add_argument("--reason", default="", help="optional; goes into the notes and the mail")
     p.set_defaults(func=cmd_retire)
@@ -574,10 +574,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mirrorctl: interrupted, nothing written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `mirrorctl list | head`: the reader left; stop quietly, as Unix tools do, with no traceback
+        # (stdout goes to /dev/null so the interpreter's last flush cannot raise again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     finally:
         ctx.close()
     return EXIT_ERROR
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m admin.cli` runs this file as __main__: call main of the imported admin.cli, so
+    # CliError raised by admin.cli_probes is the very class main catches
+    from admin.cli import main as _main
+
+    sys.exit(_main())

@@ -8,6 +8,7 @@ admin/cli.py's REGISTRARS.
 from __future__ import annotations
 
 import sys
+from email.utils import parseaddr
 
 from dnsd.outbox import build_message
 
@@ -93,8 +94,11 @@ def cmd_probe(args, ctx):
 def cmd_mail_test(args, ctx):
     from twisted.internet import defer, task
 
+    from admin.cli import CliError
     from admin.outbox import OutboxSender
 
+    if "@" not in args.address or parseaddr(args.address)[1] != args.address:
+        raise CliError(f"{args.address!r} is not a mail address (like name@example.org)")
     cfg = ctx.cfg
     msg = build_message(
         sender=cfg.mail.from_, to=[args.address], reply_to=cfg.mail.reply_to,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import html
 import io
-import ipaddress
 import json
 import os
 import random
@@ -49,6 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from admin.web.framework import ProxyRule
 from dnsd import countries, picker
 
 _log = Logger(namespace="admin.closer")
@@ -187,60 +187,6 @@ def parse_params(args: dict, uri: bytes = b"") -> Params:
         action=action,
         filename=None if filename is None else clean_path(filename),
     )
-
-
-def _strip_port(hop: str) -> str:
-    """'192.0.2.1:4711' and '[2001:db8::1]:4711' (some proxies add the port) -> the address."""
-    if hop.startswith("["):
-        return hop[1:].split("]", 1)[0]
-    if hop.count(":") == 1:
-        return hop.split(":", 1)[0]
-    return hop
-
-
-class ProxyRule:
-    """The visitor's address: the connecting one, or behind [admin] trusted_proxies the nearest
-    untrusted hop of X-Forwarded-For (the same rule as admin.web.framework.client_ip).
-
-    The closer's own copy because it is on the hot path: the networks are parsed once and the
-    answer "is this peer a trusted proxy" is remembered (peers are few; proxies fewer).
-    """
-
-    def __init__(self, trusted):
-        self.nets = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
-        self._peer: dict[str, bool] = {}
-
-    def _trusted(self, ip: str) -> bool | None:
-        """True/False, or None when `ip` is not an address at all."""
-        try:
-            a = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
-        return any(a in n for n in self.nets)
-
-    def client(self, request) -> str:
-        peer = getattr(request.getClientAddress(), "host", "") or ""
-        if not self.nets:
-            return peer
-        t = self._peer.get(peer)
-        if t is None:
-            t = bool(self._trusted(peer))
-            if len(self._peer) > 4096:
-                self._peer.clear()
-            self._peer[peer] = t
-        if not t:
-            return peer
-        raw = request.getHeader(b"x-forwarded-for")
-        if not raw:
-            return peer
-        hops = [_strip_port(h.strip()) for h in raw.decode("latin-1").split(",") if h.strip()]
-        for hop in reversed(hops):            # walk back from the nearest proxy
-            ht = self._trusted(hop)
-            if ht is None:
-                return peer                   # garbage from a proxy: the proxy's own address
-            if not ht:
-                return hop
-        return hops[0] if self._trusted(hops[0]) is not None else peer
 
 
 # --- the distribution tree -------------------------------------------------------------------------
@@ -569,6 +515,9 @@ def esc(s: str) -> str:
 
 # --- choosing ------------------------------------------------------------------------------------
 
+_TIER_RANK = {t: i for i, t in enumerate((*picker.TIERS, "none"))}
+
+
 def _slash(u: str) -> str:
     return u if u.endswith("/") else u + "/"
 
@@ -601,22 +550,19 @@ class PlanView:
         return None
 
     def candidates(self, cc: str | None):
-        """(protocol, tier, tier_key, Drawer): https first, http when allowed, backups last."""
+        """(protocol, tier, tier_key, Drawer): the nearest tier any allowed protocol reaches,
+        https at equal distance, backups last. Distance comes first: a few https mirrors far
+        away must not take every visitor from the http mirrors next door (nor be hammered)."""
         hit = self._pick.get(cc)
         if hit is not None:
             return hit
         loc = self.location(cc)
-        fallback = None
-        for proto in self.web:
+        options = []
+        for proto in self.web:                                   # https first
             tier, key, cands = picker.candidates(self.plan, loc, protocol=proto)
             drawer = picker.Drawer([e for e, _ in cands], [w for _, w in cands])
-            if tier not in ("backup", "none"):
-                hit = (proto, tier, key, drawer)
-                break
-            if fallback is None or (fallback[1] == "none" and tier == "backup"):
-                fallback = (proto, tier, key, drawer)
-        else:
-            hit = fallback
+            options.append((proto, tier, key, drawer))
+        hit = min(options, key=lambda o: _TIER_RANK[o[1]])       # min keeps the first of equals
         self._pick[cc] = hit
         return hit
 
@@ -722,7 +668,7 @@ class Closer:
         if not chosen:
             return Selection(cca2, proto, tier, key, None, "", lists)
         e = chosen[0]
-        return Selection(cca2, proto, tier, key, e, _slash(e.url(proto)), lists)
+        return Selection(cca2, proto, tier, key, e, view.web_url(e), lists)   # https if it has it
 
     def backup_url(self, view: PlanView) -> str | None:
         b = view.plan.pool(None, "backup", None)
@@ -737,7 +683,7 @@ class Closer:
         lines = [
             f"visitor: {where}",
             f"location: {loc.describe()}",
-            f"protocols: {', '.join(view.web)} (first with a tier that is not backup wins)",
+            f"protocols: {', '.join(view.web)} (the nearest tier wins; https at equal distance)",
             f"protocol: {sel.protocol or '-'}",
             f"tier: {sel.tier}" + (f" {sel.tier_key}" if sel.tier_key else ""),
             f"preferred: {sel.preferred or '(none)'}"
@@ -751,7 +697,7 @@ class Closer:
         lines.append("candidates (weight, share of the tier):")
         for e, w in (ch.candidates if ch else ()):
             share = f"{100 * w / total:.1f}%" if total else "-"
-            lines.append(f"  {e.label:<12} {e.country}  {w:8.3f}  {share:>6}  {e.url(sel.protocol)}")
+            lines.append(f"  {e.label:<12} {e.country}  {w:8.3f}  {share:>6}  {view.web_url(e)}")
         if not ch or not ch.candidates:
             lines.append("  (none)")
         lines.append("")
@@ -988,7 +934,7 @@ class ClosePages(resource.Resource):
         if sel.asked:
             order.append(sel.preferred)
         proto, _tier, _key, drawer = view.candidates(cca2)
-        order += [_slash(e.url(proto)) for e in drawer.draw(HEAD_CANDIDATES, c.rng)]
+        order += [view.web_url(e) for e in drawer.draw(HEAD_CANDIDATES, c.rng)]
         order = list(dict.fromkeys(order))
         cached = [c.heads.cached(u + q) for u in order]
         for u, ok in zip(order, cached):
@@ -1059,7 +1005,7 @@ class ClosePages(resource.Resource):
     async def _wrap(self, body: str, title: str) -> bytes:
         """Templates are fragments (the ASF site wrapped them in its layout): here they go into
         the public layout; a template that is a whole page is sent as it is. The layout renders
-        on a worker thread: jinja looks at its template file's mtime on every use."""
+        on a worker thread, like every page that carries a mirror list."""
         if re.search(r"<html[\s>]", body[:2000], re.IGNORECASE):
             return body.encode("utf-8")
         out = await self.ctx.render_threaded("closer/page.html", None, body=Markup(body),

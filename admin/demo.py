@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from admin import importers, store
 from dnsd import countries
-from dnsd.config import ConfigError, load_config
+from dnsd.config import ConfigError, load_config, split_hostport
 from dnsd.db import make_engine, upgrade
 from dnsd.models import mirrors
 
@@ -119,26 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo table: {where}")
     print(f"  {added} demo mirrors added, {total} mirrors in the table"
           + ("" if added else " (demo data was loaded before)"))
-    host, port = _split(cfg.dns.listen[0])
-    ahost, aport = _split(cfg.admin.listen)
+    host, port = split_hostport(cfg.dns.listen[0])
+    ahost, aport = split_hostport(cfg.admin.listen)
     zone = cfg.dns.zone
     print("Where to look, once twistd is up:")
     # 194.25.2.0/24 is a German network in the bundled GeoLite2 file: the answer comes from DE.
     print(f"  DNS     dig @{host} -p {port} {cfg.dns.geo_name}.{zone} A +subnet=194.25.2.0/24")
     print(f"          dig @{host} -p {port} de.{zone} AAAA")
     print(f"          dig @{host} -p {port} de2.{zone} A")
+    # 8.8.8.8 is in the US in that file (the documentation ranges the demo mirrors use are in none)
     print(f"          .venv/bin/mirrorctl --config {args.config or 'mirrordns.toml'} resolve "
-          f"{cfg.dns.geo_name}.{zone} --client 198.51.100.7")
+          f"{cfg.dns.geo_name}.{zone} --client 8.8.8.8")
     print(f"  admin   http://{ahost}:{aport}/admin/  login {DEMO_USER} / {DEMO_PASSWORD}"
           + ("  (created now)" if new_user else ""))
     print(f"  public  http://{ahost}:{aport}/")
     print(f"  probes  {'on' if cfg.probes.enabled else 'off (demo addresses are not reachable)'}")
     return 0
-
-
-def _split(hp: str) -> tuple[str, str]:
-    host, _, port = hp.rpartition(":")
-    return host.strip("[]"), port
 
 
 if __name__ == "__main__":

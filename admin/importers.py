@@ -294,7 +294,7 @@ def apply(conn: sa.Connection, parsed: Parsed, *, actor: str, mail: MailSettings
             m = store.add_mirror(
                 conn, actor=actor, mail=None, name=e.name, status=e.status,
                 status_reason=e.status_reason, maintainers_=e.maintainers, action="import-add",
-                source=e.source, **file_fields)
+                same_host_ok=True, source=e.source, **file_fields)
             rep.added.append(m["name"])
             continue
         ref = f"#{row.id}"

@@ -78,7 +78,10 @@ class OutboxSender(service.Service):
         self.batch = batch
         self.rng = rng or random.Random()
         self.host, self.port = split_hostport(cfg.mail.smtp, "[mail] smtp")
-        self._password = None
+        # read once here, at startup, so no file is read on the reactor thread while it runs
+        m = cfg.mail
+        self._password = (cfg.resolve_path(m.password_file).read_text().strip()
+                          if m.password_file else None)
         self._loop = None
 
     def startService(self):
@@ -93,20 +96,12 @@ class OutboxSender(service.Service):
             self._loop.stop()
         return super().stopService()
 
-    def password(self) -> str | None:
-        m = self.cfg.mail
-        if not m.password_file:
-            return None
-        if self._password is None:
-            self._password = self.cfg.resolve_path(m.password_file).read_text().strip()
-        return self._password
-
     def send(self, recipients: list[str], message: bytes) -> defer.Deferred:
         """One SMTP conversation (the seam tests can replace through `sendmail`)."""
         m = self.cfg.mail
         d = self._sendmail(
             self.host, m.from_, recipients, message, port=self.port, reactor=self.reactor,
-            username=m.username or None, password=self.password(),
+            username=m.username or None, password=self._password,
             requireAuthentication=bool(m.username), requireTransportSecurity=m.starttls)
         return d.addTimeout(SEND_TIMEOUT, self.reactor)
 

@@ -31,6 +31,7 @@ from dnsd.models import (
 )
 from probes import mails
 from probes.probe import fmt_age
+from probes.verdicts import freshness_class
 
 WEEKLY = "weekly-report"
 REMINDERS = "daily-reminders"
@@ -69,7 +70,8 @@ def _mirror_rows(conn):
 
 
 def weekly_report(conn: sa.Connection, cfg, now: _dt.datetime) -> int | None:
-    """Queue the weekly status of all mirrors to the list; returns the outbox id."""
+    """Queue the weekly status of all mirrors to the list, each with its mirmon freshness class
+    (fresh/oldish/old/unknown); returns the outbox id."""
     groups: dict[str, list] = {ACTIVE: [], DISABLED_PROBES: [], DISABLED_ADMIN: [], PENDING: []}
     for m in _mirror_rows(conn):
         if m["status"] not in groups:
@@ -79,7 +81,8 @@ def weekly_report(conn: sa.Connection, cfg, now: _dt.datetime) -> int | None:
             "display": mails.display_name(m), "country": m["country"],
             "since": m["status_since"].strftime("%Y-%m-%d %H:%M") if m["status_since"] else "?",
             "status_reason": m["status_reason"], "last_error": m["last_error"] or "",
-            "sync_text": fmt_age(age) + (" ago" if age is not None else ""),
+            "sync_text": fmt_age(age) + (" ago" if age is not None else "")
+            + f" ({freshness_class(age, cfg.probes.max_age)})",
             "uptime_text": f"{m['uptime_7d'] * 100:.1f} %" if m["uptime_7d"] is not None else "",
             "geo_check": m["geo_check"] or "",
         })

@@ -42,6 +42,7 @@ from dnsd.models import (
     mirror_health,
     mirrors,
     notes,
+    sessions,
     users,
     utcnow,
 )
@@ -333,8 +334,12 @@ def _describe(m: dict) -> str:
 def add_mirror(conn: sa.Connection, *, actor: str, mail: MailSettings | None, country: str,
                hostname: str, name: str | None = None, auto_name: bool = True,
                status: str = ACTIVE, status_reason: str = "",
-               maintainers_: list | tuple = (), action: str = "add", **fields) -> dict:
+               maintainers_: list | tuple = (), action: str = "add", same_host_ok: bool = False,
+               **fields) -> dict:
     """Add a mirror; it gets `name` or, with auto_name, the next free ccN of its country.
+
+    A host already in the table (and not retired) is refused, so a form sent twice does not
+    create dk2 and dk3 for one machine; importers, keyed by their own source, pass same_host_ok.
 
     `fields` are any of EDITABLE. has_ipv6 / has_https default to whether an IPv6 address / an
     https URL was given. `maintainers_` are "Name <mail>" strings or {'name','email'} dicts.
@@ -350,6 +355,12 @@ def add_mirror(conn: sa.Connection, *, actor: str, mail: MailSettings | None, co
         raise StoreError("a mirror added as disabled needs a reason")
     values.setdefault("has_ipv6", bool(values.get("ipv6")))
     values.setdefault("has_https", bool(values.get("https_url")))
+    if not same_host_ok:
+        twin = conn.execute(sa.select(mirrors.c.name, mirrors.c.id).where(
+            mirrors.c.hostname == values["hostname"], mirrors.c.status != RETIRED)).first()
+        if twin is not None:
+            raise StoreError(f"{values['hostname']} is already in the table as "
+                             f"{twin.name or '#' + str(twin.id)}: edit that mirror instead")
     if name:
         values["name"] = check_name(name)
         _name_free(conn, values["name"])
@@ -535,11 +546,15 @@ def add_user(conn: sa.Connection, username: str, password_hash: str, role: str =
 
 
 def set_password(conn: sa.Connection, username: str, password_hash: str, actor: str = "") -> None:
+    """Set a new password and end every session of the user: whoever held the old password (or
+    a stolen cookie) is logged out with it."""
     u = (username or "").strip().lower()
-    res = conn.execute(users.update().where(users.c.username == u).values(
-        password_hash=password_hash, failed_logins=0, locked_until=None))
-    if res.rowcount == 0:
+    uid = conn.execute(sa.select(users.c.id).where(users.c.username == u)).scalar()
+    if uid is None:
         raise StoreError(f"no user named {username}")
+    conn.execute(users.update().where(users.c.id == uid).values(
+        password_hash=password_hash, failed_logins=0, locked_until=None))
+    conn.execute(sessions.delete().where(sessions.c.user_id == uid))
     _audit(conn, actor or u, "user-password", None, {}, {"username": u})
 
 

@@ -124,6 +124,14 @@ def link(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/apply/{token}"
 
 
+def public_base_url(cfg) -> str:
+    """Where the private links in mails point: [admin] base_url, else the admin listener itself
+    (right for a test setup). Never a request's Host header, which the visitor chooses."""
+    if cfg.admin.base_url:
+        return cfg.admin.base_url
+    return f"{'https' if cfg.admin.https else 'http'}://{cfg.admin.listen}"
+
+
 # --- mails ---------------------------------------------------------------------------------------
 
 def _confirmation_body(app: dict, url: str, title: str) -> str:
@@ -266,6 +274,6 @@ def application_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> int:
     own who is due, so running it more often than daily never sends more mail.
     """
     return send_reminders(conn, days=cfg.admin.application_reminder_days,
-                          base_url=cfg.admin.base_url or "http://localhost",
+                          base_url=public_base_url(cfg),
                           sender=cfg.mail.from_, reply_to=cfg.mail.reply_to,
                           title=cfg.admin.public_title, now=now)

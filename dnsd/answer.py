@@ -359,6 +359,18 @@ class Answerer:
             rk = self._src_cache[src] = ring_key(loc)
         return rk
 
+    def _choose(self, act, o, src: str):
+        """(reply triple, ring key counted in the metrics, OPT bytes) for one name's action:
+        a fixed reply (kind 0), a ring (1), or a ring per client location (2), the ECS option's
+        location winning over the source address's."""
+        kind = act[0]
+        if kind == 2:
+            if o and o[0] is not None:
+                return next(act[1].get(o[0]) or act[2]), o[0], o[2]
+            rk = self._src_key(src)
+            return next(act[1].get(rk) or act[2]), rk, (o[3] if o else b"")
+        return (next(act[1]) if kind == 1 else act[1]), act[3], (o[3] if o else b"")
+
     # the hot path --------------------------------------------------------------------------------
 
     def answer(self, data: bytes, src: str, udp: bool = True) -> bytes | None:
@@ -381,19 +393,7 @@ class Answerer:
                             return out
                     elif o is not None:
                         qtype = data[z + 1] << 8 | data[z + 2]
-                        act = acts.get(qtype) or acts[ANY_KEY]
-                        kind = act[0]
-                        if kind == 2:
-                            if o and o[0] is not None:
-                                rk, ropt = o[0], o[2]
-                            else:
-                                rk = self._src_key(src)
-                                ropt = o[3] if o else b""
-                            trip = next(act[1].get(rk) or act[2])
-                        else:
-                            rk = act[3]
-                            ropt = o[3] if o else b""
-                            trip = next(act[1]) if kind == 1 else act[1]
+                        trip, rk, ropt = self._choose(acts.get(qtype) or acts[ANY_KEY], o, src)
                         if o:
                             out = b"".join((data[:2], _FLAGS_OK[data[2] & 1], trip[1],
                                             data[12:qe], trip[2], ropt))
@@ -587,7 +587,8 @@ class Answerer:
         except (FormErr, IndexError, struct.error, ValueError):
             return self._error(data, FORMERR)
         if isinstance(o, tuple) and o and o[0] == "BADVERS":
-            return self._error(data, NOERROR, question, _opt_rr(o[1], ext_rcode=BADVERS >> 4),
+            # the header keeps BADVERS's low 4 bits (0), the OPT its high bits; counted as 16
+            return self._error(data, BADVERS, question, _opt_rr(o[1], ext_rcode=BADVERS >> 4),
                                qtype=qtype)
         if o and opt_start is not None and an == ns == 0 and ar == 1:
             if len(self._opt_cache) > CACHE_MAX:
@@ -606,17 +607,7 @@ class Answerer:
             if out is None:
                 return self._error(data, REFUSED, question, ropt_flat, qtype=qtype)
             return out
-        act = acts.get(qtype) or acts[ANY_KEY]
-        kind = act[0]
-        if kind == 2:
-            if o and o[0] is not None:
-                rk, ropt = o[0], o[2]
-            else:
-                rk, ropt = self._src_key(src), ropt_flat
-            trip = next(act[1].get(rk) or act[2])
-        else:
-            rk, ropt = act[3], ropt_flat
-            trip = next(act[1]) if kind == 1 else act[1]
+        trip, rk, ropt = self._choose(acts.get(qtype) or acts[ANY_KEY], o, src)
         out = b"".join((data[:2], _FLAGS_OK[f1 & 1], trip[1] if o else trip[0], question,
                         trip[2], ropt))
         if udp and len(out) > (o[4] if o else 512):

@@ -4,7 +4,8 @@ One `geoip2.database.Reader` is reused (MODE_AUTO: the C extension with mmap whe
 Lookups are cached per network key: the /24 of an IPv4 address, the /56 of an IPv6 one, or the
 prefix an EDNS Client Subnet option carried, so a busy resolver costs one database read per network,
 not one per query. `check_reload()` (run by `reload_service()`'s TimerService, never on the query
-path) reopens the file when its mtime or size changes and empties the cache.
+path) reopens the file on a pool thread when its mtime or size changes, then swaps the reader and
+empties the cache on the reactor thread.
 
 `path` "" means the GeoLite2 City database bundled with the `maxminddb-geolite2` package (old, 2018,
 but enough for a demo); production points `[geoip] database` at a maintained GeoLite2/DB-IP file.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import geoip2.database
 import geoip2.errors
 from twisted.application.internet import TimerService
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from dnsd.picker import Location
@@ -66,8 +68,21 @@ class GeoLocator:
         return st.st_mtime_ns, st.st_size
 
     def _open(self) -> None:
+        self._install(self._read())
+
+    def _read(self):
+        """(reader, stamp) of the file as it is now: the blocking part of a reload."""
         stamp = self._file_stamp()
-        reader = geoip2.database.Reader(self.path)
+        return geoip2.database.Reader(self.path), stamp
+
+    def _read_if_changed(self):
+        return None if self._file_stamp() == self._stamp else self._read()
+
+    def _install(self, loaded) -> bool:
+        """Swap in a reader from `_read` (on the thread that answers lookups) and empty the cache."""
+        if loaded is None:
+            return False
+        reader, stamp = loaded
         dbtype = reader.metadata().database_type
         old = self._reader
         self._reader, self._stamp = reader, stamp
@@ -78,28 +93,40 @@ class GeoLocator:
             old.close()
         for cb in list(self._listeners):
             cb()
+        if old is not None:
+            _log.info("geo database {path} reopened ({dbtype})", path=self.path, dbtype=dbtype)
+        return True
 
     def on_reload(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after the file was reopened (the DNS answerer empties its cache)."""
         self._listeners.append(callback)
 
-    def check_reload(self) -> bool:
-        """Reopen when the file changed; True if it did. Errors are logged, the old reader kept."""
-        try:
-            stamp = self._file_stamp()
-            if stamp == self._stamp:
-                return False
-            self._open()
-            _log.info("geo database {path} reopened ({dbtype})", path=self.path,
-                      dbtype=self.database_type)
-            return True
-        except Exception as e:
-            _log.warn("geo database {path} not reopened, keeping the old one: {err}",
-                      path=self.path, err=str(e))
-            return False
+    def _reload_failed(self, failure) -> bool:
+        _log.warn("geo database {path} not reopened, keeping the old one: {err}",
+                  path=self.path, err=failure.getErrorMessage())
+        return False
 
-    def reload_service(self, interval: float = 60.0, clock=None) -> TimerService:
-        svc = TimerService(interval, self.check_reload)
+    def check_reload(self, in_thread=defer.maybeDeferred) -> defer.Deferred:
+        """Reopen the file when it changed; fires True if it did. Errors are logged and the old
+        reader kept. The stat and open run through `in_thread` (reload_service: a pool thread),
+        the swap on the caller's thread, so lookups never see a half-made reader."""
+        d = in_thread(self._read_if_changed)
+        d.addCallback(self._install)
+        d.addErrback(self._reload_failed)
+        return d
+
+    def reload_service(self, interval: float = 60.0, clock=None, in_thread=None) -> TimerService:
+        """A TimerService running check_reload off the reactor thread (`in_thread` overrides
+        that, for a Clock without threads)."""
+        if in_thread is None:
+            from twisted.internet import reactor as default_reactor
+
+            r = clock if clock is not None else default_reactor
+
+            def in_thread(f):
+                return threads.deferToThreadPool(r, r.getThreadPool(), f)
+
+        svc = TimerService(interval, self.check_reload, in_thread)
         if clock is not None:
             svc.clock = clock
         return svc

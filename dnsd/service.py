@@ -168,7 +168,8 @@ class DNSService(service.MultiService):
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
-        georeload = geo.reload_service(geo_interval, clock=reactor) if hasattr(
+        georeload = geo.reload_service(geo_interval, clock=reactor,
+                                       in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
         if georeload is not None:
             georeload.setServiceParent(self)

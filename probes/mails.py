@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from dnsd.models import maintainers
 from dnsd.outbox import queue_mail
-from probes.probe import fmt_age
 
 HINTS = {
     "refused": "the web server refused the connection: is it running and listening on {addr}?",
@@ -81,7 +80,3 @@ def queue(conn: sa.Connection, cfg, kind: str, template: str, to: list[str], *,
     subject, body = render(template, **ctx)
     return queue_mail(conn, kind=kind, sender=cfg.mail.from_, to=to, subject=subject, body=body,
                       mirror_id=mirror_id, reply_to=cfg.mail.reply_to)
-
-
-def age_text(seconds) -> str:
-    return fmt_age(seconds)

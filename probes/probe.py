@@ -28,12 +28,13 @@ from OpenSSL import SSL
 from service_identity.exceptions import CertificateError, VerificationError
 from twisted.internet import defer, protocol
 from twisted.internet import error as ierror
+from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import (
-    HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web import client as wclient
@@ -247,7 +248,8 @@ def fmt_age(seconds: float | None) -> str:
 @implementer(IAgentEndpointFactory)
 class _PinnedEndpoints:
     """Endpoints for one fetch: the URL's own host goes to the pinned table address; any other host
-    (a followed redirect) is resolved, and refused after connecting if it is private."""
+    (a followed redirect) is resolved first (_ResolvedEndpoint). Every connection's peer is checked
+    again once made (_CheckedEndpoint)."""
 
     def __init__(self, prober: Prober, url_host: str, address: str | None, family: int | None,
                  sni: str):
@@ -262,11 +264,62 @@ class _PinnedEndpoints:
             ep = cls(self.p.reactor, self.address, uri.port, timeout=timeout)
             sni = self.sni
         else:
-            ep = HostnameEndpoint(self.p.reactor, uri.host, uri.port, timeout=timeout)
+            ep = _ResolvedEndpoint(self.p, host, uri.port)
             sni = host
         if uri.scheme == b"https":
             ep = wrapClientTLS(optionsForClientTLS(sni, trustRoot=self.p.trust_root), ep)
         return _CheckedEndpoint(ep, self)
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    def __init__(self):
+        self.found, self.done = [], defer.Deferred()
+
+    def resolutionBegan(self, resolution):
+        pass
+
+    def addressResolved(self, address):
+        self.found.append(address)
+
+    def resolutionComplete(self):
+        self.done.callback(self.found)
+
+
+class _ResolvedEndpoint:
+    """A host name (a redirect's, or a mirror's without table addresses) resolved here, so that
+    a private address is refused before a single packet goes to it, and a name that resolves to
+    both kinds is only ever connected to at a public one."""
+
+    def __init__(self, prober: Prober, host: str, port: int):
+        self.p, self.host, self.port = prober, host, port
+
+    def connect(self, factory):
+        receiver = _Addresses()
+        self.p.reactor.nameResolver.resolveHostName(receiver, self.host, portNumber=self.port)
+
+        def chosen(found):
+            if not found:
+                raise ierror.DNSLookupError(self.host)
+            usable = [a for a in found if self.p.allow_private or not is_forbidden_address(a.host)]
+            if not usable:
+                raise PrivateAddressRefused(f"{self.host} is {found[0].host}, not a public address")
+            return attempt(usable)
+
+        def attempt(rest):
+            a = rest[0]
+            cls = TCP6ClientEndpoint if isinstance(a, IPv6Address) else TCP4ClientEndpoint
+            d = cls(self.p.reactor, a.host, self.port,
+                    timeout=self.p.connect_timeout).connect(factory)
+            if len(rest) > 1:               # e.g. ::1 first for a server on 127.0.0.1 only
+                d.addErrback(next_one, rest[1:])
+            return d
+
+        def next_one(f, rest):
+            f.trap(ierror.ConnectError)
+            return attempt(rest)
+
+        return receiver.done.addCallback(chosen)
 
 
 class _CheckedEndpoint:

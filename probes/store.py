@@ -83,17 +83,21 @@ def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
                r.error_class, r.error, fail_after=p.fail_after, pass_after=p.pass_after)
     last_sync = utc_from_ts(r.timestamp) if r.timestamp else h["last_sync_at"]
     upd = {"failures_in_row": v.failures_in_row, "passes_in_row": v.passes_in_row,
-               "last_probe_at": at, "last_error": "" if r.ok else r.describe()[:2000],
-               "last_sync_at": last_sync, "ipv4_up": r.ipv4_up, "ipv6_up": r.ipv6_up, "https_ok": r.https_ok,
-               "geo_check": r.geo_check, "updated_at": now}
+           "last_probe_at": at, "last_error": "" if r.ok else r.describe()[:2000],
+           "last_sync_at": last_sync, "ipv4_up": r.ipv4_up, "ipv6_up": r.ipv6_up,
+           "https_ok": r.https_ok, "geo_check": r.geo_check, "updated_at": now}
     if r.ok:
         upd["last_ok_at"] = at
     if v.outage_over:
         upd["outage_mailed_at"] = None
         upd["reminder_mailed_at"] = None
     limit = cfg.dns.max_sync_age
+    # dnsd.plan serves a never-probed mirror, but not one whose probes failed before any passed:
+    # the first probe and the first pass can move the answers even without a status change
     answers_moved = (
         v.changed
+        or h["last_probe_at"] is None
+        or (r.ok and h["last_ok_at"] is None)
         or (h["ipv4_up"], h["ipv6_up"], h["https_ok"]) != (r.ipv4_up, r.ipv6_up, r.https_ok)
         or _in_sync(h["last_sync_at"], now, limit) != _in_sync(last_sync, now, limit)
     )

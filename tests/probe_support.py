@@ -1,5 +1,5 @@
-"""Support for probe, outbox and report tests: a synchronous DB pool for Clock-driven tests, a
-scripted prober, and mirror rows."""
+"""Support for probe, outbox and report tests: the synchronous DB pool (tests.webfakes) for
+Clock-driven tests, a scripted prober, and mirror rows."""
 
 from __future__ import annotations
 
@@ -8,23 +8,7 @@ from twisted.internet import defer
 
 from dnsd.models import ACTIVE, maintainers, mirror_health, mirrors, outbox, table_version
 from probes.probe import ProbeResult
-
-
-class SyncPool:
-    """DBPool's interface, running thd(conn) at once on the calling thread (a Clock has no
-    threads); each call is one transaction, as with the real pool."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def run(self, thd):
-        try:
-            with self.engine.begin() as conn:
-                return defer.succeed(thd(conn))
-        except Exception:
-            return defer.fail()
-
-    run_readonly = run
+from tests.webfakes import SyncPool  # noqa: F401  (re-exported: the probe tests' pool)
 
 
 class ScriptedProber:
@@ -43,7 +27,7 @@ class ScriptedProber:
             error="" if ok else "connection refused", url=f"http://{t.hostname}/TIME",
             address=t.ipv4, family=4, http_status=200 if ok else None, ttfb_ms=5.0,
             total_ms=10.0 if ok else None, timestamp=now - 600, sync_age=600,
-            ipv4_up=ok, ipv6_up=None, https_ok=None))
+            ipv4_up=ok if t.ipv4 else None, ipv6_up=None, https_ok=None))
 
 
 def add_mirror(conn, name="de1", country="DE", status=ACTIVE, ipv4="192.0.2.10",

@@ -362,6 +362,20 @@ class MirrorPageTests(AdminWebCase):
         self.assertIn("Please give a reason", body)
         self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
 
+    def test_bad_reasons_refused_by_the_form_and_kept(self):
+        csrf = self.login()
+        for path in ("/disable", "/retire"):
+            r, body = self.post(self.url + path, {"csrf": csrf, "reason": "x" * 501})
+            self.assertEqual(r.code, 400, path)
+            self.assertIn("At most 500 characters", body)
+            self.assertIn('value="' + "x" * 501 + '"', body)       # nothing typed is lost
+            r, body = self.post(self.url + path, {"csrf": csrf,
+                                                  "reason": "two\nBcc: x@example.org"})
+            self.assertEqual(r.code, 400, path)
+            self.assertIn("One line without control characters", body)
+        self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
+        self.assertEqual(self.q(sa.select(outbox.c.id)), [])
+
     def test_csrf_rejected(self):
         self.login()
         for path, data in ((self.url + "/disable", {"reason": "x"}),
@@ -730,8 +744,38 @@ class EveryPageTests(AdminWebCase):
         self.assertIn("really gone", body)
 
 
+    def test_every_post_route_needs_the_csrf_token(self):
+        """Taken from the route table, so a POST added later cannot miss the check."""
+        from admin.web import admin_pages
+
+        self.login("alice")
+        routes = [r for r in admin_pages.build(self.ctx).routes
+                  if r.method == b"POST" and r.login]
+        self.assertGreaterEqual(len(routes), 10)
+        ids = {"mid": str(self.a["id"]), "aid": "1"}
+        tables = (mirrors, notes, outbox, audit, applications, sessions, users)
+
+        def snapshot():
+            return [self.q(sa.select(t)) for t in tables]
+        before = snapshot()
+        form = {"reason": "x", "text": "x", "hostname": "n.example.de", "country": "DE",
+                "http_url": "http://n.example.de/", "target": "list", "subject": "s",
+                "body": "b", "action": "send", "status": "declined", "name": "fr9",
+                "current": PW, "new": "a new and long password",
+                "again": "a new and long password"}
+        for route in routes:
+            path = "/admin/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda g: ids[g.group(1)],
+                                      route.pattern.pattern)
+            for bad in ({}, {"csrf": "wrong"}):
+                r, _ = self.post(path, {**form, **bad})
+                self.assertEqual(r.code, 403, (path, bad))
+        self.assertEqual(snapshot(), before)
+
+
 class AccountTests(AdminWebCase):
     def test_change_password(self):
+        other = StubTreq(build_root(self.ctx))                 # hugo logged in elsewhere too
+        login(self, other, "hugo", PW, BASE)
         csrf = self.login("hugo")
         r, body = self.get("/admin/account")
         self.assertEqual(r.code, 200)
@@ -748,6 +792,11 @@ class AccountTests(AdminWebCase):
         r, _ = self.post("/admin/account/password", {"csrf": csrf, "current": PW, "new": new,
                                                       "again": new})
         self.assertEqual(r.code, 303)
+        r, _ = self.get("/admin/account")                      # this browser stays logged in
+        self.assertEqual(r.code, 200)
+        r = self.successResultOf(other.get(BASE + "/admin/account", allow_redirects=False))
+        self.assertEqual(r.code, 303)                          # the other session has ended
+        self.assertEqual(len(self.q(sa.select(sessions.c.id))), 1)
         self.stub = StubTreq(build_root(self.ctx))
         self.login("hugo", new)
 

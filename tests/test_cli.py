@@ -245,3 +245,19 @@ def test_config_lookup_falls_back_to_the_working_directory(tmp_path):
     ctl = Ctl(tmp_path)
     r = ctl("db", "upgrade", config=False)
     assert r.returncode == 0 and (tmp_path / "var" / "m.sqlite").exists()
+
+
+def test_a_closed_pipe_ends_quietly(ctl):
+    """`mirrorctl list | head`: when the reader has gone, no traceback, only a non-zero exit."""
+    ctl.ok("add", "--country", "DE", "--host", "mirror.example.de")
+    r, w = os.pipe()
+    os.close(r)                      # the reader is gone before mirrorctl writes a byte
+    try:
+        e = {k: v for k, v in os.environ.items() if k != "MIRRORDNS_CONFIG"}
+        p = subprocess.run([sys.executable, "-m", "admin.cli", "--config", str(ctl.config),
+                            "list", "--json"], stdout=w, stderr=subprocess.PIPE, text=True,
+                           cwd=ctl.dir, env=e, timeout=60, check=False)
+    finally:
+        os.close(w)
+    assert p.returncode != 0
+    assert p.stderr == ""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
+import pytest_twisted
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from dnsd.geo import GeoLocator, bundled_database, network_key
+from tests.dns_support import until
 from tests.helpers import geo_record
 
 
@@ -48,7 +52,7 @@ def test_reopens_changed_file(tmp_path, test_mmdb):
     g.on_reload(lambda: reloaded.append(1))
     assert g.country("127.0.1.1") == "DE"
     clock = Clock()
-    svc = g.reload_service(60, clock=clock)
+    svc = g.reload_service(60, clock=clock, in_thread=defer.maybeDeferred)   # a Clock: no threads
     svc.startService()
     # rewrite: 127.0.1.0/24 is now FR
     w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
@@ -64,6 +68,35 @@ def test_reopens_changed_file(tmp_path, test_mmdb):
     clock.advance(60)
     assert g.country("127.0.1.1") == "FR"
     svc.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_service_opens_the_file_off_the_reactor_thread(tmp_path, test_mmdb):
+    path = tmp_path / "geo.mmdb"
+    shutil.copy(test_mmdb, path)
+    g = GeoLocator(str(path))
+    opened_on, swapped_on = [], []
+    read = g._read_if_changed
+
+    def spy():
+        opened_on.append(threading.current_thread())
+        return read()
+
+    g._read_if_changed = spy
+    g.on_reload(lambda: swapped_on.append(threading.current_thread()))
+    svc = g.reload_service(0.05)
+    svc.startService()
+    try:
+        w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+        w.insert_network(IPSet(["127.0.1.0/24"]), geo_record("FR"))
+        w.to_db_file(str(tmp_path / "new.mmdb"))
+        os.replace(tmp_path / "new.mmdb", path)
+        await until(lambda: swapped_on)
+    finally:
+        await svc.stopService()
+    assert g.country("127.0.1.1") == "FR"
+    assert opened_on and threading.main_thread() not in opened_on
+    assert swapped_on == [threading.main_thread()]
 
 
 def test_bundled_city_database():

@@ -411,7 +411,9 @@ async def test_metrics_count_queries(env):
         await s.udp(query("www.example.com", "A"))
         await s.udp(query(f"static.{Z}", "AAAA"))
         await s.udp(query(f"www.{Z}", "AAAA"))                    # from 127.0.0.1: unknown
+        await s.udp(query(f"www.{Z}", "A", use_edns=1))           # BADVERS, not NOERROR
         reg = s.registry
+        assert reg.get_sample_value("dnsd_queries_total", {"qtype": "A", "rcode": "BADVERS"}) == 1
         assert reg.get_sample_value("dnsd_queries_total", {"qtype": "A", "rcode": "NOERROR"}) == 2
         assert reg.get_sample_value("dnsd_queries_total",
                                     {"qtype": "AAAA", "rcode": "NOERROR"}) == 2

@@ -68,6 +68,7 @@ def test_weekly_report_lists_every_group_and_is_not_resent_after_restart(network
     assert "de2" in body and "timeout: no complete answer in time" in body
     assert "fr1" in body and "hardware move" in body
     assert "up 99.5 %" in body
+    assert "sync 60 min ago (fresh)" in body and "sync 40 h ago (old)" in body   # mirmon classes
     lines = body.splitlines()                              # one mirror per line, under its group
     assert lines.index("Working: 2, pending: 1") < next(i for i, x in enumerate(lines)
                                                         if x.startswith("  de1 "))

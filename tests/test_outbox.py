@@ -9,7 +9,7 @@ import itertools
 import pytest_twisted
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
 from admin.outbox import OutboxSender, backoff
@@ -17,6 +17,7 @@ from dnsd.config import Config, MailConfig
 from dnsd.db import DBPool
 from dnsd.models import outbox
 from dnsd.outbox import queue_mail
+from tests.dns_support import until
 from tests.helpers import free_port
 from tests.probe_support import SyncPool, mails
 
@@ -51,18 +52,6 @@ def queue(engine, n=1, to=("ops@example.net",)):
                        subject=f"hello {i}", body=f"body {i}\n")
 
 
-def sleep(s):
-    return task.deferLater(reactor, s, lambda: None)
-
-
-async def wait_for(pred, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return True
-        await sleep(0.05)
-    return pred()
-
-
 def test_backoff_doubles_and_is_capped():
     import random
     r = random.Random(0)
@@ -81,7 +70,7 @@ async def test_mail_delivered_once_with_headers(sqlite_engine):
         s = OutboxSender(cfg_for(port), pool, reactor)
         sent = await s.send_due()
         assert sent == 2
-        assert await wait_for(lambda: len(rec.messages) == 2)
+        await until(lambda: len(rec.messages) == 2, timeout=10)
         frm, to, raw = rec.messages[0]
         msg = email.message_from_bytes(raw)
         assert frm == "mirrors@example.org" and to == ["ops@example.net"]
@@ -103,15 +92,15 @@ async def test_nothing_lost_while_smtp_is_down(sqlite_engine):
     s.startService()
     ctl = None
     try:
-        assert await wait_for(lambda: any(r["attempts"] >= 2 for r in mails(sqlite_engine)))
+        await until(lambda: any(r["attempts"] >= 2 for r in mails(sqlite_engine)), timeout=10)
         rows = mails(sqlite_engine)
         assert all(r["sent_at"] is None and not r["failed"] for r in rows)
         assert "refused" in rows[0]["last_error"].lower() or "connect" in rows[0]["last_error"].lower()
         ctl, rec = smtp_server(port)                    # the server comes back
-        assert await wait_for(lambda: len(rec.messages) == 3, timeout=20)
+        await until(lambda: len(rec.messages) == 3, timeout=20)
         assert sorted(email.message_from_bytes(m[2])["Subject"] for m in rec.messages) == \
             ["hello 0", "hello 1", "hello 2"]
-        assert await wait_for(lambda: all(r["sent_at"] for r in mails(sqlite_engine)))
+        await until(lambda: all(r["sent_at"] for r in mails(sqlite_engine)), timeout=10)
     finally:
         s.stopService()
         if ctl:

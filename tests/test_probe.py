@@ -11,6 +11,7 @@ from twisted.internet import reactor
 
 from dnsd.config import Config, ProbesConfig
 from probes.probe import Prober, Target, is_forbidden_address, parse_timestamp, target_from_row
+from tests.dns_support import until
 from tests.probe_mirrors import FakeMirror, serve
 
 ZONE = "mirrors.example.org"
@@ -131,8 +132,8 @@ async def test_hanging_mirror_costs_one_timeout_and_frees_the_socket(mirror):
     assert r.error_class == "timeout"
     assert time.monotonic() - t0 < 3           # one deadline for all fetches, not one each
     # the server sees the client go away (connection closed on cancel)
-    await _sleep(0.2)
-    assert all(req._disconnected for req in m.pending if hasattr(req, "_disconnected"))
+    assert m.pending                           # the request did reach the hanging server
+    await until(lambda: all(req._disconnected for req in m.pending))
 
 
 @pytest_twisted.ensureDeferred
@@ -191,7 +192,20 @@ async def test_redirect_to_a_private_address_is_refused_after_resolving(mirror):
     finally:
         pp.is_forbidden_address = orig
     assert r.error_class == "private-address" and "127.0.0.1" in r.error
-    assert target.requests == []                # connected, refused before any request
+    assert target.requests == []                # resolved, refused before connecting
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostname_only_mirror_resolving_to_a_private_address(mirror):
+    """No table address: the name is resolved by the probe and checked before connecting."""
+    m, t = mirror("fresh", address="127.0.0.1")
+    port = t.http_url.rsplit(":", 1)[1].split("/")[0]
+    t = dataclasses.replace(t, ipv4=None, names=(), http_url=f"http://localhost:{port}/pub/")
+    r = await run(cfg(allow_private=False), t)
+    assert r.error_class == "private-address" and "localhost is " in r.error
+    assert m.requests == []
+    r = await run(cfg(allow_private=True), t)
+    assert r.ok and r.address == "127.0.0.1", r.log_lines()
 
 
 @pytest_twisted.ensureDeferred
@@ -242,11 +256,6 @@ async def test_phpnet_format(mirror):
     m.render_GET = lambda req: f"https://de1.php.net/|8.3.1|{now}|1|en\n".encode()
     r = await run(cfg(timestamp_format="phpnet"), t)
     assert r.ok and abs(r.timestamp - now) < 2
-
-
-async def _sleep(s):
-    from twisted.internet import task
-    await task.deferLater(reactor, s, lambda: None)
 
 
 # --- HTTPS -----------------------------------------------------------------------------------------

@@ -111,3 +111,13 @@ def test_mail_test_sends_and_reports_failure(tmp_path):
         ctl.stop()
     p = mirrorctl(conf, "mail", "test", "me@example.net")        # server gone
     assert p.returncode == 1 and "failed" in p.stderr
+
+
+def test_mail_test_refuses_a_malformed_address(tmp_path):
+    """One clear line, not a traceback, and no header injection through the To: line."""
+    conf, _e = setup(tmp_path, smtp_port=free_port())
+    for bad in ("me@example.net\nBcc: victim@example.org", "not an address"):
+        p = mirrorctl(conf, "mail", "test", bad)
+        assert p.returncode == 1 and "Traceback" not in p.stderr
+        assert p.stderr.strip().splitlines() == [
+            f"mirrorctl: error: {bad!r} is not a mail address (like name@example.org)"]

@@ -9,7 +9,7 @@ import email.policy
 import pytest_twisted
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 
 import probes
 from admin.outbox import OutboxSender
@@ -18,6 +18,7 @@ from dnsd.config import Config, DNSConfig, MailConfig, ProbesConfig
 from dnsd.db import DBPool
 from dnsd.geo import GeoLocator
 from dnsd.models import ACTIVE, DISABLED_PROBES, mirror_health, mirrors, utcnow
+from tests.dns_support import until
 from tests.helpers import free_port
 from tests.probe_mirrors import FakeMirror, serve
 from tests.probe_support import add_mirror
@@ -31,14 +32,6 @@ class Recorder:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append((list(envelope.rcpt_tos), msg))
         return "250 OK"
-
-
-async def wait_for(pred, timeout=15.0):
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return True
-        await task.deferLater(reactor, 0.05, lambda: None)
-    return pred()
 
 
 @pytest_twisted.ensureDeferred
@@ -85,27 +78,28 @@ async def test_outage_and_recovery_end_to_end(sqlite_engine, test_mmdb):
     loop.startService()
     sender.startService()
     try:
-        assert await wait_for(lambda: all(state(i)[1].get("passes_in_row", 0) >= 1 for i in ids))
+        await until(lambda: all(state(i)[1].get("passes_in_row", 0) >= 1 for i in ids),
+                    timeout=15)
         assert chosen() == {"de1", "de2"}
         assert state(ids[0])[1]["geo_check"] == ""
 
         m1.mode = "500"                                          # de1 breaks
-        assert await wait_for(lambda: state(ids[0])[0] == DISABLED_PROBES)
+        await until(lambda: state(ids[0])[0] == DISABLED_PROBES, timeout=15)
         assert chosen() == {"de2"}                                # out of the DNS answers
-        assert await wait_for(lambda: len(kinds("ops1@example.net")) == 1)
+        await until(lambda: len(kinds("ops1@example.net")) == 1, timeout=15)
         (subject,) = kinds("ops1@example.net")
         assert "taken out of the DNS rotation" in subject
         msg = next(m for rcpt, m in rec.messages if rcpt == ["ops1@example.net"])
         assert msg["Auto-Submitted"] == "auto-generated" and msg["Reply-To"] == "admins@example.org"
         assert "HTTP 500" in msg.get_content()
         before = state(ids[0])[1]["failures_in_row"]
-        assert await wait_for(lambda: state(ids[0])[1]["failures_in_row"] >= before + 2)
+        await until(lambda: state(ids[0])[1]["failures_in_row"] >= before + 2, timeout=15)
         assert len(kinds("ops1@example.net")) == 1               # once per outage
 
         m1.mode = "fresh"                                        # de1 is repaired
-        assert await wait_for(lambda: state(ids[0])[0] == ACTIVE)
+        await until(lambda: state(ids[0])[0] == ACTIVE, timeout=15)
         assert chosen() == {"de1", "de2"}
-        assert await wait_for(lambda: len(kinds("ops1@example.net")) == 2)
+        await until(lambda: len(kinds("ops1@example.net")) == 2, timeout=15)
         assert "back in the DNS rotation" in kinds("ops1@example.net")[1]
         assert kinds("ops2@example.net") == []                   # the healthy mirror: no mail
     finally:

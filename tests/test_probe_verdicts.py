@@ -214,6 +214,23 @@ def test_ipv6_health_change_bumps_the_version(loop):
     assert version(engine) == v + 1
 
 
+def test_first_failure_and_first_pass_of_a_hostname_only_mirror_bump_the_version(loop):
+    """No address, so no family health moves: the plan's "no successful probe yet" rule does."""
+    svc, clock, outcomes, _prober, engine = loop
+    with engine.begin() as c:
+        mid = add_mirror(c, ipv4=None)
+    outcomes[mid] = False
+    svc.startService()
+    v = version(engine)
+    one_cycle(clock)                        # never probed (serves) -> failed, never passed
+    assert version(engine) == v + 1 and status_of(engine, mid).status == ACTIVE
+    outcomes[mid] = True
+    one_cycle(clock)                        # first pass: serves again
+    assert version(engine) == v + 2
+    one_cycle(clock)                        # nothing moved
+    assert version(engine) == v + 2
+
+
 def test_warning_to_the_list_when_few_mirrors_pass(loop):
     svc, clock, outcomes, _prober, engine = loop
     with engine.begin() as c:

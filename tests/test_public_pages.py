@@ -232,6 +232,21 @@ class TestApplicationForm(Base):
         r, body = self.get("/apply/sent")
         assert r.code == 200 and b"private link" in body
 
+    def test_forged_host_header_stays_out_of_the_mail(self):
+        """Without [admin] base_url the link names this listener, never the Host header a visitor
+        sent (else anyone could have our mail point a victim at a site of their choosing)."""
+        self.config = XFF_CONFIG.replace('base_url = "https://mirrors.example.org"\n', "")
+        self.setUp()
+        token = self.form_token()
+        r = self.successResultOf(self.stub.post(
+            BASE + "/apply", data={**VALID, "csrf": token},
+            headers={"Host": "evil.example"}, allow_redirects=False))
+        assert r.code == 303
+        (mail,) = self.mails()
+        body = message_from_bytes(mail["message"]).get_payload(decode=True).decode()
+        (url,) = re.findall(r"\S+/apply/\S+", body)
+        assert url == f"http://{self.ctx.cfg.admin.listen}/apply/{self.apps()[0]['token']}"
+
     def test_validation_messages_next_to_fields(self):
         token = self.form_token()
         bad = {**VALID, "csrf": token, "email": "not-an-address", "country": "XX",

@@ -66,6 +66,16 @@ def test_add_defaults_declared_ipv6_and_https_from_what_was_given(engine):
         assert n["has_ipv6"] is False
 
 
+def test_add_refuses_a_host_already_in_the_table_until_it_is_retired(engine):
+    with engine.begin() as conn:
+        first = _add(conn)
+        with pytest.raises(store.StoreError, match=f"already in the table as {first['name']}"):
+            _add(conn)
+        assert _count(conn, models.mirrors) == 1
+        store.retire(conn, first["name"], "alice", "moved", MAIL)
+        assert _add(conn)["name"] != first["name"]               # a new life on the same host
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"country": "XX"}, "'XX' is not an ISO 3166-1 alpha-2 country code"),
     ({"hostname": "not a host"}, "'not a host' is not a host name"),

@@ -28,6 +28,7 @@ from admin.web.framework import (
     Response,
     Router,
     WebContext,
+    create_session,
     form_value,
     redirect,
 )
@@ -75,6 +76,7 @@ HINTS = {
     "provider_logo": "https URL of a small image",
 }
 MAIL_TARGETS = ("mirror", "list", "all")
+MAX_REASON = 500                    # as the page's maxlength
 
 
 def build(ctx: WebContext) -> Router:
@@ -269,29 +271,35 @@ class AdminPages:
             return await self.mirror_page(request, mid, error=str(e), code=409)
         return redirect(f"/admin/mirrors/{m['id']}", done=done)
 
-    async def disable(self, request, mid):
+    async def _status(self, request, mid, which: str, op, done: str, missing: str = ""):
+        """Disable, enable or retire with the form's reason; a missing (when `missing` says why
+        it is needed) or malformed reason re-renders the page with the message by that form and
+        the text kept. op(conn, ref, actor, reason) does the change."""
         reason = form_value(request, "reason")
-        if not reason:
-            return await self.mirror_page(request, mid, code=400, form={"disable_error":
-                                          "Please give a reason; it is mailed to the maintainers."})
+        error = reason_error(reason) or (missing if not reason else "")
+        if error:
+            return await self.mirror_page(request, mid, code=400, form={
+                f"{which}_error": error, f"{which}_reason": reason})
         actor = _actor(request)
-        return await self._change(request, mid, lambda conn, ref: store.disable(
-            conn, ref, actor, reason, self.mail_settings), "disabled")
+        return await self._change(request, mid, lambda conn, ref: op(conn, ref, actor, reason),
+                                  done)
+
+    async def disable(self, request, mid):
+        return await self._status(
+            request, mid, "disable", lambda conn, ref, actor, reason: store.disable(
+                conn, ref, actor, reason, self.mail_settings), "disabled",
+            "Please give a reason; it is mailed to the maintainers.")
 
     async def enable(self, request, mid):
-        reason = form_value(request, "reason")
-        actor = _actor(request)
-        return await self._change(request, mid, lambda conn, ref: store.enable(
-            conn, ref, actor, self.mail_settings, reason), "enabled")
+        return await self._status(
+            request, mid, "enable", lambda conn, ref, actor, reason: store.enable(
+                conn, ref, actor, self.mail_settings, reason), "enabled")
 
     async def retire(self, request, mid):
-        reason = form_value(request, "reason")
-        if not reason:
-            return await self.mirror_page(request, mid, code=400, form={"retire_error":
-                                          "Please say why the mirror is retired."})
-        actor = _actor(request)
-        return await self._change(request, mid, lambda conn, ref: store.retire(
-            conn, ref, actor, reason, self.mail_settings), "retired")
+        return await self._status(
+            request, mid, "retire", lambda conn, ref, actor, reason: store.retire(
+                conn, ref, actor, reason, self.mail_settings), "retired",
+            "Please say why the mirror is retired.")
 
     async def add_note(self, request, mid):
         text = form_value(request, "text")
@@ -398,6 +406,7 @@ class AdminPages:
         new_hash = await self.ctx.run_in_thread(hash_password, new)
         await self.ctx.pool.run(lambda conn: store.set_password(
             conn, user.username, new_hash, actor=user.username))
+        await create_session(self.ctx, request, user.id)    # every old session has just ended
         _log.info("{user} changed their password", user=user.username)
         return redirect("/admin/account", done="password")
 
@@ -546,6 +555,16 @@ def validate_mirror_form(form: dict) -> tuple[dict, list[dict], dict]:
                 errors["maintainers"] = str(e)
                 break
     return values, people, errors
+
+
+def reason_error(reason: str) -> str:
+    """Why a status-change reason is refused ('' = fine): it goes into a mail's Subject and the
+    mirror list, so one line of at most MAX_REASON characters."""
+    if len(reason) > MAX_REASON:
+        return f"At most {MAX_REASON} characters, please."
+    if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+        return "One line without control characters, please."
+    return ""
 
 
 def _missing(what: str):

@@ -312,33 +312,72 @@ def check_csrf(request, expected: str) -> None:
                              "reload the page and try again.")
 
 
-def client_ip(ctx: WebContext, request) -> str:
-    """The visitor's address; X-Forwarded-For is believed only from [admin] trusted_proxies."""
-    peer = getattr(request.getClientAddress(), "host", "") or ""
-    trusted = ctx.cfg.admin.trusted_proxies
-    if not trusted:
-        return peer
-    nets = [ipaddress.ip_network(t, strict=False) for t in trusted]
+def _strip_port(hop: str) -> str:
+    """'192.0.2.1:4711' and '[2001:db8::1]:4711' (some proxies add the port) -> the address."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
-    def is_trusted(ip):
+
+class ProxyRule:
+    """The visitor's address: the connecting one, or behind [admin] trusted_proxies the nearest
+    untrusted hop of X-Forwarded-For; a proxy that passes on something that is not an address
+    gets its own address believed, nothing more.
+
+    One rule for every page and the closer; the networks are parsed once and the answer "is this
+    peer a trusted proxy" is remembered (peers are few; proxies fewer), as the closer's hot path
+    wants.
+    """
+
+    def __init__(self, trusted):
+        self.nets = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+        self._peer: dict[str, bool] = {}
+
+    def _trusted(self, ip: str) -> bool | None:
+        """True/False, or None when `ip` is not an address at all."""
         try:
             a = ipaddress.ip_address(ip)
         except ValueError:
-            return False
-        return any(a in n for n in nets)
+            return None
+        return any(a in n for n in self.nets)
 
-    if not is_trusted(peer):
-        return peer
-    hops = [h.strip() for h in (request.getHeader(b"x-forwarded-for") or b"").decode(
-        "latin-1").split(",") if h.strip()]
-    for hop in reversed(hops):            # walk back from the nearest proxy
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return peer                   # a proxy passed on something odd: trust nothing
-        if not is_trusted(hop):
-            return hop
-    return hops[0] if hops else peer
+    def client(self, request) -> str:
+        peer = getattr(request.getClientAddress(), "host", "") or ""
+        if not self.nets:
+            return peer
+        t = self._peer.get(peer)
+        if t is None:
+            t = bool(self._trusted(peer))
+            if len(self._peer) > 4096:
+                self._peer.clear()
+            self._peer[peer] = t
+        if not t:
+            return peer
+        raw = request.getHeader(b"x-forwarded-for")
+        if not raw:
+            return peer
+        hops = [_strip_port(h.strip()) for h in raw.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):            # walk back from the nearest proxy
+            ht = self._trusted(hop)
+            if ht is None:
+                return peer                   # garbage from a proxy: the proxy's own address
+            if not ht:
+                return hop
+        return hops[0] if self._trusted(hops[0]) is not None else peer
+
+
+_proxy_rules: dict[tuple[str, ...], ProxyRule] = {}
+
+
+def client_ip(ctx: WebContext, request) -> str:
+    """The visitor's address; X-Forwarded-For is believed only from [admin] trusted_proxies."""
+    trusted = tuple(ctx.cfg.admin.trusted_proxies)
+    rule = _proxy_rules.get(trusted)
+    if rule is None:
+        rule = _proxy_rules[trusted] = ProxyRule(trusted)
+    return rule.client(request)
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -494,14 +533,11 @@ STATUS_WORDS = {
 
 
 def is_web_url(u) -> bool:
-    """For `{% if url is web_url %}`: only http(s) URLs become links (never javascript: or data:)."""
-    from urllib.parse import urlsplit
+    """For `{% if url is web_url %}`: only http(s) URLs become links (never javascript: or data:);
+    the rule of admin.waitinglist, so what a form accepts and what a page links agree."""
+    from admin.waitinglist import is_web_url as _rule
 
-    try:
-        parts = urlsplit(str(u or ""))
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return bool(u) and _rule(str(u))
 
 
 def status_word(status: str) -> str:

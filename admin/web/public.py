@@ -394,18 +394,10 @@ class PublicPages:
         ip = client_ip(self.ctx, request)
         now = self.ctx.now()
         await self.ctx.pool.run(lambda conn: waitinglist.create(
-            conn, v.values, source_ip=ip, base_url=self._base_url(request),
+            conn, v.values, source_ip=ip, base_url=waitinglist.public_base_url(cfg),
             sender=cfg.mail.from_, reply_to=cfg.mail.reply_to, title=cfg.admin.public_title,
             now=now))
         return redirect("/apply/sent")
-
-    def _base_url(self, request) -> str:
-        base = self.ctx.cfg.admin.base_url
-        if base:
-            return base
-        host = (request.getHeader(b"host") or b"localhost").decode("latin-1")
-        scheme = "https" if self.ctx.cfg.admin.https else "http"
-        return f"{scheme}://{host}"
 
     # -- the applicant's private link --
     async def _manage_page(self, request, token, app, **kw):
