@@ -68,6 +68,8 @@ class AdminConfig:
     application_reminder_days: int = 91   # "are you still willing?" mails to the waiting list
     apply_rate_limit: int = 10            # application-form POSTs per visitor address per window
     apply_rate_window: int = 3600         # seconds (IPv6 visitors are counted per /64)
+    login_rate_limit: int = 20            # login attempts per address per window (then 429)
+    login_rate_window: int = 900          # seconds
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may read /metrics
 
 

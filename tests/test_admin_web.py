@@ -147,6 +147,23 @@ class LoginTests(AdminWebCase):
         self.ctx.clock.advance(LOCK_MINUTES * 60 + 1)
         self.login()
 
+    def test_login_attempts_are_limited_per_address(self):
+        """Guessing across many accounts, which no per-account lock-out sees, hits a 429."""
+        limit = self.ctx.cfg.admin.login_rate_limit
+        for i in range(limit):
+            _, body = self.get("/admin/login")
+            r, _ = self.post("/admin/login", {"csrf": csrf_of(body.encode()),
+                                              "username": f"user{i}", "password": "guess"})
+            self.assertEqual(r.code, 403)
+        _, body = self.get("/admin/login")
+        r, body = self.post("/admin/login", {"csrf": csrf_of(body.encode()), "username": "alice",
+                                              "password": PW})
+        self.assertEqual(r.code, 429)                 # even the right password waits
+        self.assertIn("Too many login attempts from your address", body)
+        self.assertTrue(r.headers.getRawHeaders(b"retry-after"))
+        self.ctx.clock.advance(self.ctx.cfg.admin.login_rate_window + 1)
+        self.login()
+
     def test_password_is_taken_verbatim(self):
         add_user(self.engine, "spacey", "  two words  ", "admin")
         _, body = self.get("/admin/login")

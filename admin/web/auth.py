@@ -20,9 +20,11 @@ from admin.passwords import hash_password, needs_rehash, verify_password
 from admin.web.framework import (
     LOGIN_CSRF_COOKIE,
     HTTPError,
+    RateLimiter,
     Response,
     Router,
     WebContext,
+    client_ip,
     create_session,
     end_session,
     form_value,
@@ -64,6 +66,10 @@ def safe_next(url: str) -> str:
 class LoginPages:
     def __init__(self, ctx: WebContext):
         self.ctx = ctx
+        # per address, before any password is checked: guessing across many accounts (which the
+        # per-account lock-out cannot see) is slowed down too, and argon2 costs stay bounded
+        a = ctx.cfg.admin
+        self.limiter = RateLimiter(ctx.clock, a.login_rate_limit, a.login_rate_window)
 
     def install(self, router: Router) -> None:
         router.add("GET", r"login", self.login_form, login=False)
@@ -92,6 +98,13 @@ class LoginPages:
             raise HTTPError(403, "The login form has expired; reload the page and try again.")
         username = form_value(request, "username")
         password = form_value(request, "password", strip=False)    # spaces are part of it
+        wait = self.limiter.hit(client_ip(self.ctx, request))
+        if wait:
+            _log.warn("login attempts from {ip} over the limit", ip=client_ip(self.ctx, request))
+            resp = self._form(request, username=username, code=429,
+                              error="Too many login attempts from your address. Try again later.")
+            resp.headers[b"retry-after"] = str(int(wait) + 1).encode()
+            return resp
         now = self.ctx.now()
 
         def load(conn):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from twisted.logger import Logger
 from admin import waitinglist
 from admin.web.framework import (
     HTTPError,
+    RateLimiter,
     Response,
     Router,
     WebContext,
@@ -52,52 +52,6 @@ CLOSE_LIMIT = 6                      # mirrors in the "close to you" box
 
 
 # --- rate limit ----------------------------------------------------------------------------------
-
-class RateLimiter:
-    """At most `limit` events per key in any `window` seconds, in memory, on an IReactorTime clock.
-
-    Keys are visitor addresses, IPv6 folded to its /64 (one subscriber usually holds a whole /64).
-    Expired keys are dropped as the table grows, so memory stays bounded by the recent visitors.
-    """
-
-    def __init__(self, clock, limit: int, window: float, max_keys: int = 100_000):
-        self.clock, self.limit, self.window, self.max_keys = clock, limit, window, max_keys
-        self._hits: dict[str, collections.deque] = {}
-
-    @staticmethod
-    def key(ip: str) -> str:
-        try:
-            a = ipaddress.ip_address(ip)
-        except ValueError:
-            return ip
-        if a.version == 6:
-            if a.ipv4_mapped is not None:
-                return str(a.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{a}/64", strict=False))
-        return str(a)
-
-    def hit(self, ip: str) -> float:
-        """Count one event; 0 when allowed, else the seconds until the next one would be."""
-        now = self.clock.seconds()
-        k = self.key(ip)
-        q = self._hits.get(k)
-        if q is None:
-            if len(self._hits) >= self.max_keys:
-                self._sweep(now)
-            q = self._hits[k] = collections.deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) >= self.limit:
-            return max(1.0, q[0] + self.window - now)
-        q.append(now)
-        return 0.0
-
-    def _sweep(self, now: float) -> None:
-        for k in [k for k, q in self._hits.items() if not q or q[-1] <= now - self.window]:
-            del self._hits[k]
-        while len(self._hits) >= self.max_keys:          # still full: forget the oldest
-            self._hits.pop(next(iter(self._hits)))
-
 
 # --- signed double-submit form token -------------------------------------------------------------
 
