@@ -46,7 +46,8 @@ def _geo(cfg):
 
 def cmd_probe(args, ctx):
     from dnsd.config import ConfigError
-    from probes.probe import Prober, fmt_age, utc_from_ts
+    from dnsd.plan import fmt_age
+    from probes.probe import Prober, utc_from_ts
     from probes.store import load_target
     from probes.verdicts import freshness_class
 

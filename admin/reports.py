@@ -29,8 +29,8 @@ from dnsd.models import (
     mirror_health,
     mirrors,
 )
+from dnsd.plan import fmt_age
 from probes import mails
-from probes.probe import fmt_age
 from probes.verdicts import freshness_class
 
 WEEKLY = "weekly-report"

@@ -55,9 +55,15 @@ def load_version(conn: sa.Connection) -> int:
     return models.current_version(conn)
 
 
-def fmt_age(seconds: float) -> str:
-    """'45 min', '31 h', '5 days': the way an admin says how old something is."""
+def fmt_age(seconds: float | None) -> str:
+    """'90 s', '45 min', '31 h', '5 days': the way an admin says how old something is.
+
+    One wording for plan reasons, probe output and mails (probes and admin import it from here)."""
+    if seconds is None:
+        return "unknown"
     s = max(0, int(seconds))
+    if s < 120:
+        return f"{s} s"
     if s < 2 * 3600:
         return f"{s // 60} min"
     if s < 72 * 3600:

@@ -42,6 +42,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from dnsd.plan import fmt_age
+
 ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestamp", "stale",
                  "wrong-host", "too-large", "private-address", "error")
 FUTURE_SLACK = 3600          # a timestamp this far in the future is not believed
@@ -228,19 +230,6 @@ class ProbeResult:
             age = f", sync age {fmt_age(self.sync_age)}" if self.sync_age is not None else ""
             return f"ok: {self.url} {self.http_status} in {self.total_ms:.0f} ms{age}"
         return f"{self.error_class}: {self.error}"
-
-
-def fmt_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    s = int(seconds)
-    if s < 120:
-        return f"{s} s"
-    if s < 7200:
-        return f"{s // 60} min"
-    if s < 3 * 86400:
-        return f"{s // 3600} h"
-    return f"{s // 86400} d"
 
 
 # --- the HTTP side -------------------------------------------------------------------------------

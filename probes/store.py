@@ -26,8 +26,9 @@ from dnsd.models import (
     notes,
     probe_results,
 )
+from dnsd.plan import fmt_age
 from probes import mails
-from probes.probe import ProbeResult, Target, fmt_age, target_from_row, utc_from_ts
+from probes.probe import ProbeResult, Target, target_from_row, utc_from_ts
 from probes.verdicts import DISABLED, RECOVERED, Counters, decide
 
 PROBED_STATUSES = (PENDING, ACTIVE, DISABLED_ADMIN, DISABLED_PROBES)   # not retired
