@@ -9,10 +9,9 @@ def makeService(cfg, pool, reactor, plan=None, geo=None):
     `mirrorctl` does not pay for Twisted web and jinja2 on every command.
     """
     from twisted.application import internet, service
-    from twisted.web.server import Site
 
     from admin import closer, outbox, reports
-    from admin.web import build_root
+    from admin.web import build_site
     from admin.web.framework import WebContext
     from dnsd.config import split_hostport
 
@@ -20,7 +19,7 @@ def makeService(cfg, pool, reactor, plan=None, geo=None):
     top.setName("admin")
     ctx = WebContext(cfg=cfg, pool=pool, reactor=reactor, plan=plan, geo=geo)
     host, port = split_hostport(cfg.admin.listen)
-    site = Site(build_root(ctx))
+    site = build_site(ctx)
     web = internet.TCPServer(port, site, interface=host, reactor=reactor)
     web.setName("web")
     web.setServiceParent(top)

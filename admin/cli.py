@@ -468,8 +468,11 @@ def read_password(path: str | None) -> str:
             raise CliError("the two passwords differ")
     else:
         pw = sys.stdin.readline().rstrip("\r\n")
-    if len(pw) < 4:
-        raise CliError("the password is empty or shorter than 4 characters")
+    from admin.passwords import new_password_problem
+
+    problem = new_password_problem(pw)
+    if problem:
+        raise CliError(f"password refused: {problem}")
     return pw
 
 

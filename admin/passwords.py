@@ -11,6 +11,15 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 _hasher = PasswordHasher()          # argon2id with the library's current recommended parameters
 
+MIN_LENGTH = 12
+
+
+def new_password_problem(password: str) -> str:
+    """Why a new password is refused ('' = fine): the one rule for mirrorctl and the web."""
+    if len(password) < MIN_LENGTH:
+        return f"at least {MIN_LENGTH} characters, please"
+    return ""
+
 
 def hash_password(password: str) -> str:
     if not password:

@@ -546,14 +546,14 @@ def add_user(conn: sa.Connection, username: str, password_hash: str, role: str =
 
 
 def set_password(conn: sa.Connection, username: str, password_hash: str, actor: str = "") -> None:
-    """Set a new password and end every session of the user: whoever held the old password (or
-    a stolen cookie) is logged out with it."""
+    """Set a new password, end every session of the user and revoke their API token: whoever
+    held the old password (or a stolen cookie, or a token made with it) is shut out with it."""
     u = (username or "").strip().lower()
     uid = conn.execute(sa.select(users.c.id).where(users.c.username == u)).scalar()
     if uid is None:
         raise StoreError(f"no user named {username}")
     conn.execute(users.update().where(users.c.id == uid).values(
-        password_hash=password_hash, failed_logins=0, locked_until=None))
+        password_hash=password_hash, failed_logins=0, locked_until=None, api_token_hash=None))
     conn.execute(sessions.delete().where(sessions.c.user_id == uid))
     _audit(conn, actor or u, "user-password", None, {}, {"username": u})
 

@@ -29,10 +29,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from twisted.internet import reactor
-from twisted.web import resource, server
 
 from admin import closer
-from admin.web.framework import WebContext
+from admin.web import build_site
+from admin.web.framework import SiteRoot, WebContext
 from dnsd import countries
 from dnsd.config import parse_config
 from dnsd.geo import GeoLocator
@@ -99,10 +99,10 @@ def main(port_file: str) -> None:
     write_test_mmdb(str(mmdb))
     ctx = WebContext(cfg=cfg, pool=None, reactor=reactor, plan=Holder(plan),
                      geo=GeoLocator(str(mmdb)))
-    root = resource.Resource()
+    root = SiteRoot(ctx)
     pages = closer.mount(root, ctx)
     refresher = closer.refresher(root)
-    site = server.Site(root)
+    site = build_site(ctx, root)           # the listener's own Site: limits, headers
     site.log = lambda request: None        # no access log in the measurement
     port = reactor.listenTCP(0, site, interface="127.0.0.1", backlog=1024)
     serving = sum(1 for e in plan.mirrors if e.serving and not e.backup)

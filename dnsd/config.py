@@ -62,15 +62,20 @@ class AdminConfig:
     base_url: str = ""                    # public URL of the admin, for links in mails
     https: bool = False                   # served behind https: cookies get Secure
     session_hours: int = 12
+    session_idle_minutes: int = 60        # a session unused this long ends
     metrics: bool = True                  # /metrics on the admin listener
     trusted_proxies: tuple[str, ...] = () # X-Forwarded-For is believed only from these
     public_title: str = "Mirrors"
     application_reminder_days: int = 91   # "are you still willing?" mails to the waiting list
     apply_rate_limit: int = 10            # application-form POSTs per visitor address per window
     apply_rate_window: int = 3600         # seconds (IPv6 visitors are counted per /64)
-    login_rate_limit: int = 20            # login attempts per address per window (then 429)
-    login_rate_window: int = 900          # seconds
+    login_free_failures: int = 5          # failed logins per (user, address) before delays
+    login_address_free_failures: int = 20 # failed logins per address (any user) before delays
+    login_max_delay: int = 900            # seconds: the longest wait the back-off imposes
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may read /metrics
+    max_body: int = 65536                 # bytes of a POST body; larger gets 413 unread
+    request_timeout: float = 10.0         # seconds for a whole request to arrive (then 408)
+    idle_timeout: float = 30.0            # seconds a kept-alive connection may sit unused
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,16 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [dns] share_cap: must be between 0 and 1")
     if d.workers < 1:
         raise ConfigError(f"{fname}: [dns] workers: must be at least 1")
+    a = cfg.admin
+    if a.session_hours < 1 or a.session_idle_minutes < 1:
+        raise ConfigError(f"{fname}: [admin] session_hours and session_idle_minutes must be at "
+                          "least 1")
+    if a.max_body < 1024 or a.request_timeout <= 0 or a.idle_timeout <= 0:
+        raise ConfigError(f"{fname}: [admin] max_body must be at least 1024 bytes, "
+                          "request_timeout and idle_timeout positive")
+    if a.login_free_failures < 1 or a.login_address_free_failures < 1 or a.login_max_delay < 1:
+        raise ConfigError(f"{fname}: [admin] login_free_failures, login_address_free_failures "
+                          "and login_max_delay must be at least 1")
     p = cfg.probes
     if p.fail_after < 1 or p.pass_after < 1:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")

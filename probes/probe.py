@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
-import ipaddress
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -28,13 +27,11 @@ from OpenSSL import SSL
 from service_identity.exceptions import CertificateError, VerificationError
 from twisted.internet import defer, protocol
 from twisted.internet import error as ierror
-from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web import client as wclient
@@ -42,6 +39,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from dnsd import outbound
 from dnsd.plan import fmt_age
 
 ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestamp", "stale",
@@ -49,28 +47,8 @@ ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestam
 FUTURE_SLACK = 3600          # a timestamp this far in the future is not believed
 
 
-class PrivateAddressRefused(Exception):
-    """The address is loopback, private, link-local or otherwise not on the Internet."""
-
-
 class BodyTooLarge(Exception):
     pass
-
-
-def is_forbidden_address(ip: str) -> bool:
-    """True for addresses a probe must not touch unless `[probes] allow_private` says so.
-
-    Probing is a request the system makes on an applicant's say-so; without this check a mirror
-    entry pointing at 127.0.0.1 or 10.0.0.1 would make us scan our own network.
-    """
-    try:
-        a = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return True
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    return (a.is_private or a.is_loopback or a.is_link_local or a.is_multicast
-            or a.is_unspecified or a.is_reserved or not a.is_global)
 
 
 def utc_from_ts(ts: float) -> _dt.datetime:
@@ -237,8 +215,8 @@ class ProbeResult:
 @implementer(IAgentEndpointFactory)
 class _PinnedEndpoints:
     """Endpoints for one fetch: the URL's own host goes to the pinned table address; any other host
-    (a followed redirect) is resolved first (_ResolvedEndpoint). Every connection's peer is checked
-    again once made (_CheckedEndpoint)."""
+    (a followed redirect) is resolved first. Every connection's peer is checked again once made.
+    The refusal of private addresses is dnsd.outbound's, shared with the closer's HEAD checks."""
 
     def __init__(self, prober: Prober, url_host: str, address: str | None, family: int | None,
                  sni: str):
@@ -253,78 +231,24 @@ class _PinnedEndpoints:
             ep = cls(self.p.reactor, self.address, uri.port, timeout=timeout)
             sni = self.sni
         else:
-            ep = _ResolvedEndpoint(self.p, host, uri.port)
+            ep = outbound.ResolvedEndpoint(self.p.reactor, host, uri.port,
+                                           allow_private=self.p.allow_private,
+                                           connect_timeout=timeout)
             sni = host
         if uri.scheme == b"https":
             ep = wrapClientTLS(optionsForClientTLS(sni, trustRoot=self.p.trust_root), ep)
-        return _CheckedEndpoint(ep, self)
+        return outbound.CheckedEndpoint(ep, allow_private=self.p.allow_private,
+                                        on_peer=_Tracked(self))
 
 
-@implementer(IResolutionReceiver)
-class _Addresses:
-    def __init__(self):
-        self.found, self.done = [], defer.Deferred()
+class _Tracked:
+    """Remembers where the pinned fetch connected (the address recorded with the result)."""
 
-    def resolutionBegan(self, resolution):
-        pass
+    def __init__(self, owner: _PinnedEndpoints):
+        self.owner = owner
 
-    def addressResolved(self, address):
-        self.found.append(address)
-
-    def resolutionComplete(self):
-        self.done.callback(self.found)
-
-
-class _ResolvedEndpoint:
-    """A host name (a redirect's, or a mirror's without table addresses) resolved here, so that
-    a private address is refused before a single packet goes to it, and a name that resolves to
-    both kinds is only ever connected to at a public one."""
-
-    def __init__(self, prober: Prober, host: str, port: int):
-        self.p, self.host, self.port = prober, host, port
-
-    def connect(self, factory):
-        receiver = _Addresses()
-        self.p.reactor.nameResolver.resolveHostName(receiver, self.host, portNumber=self.port)
-
-        def chosen(found):
-            if not found:
-                raise ierror.DNSLookupError(self.host)
-            usable = [a for a in found if self.p.allow_private or not is_forbidden_address(a.host)]
-            if not usable:
-                raise PrivateAddressRefused(f"{self.host} is {found[0].host}, not a public address")
-            return attempt(usable)
-
-        def attempt(rest):
-            a = rest[0]
-            cls = TCP6ClientEndpoint if isinstance(a, IPv6Address) else TCP4ClientEndpoint
-            d = cls(self.p.reactor, a.host, self.port,
-                    timeout=self.p.connect_timeout).connect(factory)
-            if len(rest) > 1:               # e.g. ::1 first for a server on 127.0.0.1 only
-                d.addErrback(next_one, rest[1:])
-            return d
-
-        def next_one(f, rest):
-            f.trap(ierror.ConnectError)
-            return attempt(rest)
-
-        return receiver.done.addCallback(chosen)
-
-
-class _CheckedEndpoint:
-    def __init__(self, ep, owner: _PinnedEndpoints):
-        self.ep, self.owner = ep, owner
-
-    def connect(self, factory):
-        factory.noisy = False           # no "Starting factory" log line per probe connection
-        def check(proto):
-            peer = proto.transport.getPeer()
-            self.owner.peer = (peer.host, 6 if ":" in peer.host else 4)
-            if not self.owner.p.allow_private and is_forbidden_address(peer.host):
-                proto.transport.abortConnection()
-                raise PrivateAddressRefused(f"{peer.host} is not a public address")
-            return proto
-        return self.ep.connect(factory).addCallback(check)
+    def __call__(self, host: str) -> None:
+        self.owner.peer = (host, 6 if ":" in host else 4)
 
 
 class _BoundedBody(protocol.Protocol):
@@ -361,7 +285,7 @@ def classify(f: Failure) -> tuple[str, str]:
     """(error class, short message) for a failed fetch."""
     inner = _flatten(f)
     for x in inner:
-        if x.check(PrivateAddressRefused):
+        if x.check(outbound.PrivateAddressRefused):
             return "private-address", str(x.value)
     for x in inner:
         if x.check(SSL.Error):
@@ -485,7 +409,7 @@ class Prober:
     async def _fetch(self, url: str, name: str, address, family, deadline) -> Fetch:
         host = _with_port(name, url)
         base = Fetch(url=url, host=host, address=address, family=family)
-        if address and not self.allow_private and is_forbidden_address(address):
+        if address and not self.allow_private and outbound.is_forbidden_address(address):
             return replace(base, error_class="private-address",
                            error=f"{address} is not a public address (probes.allow_private)")
         start = self.reactor.seconds()

@@ -14,9 +14,8 @@ import sys
 
 from twisted.internet import reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.web.server import Site
 
-from admin.web import build_root
+from admin.web import build_site
 from admin.web.framework import WebContext
 from dnsd.config import load_config
 from dnsd.db import open_pool
@@ -29,7 +28,7 @@ def main(path: str) -> None:
     pool = open_pool(cfg, reactor)
     pool.start()
     ctx = WebContext(cfg=cfg, pool=pool, reactor=reactor)
-    port = reactor.listenTCP(0, Site(build_root(ctx)), interface="127.0.0.1")
+    port = reactor.listenTCP(0, build_site(ctx), interface="127.0.0.1")
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()
 

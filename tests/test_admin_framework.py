@@ -9,6 +9,7 @@ import pytest
 
 from admin.web import graphs
 from admin.web.auth import safe_next
+from admin.web.clients import UNKNOWN_CLIENT
 from admin.web.framework import format_duration, is_web_url, status_word
 from dnsd.config import parse_config
 
@@ -29,15 +30,18 @@ class FakeRequest:
     (("127.0.0.1",), "127.0.0.1", "198.51.100.7", "198.51.100.7"),
     (("127.0.0.1",), "192.0.2.9", "198.51.100.7", "192.0.2.9"),      # not from the proxy
     (("127.0.0.0/8",), "127.0.0.1", "203.0.113.5, 198.51.100.7, 127.0.0.2", "198.51.100.7"),
-    (("127.0.0.1",), "127.0.0.1", None, "127.0.0.1"),
-    (("127.0.0.1",), "127.0.0.1", "garbage, 127.0.0.1", "127.0.0.1"),  # not an address: the peer
+    # a trusted proxy that does not say who the visitor is: unknown, never the proxy itself
+    (("127.0.0.1",), "127.0.0.1", None, UNKNOWN_CLIENT),
+    (("127.0.0.1",), "127.0.0.1", " , ", UNKNOWN_CLIENT),
+    (("127.0.0.1",), "127.0.0.1", "garbage, 127.0.0.1", UNKNOWN_CLIENT),
+    (("127.0.0.1",), "127.0.0.1", "198.51.100.7, garbage", UNKNOWN_CLIENT),
     (("127.0.0.1", "10.0.0.0/8"), "127.0.0.1", "10.1.2.3, 10.2.3.4", "10.1.2.3"),  # all proxies
     (("127.0.0.1",), "127.0.0.1", "2001:db8::5", "2001:db8::5"),
     (("127.0.0.1",), "127.0.0.1", "198.51.100.7:4711", "198.51.100.7"),  # proxies that add ports
     (("127.0.0.1",), "127.0.0.1", "[2001:db8::5]:4711", "2001:db8::5"),
 ])
 def test_client_ip(trusted, peer, xff, want):
-    from admin.web.framework import client_ip
+    from admin.web.clients import client_ip
 
     listed = ", ".join(f'"{t}"' for t in trusted)
     cfg = parse_config(f"[admin]\ntrusted_proxies = [{listed}]\n")

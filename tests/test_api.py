@@ -169,7 +169,7 @@ class OperationTests(APICase):
             ({"body": {"reason": 5}}, 400), ({"body": {"reason": "  "}}, 400),
             ({"body": {}}, 400), ({"body": {"reason": "x" * 1001}}, 400),
             ({"body": {"reason": "ok"}, "ctype": "text/plain"}, 415),
-            ({"raw": b"{}" + b" " * api.MAX_BODY}, 413),
+            ({"raw": b"{}" + b" " * self.ctx.cfg.admin.max_body}, 413),
         ]
         for kw, code in cases:
             r, data = self.call("POST", "/mirrors/de1/disable", self.admin_token, **kw)

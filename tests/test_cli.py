@@ -144,16 +144,23 @@ def test_import_twice_and_list_json_round_trips(ctl):
 
 
 def test_user_add_from_stdin_and_file(ctl, tmp_path):
-    assert ctl.ok("user", "add", "alice", "--role", "helper", stdin="s3cret pass\n").strip() == \
+    assert ctl.ok("user", "add", "alice", "--role", "helper", stdin="s3cret passphrase\n").strip() == \
         "user alice added (helper)"
-    (tmp_path / "pw").write_text("other secret\nignored\n")
+    (tmp_path / "pw").write_text("other secret words\nignored\n")
     ctl.ok("user", "add", "bob", "--password-file", str(tmp_path / "pw"))
     rows = {u: (h, r) for u, h, r in ctl.sql("select username, password_hash, role from users")}
-    assert verify_password(rows["alice"][0], "s3cret pass") and rows["alice"][1] == "helper"
-    assert verify_password(rows["bob"][0], "other secret") and rows["bob"][1] == "admin"
-    ctl.ok("user", "passwd", "bob", stdin="changed it\n")
+    assert verify_password(rows["alice"][0], "s3cret passphrase") and rows["alice"][1] == "helper"
+    assert verify_password(rows["bob"][0], "other secret words") and rows["bob"][1] == "admin"
+    ctl.ok("user", "passwd", "bob", stdin="changed it again\n")
     (h,), = ctl.sql("select password_hash from users where username = 'bob'")
-    assert verify_password(h, "changed it")
+    assert verify_password(h, "changed it again")
+    # the web's rule, in the CLI too: twelve characters at least, for add and passwd alike
+    line = ctl.fails("user", "passwd", "bob", stdin="short pw 11\n")
+    assert line == "mirrorctl: error: password refused: at least 12 characters, please"
+    (h2,), = ctl.sql("select password_hash from users where username = 'bob'")
+    assert h2 == h
+    assert ctl.fails("user", "add", "carol", stdin="eleven char\n").startswith(
+        "mirrorctl: error: password refused")
 
 
 ERRORS = [
@@ -192,7 +199,7 @@ ERRORS = [
     (["import", "phpnet-tsv", "bad.tsv"], "mirrorctl: error: bad.tsv:1: not a php.net mirror TSV"),
     (["import", "mirmon", "bad.tsv"], "mirrorctl: error: bad.tsv:1: expected 'cc url', found 3 fields"),
     (["import", "csv", "bad.tsv"], "mirrorctl import: error: argument FORMAT: invalid choice: 'csv'"),
-    (["user", "add", "alice"], "mirrorctl: error: the password is empty or shorter than 4 characters"),
+    (["user", "add", "alice"], "mirrorctl: error: password refused: at least 12 characters"),
     (["user", "add", "alice", "--role", "root"],
      "mirrorctl user add: error: argument --role: invalid choice: 'root'"),
     (["user", "add", "Bad Name", "--password-file", "pw"],
@@ -206,7 +213,7 @@ ERRORS = [
 
 def test_every_error_is_one_clear_line_and_changes_nothing(ctl):
     ctl.ok("add", "--country", "DE", "--host", "mirror.example.de", "--ipv4", "192.0.2.10")
-    ctl.ok("user", "add", "admin", stdin="good password\n")
+    ctl.ok("user", "add", "admin", stdin="good password here\n")
     (ctl.dir / "bad.tsv").write_text("de http://a.example/ x\n")
     (ctl.dir / "pw").write_text("a fine password\n")
     before = [ctl.sql(f"select * from {t}") for t in ("mirrors", "audit", "outbox", "users",

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from admin import closer
+from admin.closer import choice as closer_choice, dist as closer_dist, heads as closer_heads, params as closer_params
 from dnsd.config import parse_config
 from dnsd.plan import row
 from tests.closer_support import (
@@ -246,9 +247,11 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy():
     assert d["cca2"] == "de"
     d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "2001:db8:de::1"})
     assert d["cca2"] == "de"
-    # garbage from a trusted proxy falls back to the proxy's own address
+    # garbage from a trusted proxy, or no header at all: an unknown visitor (never the proxy's
+    # own address, which geolocates to FR here)
     d = js(stub, "/dyn/closer/?as_json=1", headers={"X-Forwarded-For": "<script>"})
-    assert d["cca2"] == "fr"
+    assert d["cca2"] == ""
+    assert js(stub, "/dyn/closer/?as_json=1")["cca2"] == ""
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored():
@@ -454,7 +457,7 @@ def test_head_cache_shares_one_request_and_expires():
         pending.append(d)
         return d
 
-    hc = closer.HeadCache(clock, ttl=60, timeout=1, head=head)
+    hc = closer_heads.HeadCache(clock, ttl=60, timeout=1, head=head)
     a, b = hc.check("https://m/x"), hc.check("https://m/x")
     assert len(pending) == 1 and not a.called
     pending[0].callback(200)
@@ -469,18 +472,18 @@ def test_head_cache_shares_one_request_and_expires():
 @pytest.mark.parametrize("raw,want", [("", ""), ("/", ""), ("/a//b/", "a/b/"), ("a/b", "a/b"),
                                       ("//x", "x")])
 def test_clean_path(raw, want):
-    assert closer.clean_path(raw) == want
+    assert closer_params.clean_path(raw) == want
 
 
 @pytest.mark.parametrize("raw", ["..", "a/../b", "./a", "a\\b", "a\nb", "x" * 2000])
 def test_clean_path_refuses(raw):
-    with pytest.raises(closer.BadRequest):
-        closer.clean_path(raw)
+    with pytest.raises(closer_params.BadRequest):
+        closer_params.clean_path(raw)
 
 
 def test_dist_index_picks_up_a_new_file_after_the_interval(tmp_path):
     clock = Clock()
-    idx = closer.DistIndex(tmp_path, clock=clock, run_in_thread=inline, interval=60)
+    idx = closer_dist.DistIndex(tmp_path, clock=clock, run_in_thread=inline, interval=60)
     svc = idx.service()
     svc.startService()                       # the first walk, at once
     assert "a.txt" not in idx and "" in idx
@@ -497,7 +500,7 @@ def test_dist_index_picks_up_a_new_file_after_the_interval(tmp_path):
     clock.advance(600)
     assert "b.txt" not in idx                # stopped: no more walks
     # no dist_root: everything is present, and the service has nothing to do
-    none = closer.DistIndex(None, clock=clock, run_in_thread=inline)
+    none = closer_dist.DistIndex(None, clock=clock, run_in_thread=inline)
     assert "anything" in none
     none.service().startService()
     assert "anything" in none
@@ -507,8 +510,8 @@ def test_closer_picks_with_a_seeded_rng_reproducibly():
     cfg = parse_config("")
     from tests.closer_support import Holder, make_plan
     plan = make_plan(standard_rows(), cfg)
-    a = closer.Closer(cfg, Holder(plan), clock=Clock(), rng=random.Random(9))
-    b = closer.Closer(cfg, Holder(plan), clock=Clock(), rng=random.Random(9))
+    a = closer_choice.Closer(cfg, Holder(plan), clock=Clock(), rng=random.Random(9))
+    b = closer_choice.Closer(cfg, Holder(plan), clock=Clock(), rng=random.Random(9))
     va, vb = a.view(), b.view()
     assert [a.select(va, "NL").preferred for _ in range(20)] == \
            [b.select(vb, "NL").preferred for _ in range(20)]

@@ -101,7 +101,7 @@ def test_seeded_choice_is_spread_over_the_tier():
     # guard for the e2e expectations above: DE visitors get the DE tier (two https mirrors)
     from twisted.internet.task import Clock
 
-    from admin.closer import Closer
+    from admin.closer.choice import Closer
     cfg = parse_config("")
     c = Closer(cfg, Holder(make_plan(standard_rows(), cfg)), clock=Clock(), rng=random.Random(1))
     v = c.view()
@@ -109,20 +109,34 @@ def test_seeded_choice_is_spread_over_the_tier():
 
 
 @pytest_twisted.ensureDeferred
-async def test_head_check_through_treq_against_a_real_mirror(tmp_path):
-    """The default HEAD (treq) against a static file server on loopback: present, missing, down."""
+async def test_head_check_against_a_real_mirror(tmp_path):
+    """The default HEAD against a static file server on loopback: present, missing, down; and
+    without [probes] allow_private the same server is never contacted (the probes' guard)."""
     from twisted.web.static import File
 
-    from admin.closer import HeadCache
+    from admin.closer.heads import HeadCache
     from tests.helpers import free_port
 
     (tmp_path / "httpd").mkdir()
     (tmp_path / "httpd" / "KEYS").write_text("keys")
-    port = reactor.listenTCP(0, Site(File(str(tmp_path))), interface="127.0.0.1")
+    seen = []
+
+    class Recording(File):
+        def render(self, request):
+            seen.append(request.method)
+            return super().render(request)
+
+    port = reactor.listenTCP(0, Site(Recording(str(tmp_path))), interface="127.0.0.1")
     base = f"http://127.0.0.1:{port.getHost().port}/"
+    named = f"http://localhost:{port.getHost().port}/"
     try:
-        hc = HeadCache(reactor, ttl=60, timeout=5)
+        guarded = HeadCache(reactor, ttl=60, timeout=5)
+        assert await guarded.check(base + "httpd/KEYS") is False          # loopback: refused
+        assert await guarded.check(named + "httpd/KEYS") is False         # ... also by name
+        assert seen == []                                                  # never contacted
+        hc = HeadCache(reactor, ttl=60, timeout=5, allow_private=True)
         assert await hc.check(base + "httpd/KEYS") is True
+        assert seen == [b"HEAD"]
         assert await hc.check(base + "httpd/nope.tgz") is False
         assert await hc.check(f"http://127.0.0.1:{free_port()}/httpd/KEYS") is False   # refused
         assert hc.cached(base + "httpd/KEYS") is True

@@ -30,13 +30,14 @@ from twisted.web import resource
 from twisted.web.server import Site
 
 from admin import closer
+from admin.closer import dist as closer_dist, templates as closer_templates
 from tests.closer_support import SERVING_WEB, get, header, make_stub, parse
 from tests.webfakes import inline
 
 FIX = Path(__file__).parent / "fixtures"
 FILE = "httpd/httpd-2.4.66.tar.gz"
 FR = SERVING_WEB["fr1"]
-PACKAGE_TEMPLATES = Path(closer.__file__).resolve().parent / "templates"
+PACKAGE_TEMPLATES = Path(closer.__file__).resolve().parent.parent / "templates"
 
 
 class MarkingRunner:
@@ -171,7 +172,7 @@ def test_without_the_first_walk_nothing_is_a_404(tmp_path):
              allow_redirects=False).addBoth(answers.append)
     assert answers == []
     d, f, a = pending.pop()
-    assert f is closer.load_page
+    assert f is closer_templates.load_page
     d.callback(f(*a))
     d, f, a = pending.pop()                  # then the site layout around it
     d.callback(f(*a))
@@ -188,7 +189,7 @@ def test_walk_follows_links_like_exists_and_survives_a_loop(tmp_path):
     (root / "httpd" / "current").symlink_to("2.4.66")              # an alias of a sibling
     (root / "httpd" / "2.4.66" / "up").symlink_to("../..")          # a loop
     (root / "httpd" / "gone.tgz").symlink_to("nowhere.tgz")         # dangling
-    idx = closer.DistIndex(root, clock=Clock(), run_in_thread=inline)
+    idx = closer_dist.DistIndex(root, clock=Clock(), run_in_thread=inline)
     idx.refresh()
     for present in ("", "httpd", "httpd/", "httpd/2.4.66/a.tgz", "httpd/current/a.tgz",
                     "httpd/current/", "httpd/2.4.66/up"):
@@ -202,7 +203,7 @@ def test_a_failed_walk_keeps_the_index_in_use(tmp_path):
     root = tmp_path / "dist"
     root.mkdir()
     (root / "KEYS").write_text("k")
-    idx = closer.DistIndex(root, clock=Clock(), run_in_thread=inline)
+    idx = closer_dist.DistIndex(root, clock=Clock(), run_in_thread=inline)
     idx.refresh()
     moved = tmp_path / "elsewhere"
     root.rename(moved)                                              # an unmounted share
@@ -224,16 +225,16 @@ def test_stopping_the_refresher_abandons_a_running_walk(tmp_path):
         walks.append((d, f, a))
         return d
 
-    idx = closer.DistIndex(root, clock=clock, interval=30, run_in_thread=runner)
+    idx = closer_dist.DistIndex(root, clock=clock, interval=30, run_in_thread=runner)
     svc = idx.service()
     svc.startService()
     assert len(walks) == 1
     stopped = svc.stopService()
     assert not stopped.called                                       # waits for the walk
     d, f, a = walks[0]
-    with pytest.raises(closer._Stopped):
+    with pytest.raises(closer_dist._Stopped):
         f(*a)                                                       # the worker sees the flag
-    d.errback(closer._Stopped())                                    # as the thread pool would
+    d.errback(closer_dist._Stopped())                                    # as the thread pool would
     assert stopped.called
     clock.advance(300)
     assert len(walks) == 1                                          # no walk after the stop
@@ -283,8 +284,8 @@ def test_template_store_loads_once_for_concurrent_requests_and_rechecks_later(tm
         loads.append((d, f, a))
         return d
 
-    store = closer.TemplateStore(doc, clock, runner)
-    default = closer.BUILTIN_DIR / "closer.ezt"
+    store = closer_templates.TemplateStore(doc, clock, runner)
+    default = closer_templates.BUILTIN_DIR / "closer.ezt"
     a, b = store.get(("p",), "get", default), store.get(("p",), "get", default)
     assert len(loads) == 1 and not a.called
     d, f, args = loads.pop()
@@ -313,17 +314,17 @@ def test_template_store_loads_once_for_concurrent_requests_and_rechecks_later(tm
     (doc / "p" / "bad.html").write_text("[if-any http] unclosed")
     d5 = store.get(("p",), "bad", default)
     d, f, args = loads.pop()
-    with pytest.raises(closer.TemplateError):
+    with pytest.raises(closer_templates.TemplateError):
         f(*args)
-    d.errback(closer.TemplateError("bad.html"))
-    assert isinstance(d5.result.value, closer.TemplateError)
+    d.errback(closer_templates.TemplateError("bad.html"))
+    assert isinstance(d5.result.value, closer_templates.TemplateError)
     d5.addErrback(lambda _f: None)
     assert store.cached(("p",), "bad", default) is None
 
 
 def test_template_store_keeps_a_bounded_number_of_pages(tmp_path):
-    store = closer.TemplateStore(None, Clock(), inline, size=3)
-    default = closer.BUILTIN_DIR / "closer.ezt"
+    store = closer_templates.TemplateStore(None, Clock(), inline, size=3)
+    default = closer_templates.BUILTIN_DIR / "closer.ezt"
     for i in range(10):                                             # names from invented URLs
         store.get(("x",), f"n{i}", default)
     assert len(store._pages) == 3 and len(store._files) == 1
@@ -352,7 +353,7 @@ async def test_on_a_real_listener_file_work_happens_on_worker_threads(tmp_path):
     svc = closer.refresher(root)
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     base = f"http://127.0.0.1:{port.getHost().port}"
-    roots = (str(tmp_path), str(closer.BUILTIN_DIR), str(PACKAGE_TEMPLATES))
+    roots = (str(tmp_path), str(closer_templates.BUILTIN_DIR), str(PACKAGE_TEMPLATES))
     main = threading.main_thread()
     off_reactor = []
 

@@ -10,7 +10,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dnsd.config import Config, ProbesConfig
-from probes.probe import Prober, Target, is_forbidden_address, parse_timestamp, target_from_row
+from dnsd.outbound import is_forbidden_address
+from probes.probe import Prober, Target, parse_timestamp, target_from_row
 from tests.dns_support import until
 from tests.probe_mirrors import FakeMirror, serve
 
@@ -184,13 +185,13 @@ async def test_redirect_to_a_private_address_is_refused_after_resolving(mirror):
     m.location = f"http://localhost:{port}/pub/TIME"
     prober = Prober(cfg(follow_redirects=True), reactor)
     prober.allow_private = False                # the pinned address is let through below
-    import probes.probe as pp
-    orig = pp.is_forbidden_address
-    pp.is_forbidden_address = lambda a: a != "127.0.0.3" and orig(a)
+    import dnsd.outbound as guard
+    orig = guard.is_forbidden_address
+    guard.is_forbidden_address = lambda a: a != "127.0.0.3" and orig(a)
     try:
         r = await prober.probe(t)
     finally:
-        pp.is_forbidden_address = orig
+        guard.is_forbidden_address = orig
     assert r.error_class == "private-address" and "127.0.0.1" in r.error
     assert target.requests == []                # resolved, refused before connecting
 

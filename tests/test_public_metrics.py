@@ -129,13 +129,26 @@ class MetricsTests(SynchronousTestCase):
 
 
 class ProxiedMetricsTests(MetricsTests):
+    """The same behind a trusted proxy, the monitoring host named in X-Forwarded-For."""
+
     config = '[admin]\ntrusted_proxies = ["127.0.0.1"]\n'
+
+    def scrape(self, headers=None):
+        return super().scrape(headers if headers is not None
+                              else {"X-Forwarded-For": "127.0.0.1"})
 
     def test_only_allowed_clients(self):
         r, _ = self.scrape({"X-Forwarded-For": "192.0.2.1"})   # a visitor behind the proxy
         assert r.code == 403
         r, _ = self.scrape({"X-Forwarded-For": "127.0.0.1"})
         assert r.code == 200
+
+    def test_a_proxy_that_does_not_say_who_never_publishes_them(self):
+        """The proxy itself is on loopback, inside metrics_allow; a request it passes on without
+        a usable X-Forwarded-For is an unknown client, not the proxy."""
+        for headers in ({}, {"X-Forwarded-For": "not-an-address"}, {"X-Forwarded-For": " , "}):
+            r, _ = self.scrape(headers)
+            assert r.code == 403, headers
 
 
 def test_switch_and_real_dns_collector(sqlite_engine):

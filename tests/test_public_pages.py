@@ -22,7 +22,7 @@ from dnsd.models import applications, mirror_health, mirrors, outbox
 from dnsd.plan import build_plan, load_rows
 from tests.webfakes import T0, make_ctx
 
-BASE = "http://mirrors.test"
+BASE = "https://mirrors.test"          # base_url is https: cookies are Secure
 XFF_CONFIG = """
 [admin]
 trusted_proxies = ["127.0.0.1"]

@@ -13,19 +13,18 @@ How a part plugs in (H6 public pages/API/metrics, H7 closer)
      ``ctx.geo`` (``.country(ip)``; may be None), ``ctx.jinja``, ``ctx.clock``, ``ctx.now()``
      (naive UTC from the clock), ``ctx.render("public/x.html", request, **values)``,
      ``ctx.run_in_thread(f, *args)`` for CPU-heavy work.
-   - ``Router(ctx)``: a leaf resource; ``router.add("GET", r"mirrors/(?P<mid>\\d+)", handler,
-     login=False)``. Handlers are ``async def h(request, **groups)`` returning HTML (str), a
+   - ``Router(ctx)``: a leaf resource; ``router.add("GET", rf"mirrors/(?P<mid>{ID})", handler,
+     login=False)`` (``ID``: ids that fit the table; anything else is a 404). Handlers are
+     ``async def h(request, **groups)`` returning HTML (str), a
      ``Response(body, code, content_type, headers)`` or ``redirect(url)``; raise
      ``HTTPError(404)``: it is shown in the site layout (templates/error.html); a JSON API passes
-     ``Router(ctx, html_errors=False)``. Other exceptions become a logged 500 (``render_async``,
-     STYLE E12). Security headers (CSP without scripts, nosniff, DENY framing) go on every
-     response.
-   - ``client_ip(ctx, request)`` (X-Forwarded-For only from [admin] trusted_proxies),
-     ``form_value(request, "name")``, ``check_csrf``, ``set_cookie`` (HttpOnly, SameSite=Strict,
-     Secure under https).
-   - A public POST form without a session (the application form) can use the double-submit cookie
-     pattern of admin.web.auth.LoginPages (a token in a cookie and in the form, compared with
-     hmac.compare_digest).
+     ``Router(ctx, errors="json")``. Other exceptions become a logged 500 (``respond``, the one
+     render helper, STYLE E12). The security headers go on every response.
+   - ``client_ip(ctx, request)`` (admin.web.clients: X-Forwarded-For only from [admin]
+     trusted_proxies), ``form_value(request, "name")`` (a POST's body, else the query string),
+     ``set_cookie`` (admin.web.sessions: HttpOnly, SameSite=Strict, Secure under https).
+   - A public POST form without a session (the application form) uses
+     admin.web.csrf.SignedTokens, as the login form does.
 4. Templates live in admin/templates/: extend ``base.html`` (blocks ``title``, ``content``; set
    ``{% set public = true %}`` for the public navigation) and put yours in a subfolder
    (``public/``); the stylesheet is /static/style.css (admin/static/style.css, shared; add rules
@@ -43,27 +42,34 @@ from __future__ import annotations
 
 from twisted.web import resource
 
-from admin.web.framework import WebContext, make_jinja_env, static_resource  # noqa: F401
+from admin.web.framework import SiteRoot, WebContext, static_resource
+from admin.web.limits import WebSite
 
 
 def build_root(ctx: WebContext) -> resource.Resource:
-    """The whole tree served on [admin] listen; admin.makeService wraps it in a Site."""
+    """The whole tree served on [admin] listen; `build_site` wraps it in the listener's Site."""
     from admin.web import admin_pages
 
-    root = resource.Resource()
-    root.putChild(b"static", static_resource())
+    root = SiteRoot(ctx)                         # any name nobody mounts: the site's own 404
+    root.putChild(b"static", static_resource(ctx))
     root.putChild(b"admin", admin_pages.build(ctx))
 
     # --- other parts mount here, one line each --------------------------------------------------
-    # H6: root.putChild(b"", public.build(ctx)) and friends; /api; /metrics
     from admin.web import api, metrics, public
     public.mount(root, ctx)                      # /, /mirrors.json, /apply...
     root.putChild(b"api", api.build(ctx))
     if ctx.cfg.admin.metrics:
         root.putChild(b"metrics", metrics.build(ctx))
-    # H7: /dyn/closer (+ project <name>.cgi pages of [closer] document_root); keep it last, so
+    # /dyn/closer (+ project <name>.cgi pages of [closer] document_root); keep it last, so
     # project pages only take top-level names nothing else uses.
     from admin import closer
     closer.mount(root, ctx)
     # ---------------------------------------------------------------------------------------------
     return root
+
+
+def build_site(ctx: WebContext, root: resource.Resource | None = None) -> WebSite:
+    """The listener's Site over `root` (default: build_root): bounded requests, the site's own
+    error pages (admin.web.limits)."""
+    return WebSite(build_root(ctx) if root is None else root, ctx.limits,
+                   error_pages=ctx.errors)

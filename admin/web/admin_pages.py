@@ -19,19 +19,23 @@ import sqlalchemy as sa
 from twisted.logger import Logger
 
 from admin import store
-from admin.passwords import hash_password
+from admin.passwords import hash_password, new_password_problem
 from admin.waitinglist import is_web_url
 from admin.web import graphs, queries
-from admin.web.auth import LoginPages, check_password
+from admin.web.auth import Busy, LoginPages, PasswordChecks, Throttled, throttled_message
+from admin.web.clients import client_ip
 from admin.web.framework import (
+    ID,
+    NO_STORE,
     HTTPError,
     Response,
     Router,
     WebContext,
-    create_session,
     form_value,
+    parse_id,
     redirect,
 )
+from admin.web.sessions import create_session
 from dnsd import countries
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
@@ -50,7 +54,7 @@ DONE = {
     "status": "Application status changed.",
     "accepted": "Application accepted: a pending mirror was created.",
     "added": "Mirror added (pending until enabled).",
-    "password": "Password changed.",
+    "password": "Password changed. Your other logins have ended and your API token is revoked.",
     "revoked": "API token revoked.",
 }
 
@@ -80,29 +84,33 @@ MAX_REASON = 500                    # as the page's maxlength
 
 
 def build(ctx: WebContext) -> Router:
-    r = Router(ctx, login_url="/admin/login")
-    LoginPages(ctx).install(r)
-    p = AdminPages(ctx)
+    """Every answer under /admin is private to its user: no cache may keep it (no-store)."""
+    r = Router(ctx, login_url="/admin/login", cache_control=NO_STORE)
+    checks = PasswordChecks(ctx)
+    LoginPages(ctx, checks).install(r)
+    p = AdminPages(ctx, checks)
+    mid = rf"mirrors/(?P<mid>{ID})"
+    aid = rf"applications/(?P<aid>{ID})"
     r.add("GET", r"", p.mirror_list)
     r.add("GET", r"mirrors", p.mirror_list)
     r.add("GET", r"mirrors/new", p.new_form, role="admin")
     r.add("POST", r"mirrors/new", p.new_mirror, role="admin")
-    r.add("GET", r"mirrors/(?P<mid>\d+)", p.mirror_page)
-    r.add("GET", r"mirrors/(?P<mid>\d+)/edit", p.edit_form, role="admin")
-    r.add("POST", r"mirrors/(?P<mid>\d+)/edit", p.edit, role="admin")
-    r.add("POST", r"mirrors/(?P<mid>\d+)/disable", p.disable)                 # helpers too
-    r.add("POST", r"mirrors/(?P<mid>\d+)/enable", p.enable, role="admin")
-    r.add("POST", r"mirrors/(?P<mid>\d+)/retire", p.retire, role="admin")
-    r.add("POST", r"mirrors/(?P<mid>\d+)/notes", p.add_note)                  # helpers too
+    r.add("GET", mid, p.mirror_page)
+    r.add("GET", mid + "/edit", p.edit_form, role="admin")
+    r.add("POST", mid + "/edit", p.edit, role="admin")
+    r.add("POST", mid + "/disable", p.disable)                 # helpers too
+    r.add("POST", mid + "/enable", p.enable, role="admin")
+    r.add("POST", mid + "/retire", p.retire, role="admin")
+    r.add("POST", mid + "/notes", p.add_note)                  # helpers too
     r.add("GET", r"mail", p.mail_form)
     r.add("POST", r"mail", p.mail, role="admin")
     r.add("GET", r"account", p.account)
     r.add("POST", r"account/password", p.change_password)
     r.add("POST", r"account/token", p.api_token)
     r.add("GET", r"applications", p.applications)
-    r.add("GET", r"applications/(?P<aid>\d+)", p.application)
-    r.add("POST", r"applications/(?P<aid>\d+)/status", p.application_status, role="admin")
-    r.add("POST", r"applications/(?P<aid>\d+)/accept", p.accept, role="admin")
+    r.add("GET", aid, p.application)
+    r.add("POST", aid + "/status", p.application_status, role="admin")
+    r.add("POST", aid + "/accept", p.accept, role="admin")
     return r
 
 
@@ -115,8 +123,9 @@ def _done(request) -> str:
 
 
 class AdminPages:
-    def __init__(self, ctx: WebContext):
+    def __init__(self, ctx: WebContext, checks: PasswordChecks):
         self.ctx = ctx
+        self.checks = checks
 
     @property
     def mail_settings(self) -> store.MailSettings:
@@ -344,13 +353,13 @@ class AdminPages:
             errors["body"] = "The mail has no text."
         elif len(form["body"]) > 50_000:
             errors["body"] = "At most 50,000 characters."
-        if form["target"] == "mirror" and not form["mirror"].isdigit():
+        mirror_id = parse_id(form["mirror"])
+        if form["target"] == "mirror" and mirror_id is None:
             errors["mirror"] = "Choose a mirror."
         mails = []
         if not errors:
             mails = await self.ctx.pool.run_readonly(lambda conn: _mail_recipients(
-                conn, form["target"], int(form["mirror"]) if form["mirror"].isdigit() else None,
-                self.ctx.cfg.mail.list))
+                conn, form["target"], mirror_id, self.ctx.cfg.mail.list))
             if not mails:
                 errors["mirror" if form["target"] == "mirror" else "target"] = (
                     "Nobody to send to: no maintainer addresses (or no list address) are known.")
@@ -388,17 +397,28 @@ class AdminPages:
         return Response(html, code=code)
 
     async def change_password(self, request):
+        """The current password is checked like a login (the same back-off and argon2 cap), so
+        a stolen session cannot be used to guess it."""
         user = request.mirrordns_session.user
         current = form_value(request, "current", strip=False)
         new = form_value(request, "new", strip=False)
         errors = {}
-        if len(new) < 12:
-            errors["new"] = "At least 12 characters, please."
+        problem = new_password_problem(new)
+        if problem:
+            errors["new"] = problem[0].upper() + problem[1:] + "."
         elif new != form_value(request, "again", strip=False):
             errors["again"] = "The two new passwords differ."
         stored = await self.ctx.pool.run_readonly(lambda conn: conn.execute(
             sa.select(users.c.password_hash).where(users.c.id == user.id)).scalar_one())
-        ok, _ = await self.ctx.run_in_thread(check_password, stored, current)
+        try:
+            ok, _ = await self.checks.check(user.username, client_ip(self.ctx, request), stored,
+                                            current)
+        except Throttled as t:
+            errors = {"current": throttled_message(t.wait)}
+            return await self.account(request, errors=errors, code=429)
+        except Busy:
+            errors = {"current": "The server is busy checking passwords; try again in a moment."}
+            return await self.account(request, errors=errors, code=503)
         if not ok:
             errors["current"] = "This is not your current password."
         if errors:
@@ -406,8 +426,9 @@ class AdminPages:
         new_hash = await self.ctx.run_in_thread(hash_password, new)
         await self.ctx.pool.run(lambda conn: store.set_password(
             conn, user.username, new_hash, actor=user.username))
-        await create_session(self.ctx, request, user.id)    # every old session has just ended
-        _log.info("{user} changed their password", user=user.username)
+        await create_session(self.ctx, request, user.id)    # every other session has just ended
+        _log.info("{user} changed their password (other sessions ended, API token revoked)",
+                  user=user.username)
         return redirect("/admin/account", done="password")
 
     async def api_token(self, request):

@@ -26,13 +26,13 @@ from twisted.logger import Logger
 
 from admin import store
 from admin.web.framework import HTTPError, Response, Router, WebContext
+from admin.web.limits import FormError, body_bytes, query_args
 from dnsd import countries
 from dnsd.models import STATUSES, audit, users, utcnow
 
 _log = Logger(namespace="admin.web.api")
 
 TOKEN_PREFIX = "mdns_"
-MAX_BODY = 64 * 1024
 REF_PATTERN = r"^(?:[a-z]{2}[0-9]{1,6}|[0-9]{1,9})$"       # a mirror name (de2) or its id
 # Characters a reason or note may not hold: C0/C1 controls, DEL and the Unicode line and paragraph
 # separators; notes may keep \n and \t. The same classes go into the OpenAPI patterns, so the
@@ -147,7 +147,7 @@ class API:
         self.ctx = ctx
 
     def build(self) -> Router:
-        r = Router(self.ctx, html_errors=False)      # JSON clients: no HTML error pages
+        r = Router(self.ctx, errors="json")          # JSON clients: JSON error answers
         ref = r"mirrors/(?P<ref>[^/]+)"
         r.add("GET", "openapi.json", self.openapi, login=False)
         r.add("GET", "mirrors", self._h(self.list_mirrors), login=False)
@@ -201,10 +201,10 @@ class API:
 
     @staticmethod
     def _body(request) -> dict:
-        request.content.seek(0)
-        raw = request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise APIError(413, "request body too large")
+        try:
+            raw = body_bytes(request)        # the listener has refused bodies over [admin] max_body
+        except FormError:
+            raise APIError(413, "request body too large") from None
         ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
         if ctype != b"application/json":
             raise APIError(415, "send the body as application/json")
@@ -254,7 +254,7 @@ class API:
 
     async def list_mirrors(self, request, user):
         def arg(name):
-            v = (request.args.get(name.encode()) or [b""])[0]
+            v = (query_args(request).get(name.encode()) or [b""])[0]
             try:
                 return v.decode("utf-8").strip()
             except UnicodeDecodeError:
@@ -262,10 +262,10 @@ class API:
         country, status = arg("country").upper(), arg("status")
         # a filter that is there must be well-formed; a well-formed code of no country with
         # mirrors simply matches nothing
-        if b"country" in request.args and not (
+        if b"country" in query_args(request) and not (
                 len(country) == 2 and country.isalpha() and country.isascii()):
             raise APIError(400, "country: an ISO 3166-1 alpha-2 code such as DE")
-        if b"status" in request.args and status not in STATUSES:
+        if b"status" in query_args(request) and status not in STATUSES:
             raise APIError(400, f"status: one of {', '.join(STATUSES)}")
         if country and not countries.is_country(country):
             return _json({"mirrors": []})

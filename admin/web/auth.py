@@ -1,43 +1,47 @@
-"""Login and logout for the admin pages.
+"""Login and logout for the admin pages, and what guards every password check.
 
 Passwords are argon2id hashes (STYLE B6), verified on a worker thread because one verification
-takes about 0.15 s of CPU. After `MAX_FAILURES` wrong passwords in a row an account is locked for
-`LOCK_MINUTES`; while locked even the right password is refused, and the answer never says whether
-the user name exists (an unknown name is checked against a dummy hash, so it costs the same time).
+takes about 0.15 s of CPU. Guessing is slowed, never answered with a lock-out (a lock-out lets
+anyone who knows a user name keep that user out):
+
+- **Back-off per (user name, address)**: after [admin] login_free_failures failed attempts each
+  further one doubles the wait before the next (1 s, 2 s, 4 s, ... up to login_max_delay).
+  Failures from one address never delay the same user at another address.
+- **Back-off per address** over all user names, after login_address_free_failures failures:
+  guessing across many accounts from one address slows down too.
+- **A cap on argon2 work in flight** (`MAX_HASHING` at a time, `MAX_WAITING` queued; beyond
+  that 503): many addresses together cannot fill the worker threads that render pages.
+
+An attempt counts from the moment it is let through, so parallel requests cannot slip past the
+back-off. The login form and the password-change form share all of it. The answer never says
+whether a user name exists: an unknown name is checked against a dummy hash (the same time), gets
+the same message, and is throttled under its own (name, address) key just the same.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hmac
 import secrets
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from admin.passwords import hash_password, needs_rehash, verify_password
-from admin.web.framework import (
-    LOGIN_CSRF_COOKIE,
-    HTTPError,
-    RateLimiter,
-    Response,
-    Router,
-    WebContext,
-    client_ip,
-    create_session,
-    end_session,
-    form_value,
-    load_session,
-    redirect,
-    set_cookie,
-)
+from admin.web.clients import Backoff, address_key, client_ip
+from admin.web.csrf import SignedTokens
+from admin.web.framework import HTTPError, Response, Router, WebContext, form_value, redirect
+from admin.web.limits import query_args
+from admin.web.sessions import create_session, end_session, load_session
 from dnsd.models import users
 
 _log = Logger(namespace="admin.web.auth")
 
-MAX_FAILURES = 5
-LOCK_MINUTES = 15
+LOGIN_CSRF_COOKIE = b"mirrordns_login"
+LOGIN_FORM_MAX_AGE = 3600                # seconds a login form stays valid
+MAX_HASHING = 2                          # argon2 verifications running at once
+MAX_WAITING = 16                         # and queued behind them; more are refused (503)
+MAX_PASSWORD = 1024                      # characters; argon2 takes any length, nobody needs more
 
 _dummy_hash: list[str] = []
 
@@ -63,93 +67,122 @@ def safe_next(url: str) -> str:
     return url
 
 
-class LoginPages:
+class Throttled(Exception):
+    def __init__(self, wait: float):
+        super().__init__(wait)
+        self.wait = wait
+
+
+class Busy(Exception):
+    """Too many password checks in flight: try again in a moment."""
+
+
+class PasswordChecks:
+    """The back-off and the argon2 cap shared by the login and the password-change form."""
+
     def __init__(self, ctx: WebContext):
-        self.ctx = ctx
-        # per address, before any password is checked: guessing across many accounts (which the
-        # per-account lock-out cannot see) is slowed down too, and argon2 costs stay bounded
         a = ctx.cfg.admin
-        self.limiter = RateLimiter(ctx.clock, a.login_rate_limit, a.login_rate_window)
+        self.ctx = ctx
+        self.per_user = Backoff(ctx.clock, a.login_free_failures, a.login_max_delay)
+        self.per_address = Backoff(ctx.clock, a.login_address_free_failures, a.login_max_delay)
+        self._sem = defer.DeferredSemaphore(MAX_HASHING)
+
+    @staticmethod
+    def keys(username: str, ip: str) -> tuple[tuple[str, str], str]:
+        addr = address_key(ip)
+        return (username.strip().lower(), addr), addr
+
+    async def check(self, username: str, ip: str, stored: str | None,
+                    password: str) -> tuple[bool, bool]:
+        """(ok, needs_rehash) for this attempt; raises Throttled (wait first) or Busy."""
+        ku, ka = self.keys(username, ip)
+        wait = max(self.per_user.wait(ku), self.per_address.wait(ka))
+        if wait:
+            raise Throttled(wait)
+        if len(password) > MAX_PASSWORD:
+            password = ""                      # wrong, at the price of a normal check
+        if self._sem.tokens == 0 and len(self._sem.waiting) >= MAX_WAITING:
+            raise Busy()
+        self.per_user.attempt(ku)
+        self.per_address.attempt(ka)
+        ok, rehash = await self._sem.run(self.ctx.run_in_thread, check_password, stored, password)
+        if ok:
+            self.per_user.forget(ku)
+            self.per_address.succeeded(ka)
+        return ok, rehash
+
+
+def throttled_message(wait: float) -> str:
+    return (f"Too many failed attempts. Wait {int(wait) + 1} seconds before the next try.")
+
+
+class LoginPages:
+    def __init__(self, ctx: WebContext, checks: PasswordChecks):
+        self.ctx = ctx
+        self.checks = checks
+        self.tokens = SignedTokens(ctx.clock, ctx.secret, purpose="login",
+                                   cookie=LOGIN_CSRF_COOKIE, path=b"/admin/login",
+                                   max_age=LOGIN_FORM_MAX_AGE)
 
     def install(self, router: Router) -> None:
         router.add("GET", r"login", self.login_form, login=False)
-        router.add("POST", r"login", self.login, login=False)
+        router.add("POST", r"login", self.login, login=False, csrf=False)   # SignedTokens
         router.add("POST", r"logout", self.logout)          # session CSRF checked by the router
 
-    def _form(self, request, *, error: str = "", username: str = "", code: int = 200):
-        token = secrets.token_urlsafe(32)
-        set_cookie(self.ctx, request, LOGIN_CSRF_COOKIE, token.encode(), path=b"/admin/login")
-        html = self.ctx.render("admin/login.html", request, title="Log in", login_csrf=token,
-                               error=error, username=username,
-                               next=safe_next(request.args.get(b"next", [b""])[0].decode(
-                                   "utf-8", "replace")))
+    def _form(self, request, *, error: str = "", username: str = "", code: int = 200,
+              next_url: str = ""):
+        html = self.ctx.render("admin/login.html", request, title="Log in",
+                               login_csrf=self.tokens.issue(self.ctx, request), error=error,
+                               username=username, next=safe_next(next_url))
         return Response(html, code=code)
 
     async def login_form(self, request):
         if await load_session(self.ctx, request) is not None:
             return redirect("/admin/")
-        return self._form(request)
+        nxt = (query_args(request).get(b"next") or [b""])[0].decode("utf-8", "replace")
+        return self._form(request, next_url=nxt)
 
     async def login(self, request):
-        # Double-submit: the form's token must equal the cookie set with the form (no session yet).
-        cookie = request.getCookie(LOGIN_CSRF_COOKIE) or b""
-        sent = (request.args.get(b"csrf") or [b""])[0]
-        if not cookie or not hmac.compare_digest(cookie, sent):
+        if not self.tokens.valid(request):
             raise HTTPError(403, "The login form has expired; reload the page and try again.")
         username = form_value(request, "username")
         password = form_value(request, "password", strip=False)    # spaces are part of it
-        wait = self.limiter.hit(client_ip(self.ctx, request))
-        if wait:
-            _log.warn("login attempts from {ip} over the limit", ip=client_ip(self.ctx, request))
-            resp = self._form(request, username=username, code=429,
-                              error="Too many login attempts from your address. Try again later.")
-            resp.headers[b"retry-after"] = str(int(wait) + 1).encode()
-            return resp
-        now = self.ctx.now()
+        nxt = form_value(request, "next")
+        ip = client_ip(self.ctx, request)
 
         def load(conn):
-            r = conn.execute(sa.select(users.c.id, users.c.password_hash, users.c.locked_until)
-                             .where(users.c.username == username)).first()
-            return None if r is None else (r.id, r.password_hash, r.locked_until)
+            r = conn.execute(sa.select(users.c.id, users.c.password_hash)
+                             .where(users.c.username == username.lower())).first()
+            return None if r is None else (r.id, r.password_hash)
         row = await self.ctx.pool.run_readonly(load) if username else None
-        stored = row[1] if row else None
-        ok, rehash = await self.ctx.run_in_thread(check_password, stored, password)
-        if row is not None and row[2] is not None and row[2] > now:
-            _log.warn("login refused for locked account {user}", user=username)
-            return self._form(request, username=username, code=403,
-                              error="Too many failed attempts: this account is locked for a "
-                                    "while. Try again later.")
+        try:
+            ok, rehash = await self.checks.check(username, ip, row[1] if row else None, password)
+        except Throttled as t:
+            _log.warn("login attempts for {user} from {ip} delayed {s:.0f} s", user=username,
+                      ip=ip, s=t.wait)
+            resp = self._form(request, username=username, code=429, next_url=nxt,
+                              error=throttled_message(t.wait))
+            resp.headers[b"retry-after"] = str(int(t.wait) + 1).encode()
+            return resp
+        except Busy:
+            resp = self._form(request, username=username, code=503, next_url=nxt,
+                              error="The server is busy checking passwords; try again in a "
+                                    "moment.")
+            resp.headers[b"retry-after"] = b"5"
+            return resp
         if not ok:
-            if row is not None:
-                await self.ctx.pool.run(_count_failure(row[0], now))
-            _log.info("failed login for {user}", user=username)
-            return self._form(request, username=username, code=403,
+            _log.info("failed login for {user} from {ip}", user=username, ip=ip)
+            return self._form(request, username=username, code=403, next_url=nxt,
                               error="Wrong user name or password.")
-        new_hash = await self.ctx.run_in_thread(hash_password, password) if rehash else None
-
-        def success(conn):
-            vals = {"failed_logins": 0, "locked_until": None}
-            if new_hash:
-                vals["password_hash"] = new_hash
-            conn.execute(users.update().where(users.c.id == row[0]).values(**vals))
-        await self.ctx.pool.run(success)
+        if rehash:
+            new_hash = await self.ctx.run_in_thread(hash_password, password)
+            await self.ctx.pool.run(lambda conn: conn.execute(
+                users.update().where(users.c.id == row[0]).values(password_hash=new_hash)))
         await create_session(self.ctx, request, row[0])
-        set_cookie(self.ctx, request, LOGIN_CSRF_COOKIE, b"", max_age=0, path=b"/admin/login")
-        _log.info("login {user}", user=username)
-        return redirect(safe_next(form_value(request, "next")))
+        self.tokens.clear(self.ctx, request)
+        _log.info("login {user} from {ip}", user=username, ip=ip)
+        return redirect(safe_next(nxt))
 
     async def logout(self, request):
         await end_session(self.ctx, request)
         return redirect("/admin/login")
-
-
-def _count_failure(user_id: int, now: _dt.datetime):
-    def thd(conn):
-        n = conn.execute(sa.select(users.c.failed_logins).where(users.c.id == user_id)).scalar_one()
-        n += 1
-        vals = {"failed_logins": n}
-        if n >= MAX_FAILURES:
-            vals["locked_until"] = now + _dt.timedelta(minutes=LOCK_MINUTES)
-            vals["failed_logins"] = 0          # the next round starts after the lock expires
-        conn.execute(users.update().where(users.c.id == user_id).values(**vals))
-    return thd

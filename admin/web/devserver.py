@@ -20,9 +20,8 @@ import sys
 
 from twisted.internet import reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.web.server import Site
 
-from admin.web import build_root
+from admin.web import build_site
 from admin.web.framework import WebContext
 from dnsd.config import load_config
 from dnsd.db import open_pool, upgrade
@@ -71,7 +70,7 @@ def main(argv=None) -> None:
     if not args.quiet:
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     ctx = WebContext(cfg=cfg, pool=pool, reactor=reactor, geo=_geo(cfg))
-    port = reactor.listenTCP(args.port, Site(build_root(ctx)), interface=args.host)
+    port = reactor.listenTCP(args.port, build_site(ctx), interface=args.host)
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()
 

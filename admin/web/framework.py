@@ -2,24 +2,24 @@
 
 Twisted's resource tree does the coarse routing (``/admin``, ``/api``, ``/dyn``, ``/static``); below
 that a `Router` matches the rest of the path against a few patterns and runs an ``async`` handler.
-Handlers return HTML (`str`), a `Response` or a `redirect(...)`; the render helper writes it, and
-turns any exception into a logged 500 (STYLE E12), so no page can hang a connection or leak a
-traceback. Database work happens in ``ctx.pool.run(thd)`` (plain data back, STYLE E8); CPU-heavy
-work (argon2) in ``ctx.run_in_thread``.
+Handlers return HTML (`str`), a `Response` or a `redirect(...)`. `respond` is the one render helper
+of the site (the admin, the public pages, the API and the closer): it sets the one set of
+security headers, writes what a page returns now or when its Deferred fires, and turns an
+`HTTPError` into the site's error page and any other exception into a logged 500 (STYLE E12), so
+no page can hang a connection or leak a traceback. Database work happens in ``ctx.pool.run(thd)``
+(plain data back, STYLE E8); CPU-heavy work in ``ctx.run_in_thread``.
 
-Sessions live in the ``sessions`` table: the cookie carries a random token, the table only its
-sha256, so a leaked database does not hand out live sessions. Each session has its own CSRF token,
-put into every form by the layout macro and checked on every POST with `hmac.compare_digest`; the
-login form, which has no session yet, uses a double-submit cookie instead.
+The pieces beside it: admin.web.limits (the HTTP layer: body, header and time limits),
+admin.web.sessions (sessions and cookies), admin.web.csrf (the CSRF rule), admin.web.clients
+(the visitor's address, rate limits, login back-off), admin.web.paths (files inside their root).
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as _dt
 import hashlib
-import hmac
-import ipaddress
+import inspect
+import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -29,28 +29,46 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import jinja2
-import sqlalchemy as sa
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from dnsd.models import sessions, users
+from admin.web import csrf
+from admin.web.limits import FormError, Limits, body_form, has_body, query_args
+from admin.web.paths import contained_files
+from admin.web.sessions import load_session
 
 _log = Logger(namespace="admin.web")
 
-SESSION_COOKIE = b"mirrordns_session"
-LOGIN_CSRF_COOKIE = b"mirrordns_login"
+ID = r"[0-9]{1,9}"
+"""A row id in a URL: ASCII digits that fit the table's 32-bit ids (a longer one is a 404)."""
 
-# Sent with every page: pages are self-contained (no scripts at all), logos may come from https.
-SECURITY_HEADERS = {
-    b"content-security-policy": (
-        b"default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
-        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"same-origin",
-    b"x-frame-options": b"DENY",
-}
+
+def parse_id(s: str) -> int | None:
+    """A row id from a form or URL, or None when it is not one that can exist."""
+    return int(s) if re.fullmatch(ID, s or "") else None
+
+
+# --- security headers: one set for every page of the listener --------------------------------------
+
+def security_headers(*, inline_styles: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+    """Pages are self-contained (no scripts at all), logos may come from https. Project download
+    pages (the closer's templates) may carry style attributes: `inline_styles` allows them, and
+    nothing else differs."""
+    style = b"'self' 'unsafe-inline'" if inline_styles else b"'self'"
+    return (
+        (b"content-security-policy",
+         b"default-src 'none'; style-src " + style + b"; img-src 'self' https: data:; "
+         b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"strict-origin-when-cross-origin"),
+        (b"x-frame-options", b"DENY"),
+    )
+
+
+SECURITY_HEADERS = security_headers()
+NO_STORE = b"no-store"
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -87,7 +105,9 @@ class WebContext:
 
     plan: dnsd's holder (``.current`` is the live ResolutionPlan) or None when running the web
     alone; geo: a locator with ``.country(ip) -> "DE" | None`` or None; clock: IReactorTime (a
-    `Clock` in tests); run_in_thread(f, *a) -> Deferred for CPU-heavy work (tests run it inline).
+    `Clock` in tests); run_in_thread(f, *a) -> Deferred for CPU-heavy work (tests run it inline);
+    secret: this process's key for signed tokens (random per start: a restart only costs an open
+    form one "please submit again").
     """
 
     cfg: Any
@@ -98,12 +118,15 @@ class WebContext:
     jinja: jinja2.Environment = field(default_factory=make_jinja_env)
     clock: Any = None
     run_in_thread: Callable[..., defer.Deferred] | None = None
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def __post_init__(self):
         if self.clock is None:
             self.clock = self.reactor
         if self.run_in_thread is None:
             self.run_in_thread = _thread_runner(self.reactor)
+        self.errors = ErrorPages(self)
+        self.limits = Limits.from_config(self.cfg)
 
     def now(self) -> _dt.datetime:
         """Naive UTC from the clock, like dnsd.models.utcnow but steppable in tests."""
@@ -126,58 +149,12 @@ class WebContext:
 
     def render_threaded(self, template: str, request=None, **values) -> defer.Deferred:
         """Like render, on a worker thread: a list of a thousand mirrors takes jinja ~0.1 s, which
-        the reactor (and with it DNS) must not wait for. jinja2 templates render thread-safely."""
+        the reactor must not wait for. jinja2 templates render thread-safely."""
         v = self._values(request, values)
         return self.run_in_thread(lambda: self.jinja.get_template(template).render(**v))
 
 
-class RateLimiter:
-    """At most `limit` events per key in any `window` seconds, in memory, on an IReactorTime clock.
-
-    Keys are visitor addresses, IPv6 folded to its /64 (one subscriber usually holds a whole /64).
-    Expired keys are dropped as the table grows, so memory stays bounded by the recent visitors.
-    """
-
-    def __init__(self, clock, limit: int, window: float, max_keys: int = 100_000):
-        self.clock, self.limit, self.window, self.max_keys = clock, limit, window, max_keys
-        self._hits: dict[str, collections.deque] = {}
-
-    @staticmethod
-    def key(ip: str) -> str:
-        try:
-            a = ipaddress.ip_address(ip)
-        except ValueError:
-            return ip
-        if a.version == 6:
-            if a.ipv4_mapped is not None:
-                return str(a.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{a}/64", strict=False))
-        return str(a)
-
-    def hit(self, ip: str) -> float:
-        """Count one event; 0 when allowed, else the seconds until the next one would be."""
-        now = self.clock.seconds()
-        k = self.key(ip)
-        q = self._hits.get(k)
-        if q is None:
-            if len(self._hits) >= self.max_keys:
-                self._sweep(now)
-            q = self._hits[k] = collections.deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) >= self.limit:
-            return max(1.0, q[0] + self.window - now)
-        q.append(now)
-        return 0.0
-
-    def _sweep(self, now: float) -> None:
-        for k in [k for k, q in self._hits.items() if not q or q[-1] <= now - self.window]:
-            del self._hits[k]
-        while len(self._hits) >= self.max_keys:          # still full: forget the oldest
-            self._hits.pop(next(iter(self._hits)))
-
-
-# --- responses and the render helper -----------------------------------------------------------
+# --- responses, errors and the render helper ---------------------------------------------------
 
 @dataclass
 class Response:
@@ -195,50 +172,128 @@ def redirect(url: str, code: int = 303, **query) -> Response:
     return Response(code=code, headers={b"location": url.encode()})
 
 
-class HTTPError(Exception):
-    """Raise from a handler to answer with a short error page."""
+ERROR_WORDS = {400: "bad request", 403: "forbidden", 404: "not found", 405: "method not allowed",
+               408: "request timeout", 413: "request body too large",
+               415: "unsupported media type", 429: "too many requests", 500: "internal error",
+               503: "service unavailable"}
 
-    def __init__(self, code: int, message: str = ""):
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with a short error page (in the style of the resource,
+    unless `style` names another: ErrorPages)."""
+
+    def __init__(self, code: int, message: str = "", style: str | None = None):
         super().__init__(message)
         self.code = code
-        self.message = message or {400: "bad request", 403: "forbidden", 404: "not found",
-                                   405: "method not allowed"}.get(code, "error")
+        self.message = message or ERROR_WORDS.get(code, "error")
+        self.style = style
 
 
-def render_async(request, page: Callable[[Any], Awaitable[Any]]):
-    """Run `page(request)` and write what it returns; log and answer 500 on failure (STYLE E12)."""
-    for k, v in SECURITY_HEADERS.items():
+TEXT = b"text/plain; charset=utf-8"
+NO_BODY = (204, 301, 302, 303, 304)
+
+
+class ErrorPages:
+    """The site's own error answers, in three styles: "html" (the site's layout,
+    templates/error.html), "json" (``{"error": ...}``, for the API) and "text" (one line, for the
+    closer's machine-readable answers)."""
+
+    def __init__(self, ctx: WebContext):
+        self.ctx = ctx
+
+    def response(self, request, code: int, message: str = "", style: str = "html") -> Response:
+        message = message or ERROR_WORDS.get(code, "error")
+        if style == "json":
+            return Response(json.dumps({"error": message}), code=code,
+                            content_type=b"application/json")
+        if style == "text":
+            return Response(message.rstrip("\n") + "\n", code=code, content_type=TEXT)
+        try:
+            html = self.ctx.render("error.html", request, code=code, message=message,
+                                   title=f"{code} {message}",
+                                   public=not (request.path or b"").startswith(b"/admin"))
+        except Exception:
+            _log.failure("rendering the error page for {code}", code=code)
+            return Response(f"{code} {_esc(message)}\n", code=code, content_type=TEXT)
+        return Response(html, code=code)
+
+    def from_failure(self, request, f: Failure, style: str) -> Response:
+        if f.check(HTTPError):
+            e = f.value
+            return self.response(request, e.code, e.message, e.style or style)
+        if f.check(FormError):
+            return self.response(request, 400, str(f.value), style)
+        _log.failure("rendering {method} {uri}", f, method=request.method, uri=request.uri)
+        return self.response(request, 500, "", style)
+
+    def page(self, request, code: int) -> tuple[bytes, bytes]:
+        """(body, content type) of an error Twisted would otherwise answer (admin.web.limits)."""
+        r = self.response(request, code)
+        body = r.body.encode("utf-8") if isinstance(r.body, str) else r.body
+        return body, r.content_type
+
+
+def _as_response(out) -> Response:
+    return out if isinstance(out, Response) else Response(out)
+
+
+def _apply(request, resp: Response) -> bytes:
+    request.setResponseCode(resp.code)
+    if resp.body or resp.code not in NO_BODY:
+        request.setHeader(b"content-type", resp.content_type)
+    for k, v in resp.headers.items():
         request.setHeader(k, v)
-    finished = []
-    request.notifyFinish().addErrback(lambda _f: finished.append(True))   # client went away
+    return resp.body.encode("utf-8") if isinstance(resp.body, str) else resp.body
 
-    def write(resp):
-        if finished or request.finished:
+
+def respond(request, page: Callable[[Any], Any], errors: ErrorPages, *, style: str = "html",
+            headers: tuple[tuple[bytes, bytes], ...] = SECURITY_HEADERS,
+            cache_control: bytes | None = None):
+    """The one render helper: run ``page(request)`` and write what it gives.
+
+    A page returns a `Response` (or str/bytes: a 200 HTML page), or an awaitable of one. A
+    `Response` is written at once (the closer's hot paths stay synchronous); an awaitable is
+    written when it fires, unless the client has gone meanwhile. An HTTPError becomes the error
+    answer of `style`, anything else a logged 500. HEAD gets the headers of GET without a body.
+    """
+    for k, v in headers:
+        request.setHeader(k, v)
+    if cache_control is not None:
+        request.setHeader(b"cache-control", cache_control)
+    try:
+        out = page(request)
+    except Exception:
+        out = errors.from_failure(request, Failure(), style)
+    if not (inspect.isawaitable(out) or isinstance(out, defer.Deferred)):
+        body = _apply(request, _as_response(out))
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
+
+    gone = []
+    request.notifyFinish().addErrback(lambda _f: gone.append(True))   # client went away
+
+    def write(result):
+        if gone or request.finished:
             return
-        if isinstance(resp, (str, bytes)):
-            resp = Response(resp)
-        request.setResponseCode(resp.code)
-        if resp.body or resp.code not in (204, 301, 302, 303, 304):
-            request.setHeader(b"content-type", resp.content_type)
-        for k, v in resp.headers.items():
-            request.setHeader(k, v)
-        body = resp.body.encode("utf-8") if isinstance(resp.body, str) else resp.body
+        body = _apply(request, _as_response(result))
+        request.setHeader(b"content-length", b"%d" % len(body))
         if request.method != b"HEAD":
             request.write(body)
         request.finish()
 
     def fail(f):
-        if f.check(HTTPError):
-            e = f.value
-            write(Response(f"<!doctype html><title>{e.code}</title><p>{_esc(e.message)}</p>",
-                           code=e.code))
+        if gone or request.finished:
+            if not f.check(HTTPError):
+                _log.failure("rendering {method} {uri} (client gone)", f, method=request.method,
+                             uri=request.uri)
             return
-        _log.failure("rendering {method} {uri}", f, method=request.method, uri=request.uri)
-        if finished or request.finished:
-            return
-        write(Response(b"internal error", code=500, content_type=b"text/plain; charset=utf-8"))
+        write(errors.from_failure(request, f, style))
 
-    defer.ensureDeferred(page(request)).addCallbacks(write, fail)
+    d = defer.ensureDeferred(out) if inspect.iscoroutine(out) else out
+    d.addCallbacks(write, fail).addErrback(
+        lambda f: _log.failure("writing {uri}", f, uri=request.uri))
     return server.NOT_DONE_YET
 
 
@@ -246,95 +301,15 @@ def _esc(s: str) -> str:
     return str(jinja2.utils.markupsafe.escape(s))
 
 
-# --- sessions, login state, CSRF ---------------------------------------------------------------
+# --- what a request carries ----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SessionUser:
-    id: int
-    username: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
-@dataclass(frozen=True)
-class Session:
-    key: str          # sha256 hex of the cookie value (the table's id)
-    csrf: str
-    user: SessionUser
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _lookup_session(key: str, now: _dt.datetime):
-    def thd(conn):
-        row = conn.execute(
-            sa.select(sessions.c.id, sessions.c.csrf, users.c.id.label("uid"), users.c.username,
-                      users.c.role)
-            .join(users, users.c.id == sessions.c.user_id)
-            .where(sessions.c.id == key, sessions.c.expires_at > now)
-        ).first()
-        return None if row is None else Session(
-            row.id, row.csrf, SessionUser(row.uid, row.username, row.role))
-    return thd
-
-
-async def load_session(ctx: WebContext, request) -> Session | None:
-    """The logged-in session of this request (cached on the request), or None."""
-    if hasattr(request, "mirrordns_session"):
-        return request.mirrordns_session
-    token = request.getCookie(SESSION_COOKIE)
-    sess = None
-    if token:
-        try:
-            key = token_hash(token.decode("ascii"))
-        except UnicodeDecodeError:
-            key = None
-        if key:
-            sess = await ctx.pool.run_readonly(_lookup_session(key, ctx.now()))
-    request.mirrordns_session = sess
-    return sess
-
-
-async def create_session(ctx: WebContext, request, user_id: int) -> None:
-    """Start a session for user_id and set its cookie; old expired sessions are swept."""
-    token = secrets.token_urlsafe(32)
-    now = ctx.now()
-    expires = now + _dt.timedelta(hours=ctx.cfg.admin.session_hours)
-
-    def thd(conn):
-        conn.execute(sessions.delete().where(sessions.c.expires_at <= now))
-        conn.execute(sessions.insert().values(id=token_hash(token), user_id=user_id,
-                                              csrf=secrets.token_urlsafe(32),
-                                              created_at=now, expires_at=expires))
-    await ctx.pool.run(thd)
-    set_cookie(ctx, request, SESSION_COOKIE, token.encode(),
-               max_age=ctx.cfg.admin.session_hours * 3600)
-
-
-async def end_session(ctx: WebContext, request) -> None:
-    sess = await load_session(ctx, request)
-    if sess is not None:
-        await ctx.pool.run(lambda conn: conn.execute(sessions.delete()
-                                                      .where(sessions.c.id == sess.key)))
-    set_cookie(ctx, request, SESSION_COOKIE, b"", max_age=0)
-    request.mirrordns_session = None
-
-
-def set_cookie(ctx: WebContext, request, name: bytes, value: bytes, max_age: int | None = None,
-               path: bytes = b"/"):
-    """HttpOnly, SameSite=Strict, Secure when the admin is served over https (STYLE B7)."""
-    request.addCookie(name, value, path=path, httpOnly=True, sameSite="strict",
-                      secure=bool(ctx.cfg.admin.https),
-                      max_age=None if max_age is None else str(max_age).encode())
+def _args(request) -> dict[bytes, list[bytes]]:
+    """A POST's fields come from its body only, every other method's from the query string."""
+    return body_form(request) if request.method == b"POST" else query_args(request)
 
 
 def form_value(request, name: str, default: str = "", *, strip: bool = True) -> str:
-    vals = request.args.get(name.encode())
+    vals = _args(request).get(name.encode())
     if not vals:
         return default
     try:
@@ -346,85 +321,39 @@ def form_value(request, name: str, default: str = "", *, strip: bool = True) -> 
 
 def form_values(request, name: str) -> list[str]:
     try:
-        return [v.decode("utf-8").strip() for v in request.args.get(name.encode(), [])]
+        return [v.decode("utf-8").strip() for v in _args(request).get(name.encode(), [])]
     except UnicodeDecodeError:
         raise HTTPError(400, "form data is not UTF-8") from None
 
 
-def check_csrf(request, expected: str) -> None:
-    """403 unless the form's csrf field equals `expected` (constant-time comparison, STYLE B8)."""
-    got = (request.args.get(b"csrf") or [b""])[0]
-    if not expected or not hmac.compare_digest(got, expected.encode()):
-        raise HTTPError(403, "The form has expired or did not come from this site; "
-                             "reload the page and try again.")
-
-
-def _strip_port(hop: str) -> str:
-    """'192.0.2.1:4711' and '[2001:db8::1]:4711' (some proxies add the port) -> the address."""
-    if hop.startswith("["):
-        return hop[1:].split("]", 1)[0]
-    if hop.count(":") == 1:
-        return hop.split(":", 1)[0]
-    return hop
-
-
-class ProxyRule:
-    """The visitor's address: the connecting one, or behind [admin] trusted_proxies the nearest
-    untrusted hop of X-Forwarded-For; a proxy that passes on something that is not an address
-    gets its own address believed, nothing more.
-
-    One rule for every page and the closer; the networks are parsed once and the answer "is this
-    peer a trusted proxy" is remembered (peers are few; proxies fewer), as the closer's hot path
-    wants.
-    """
-
-    def __init__(self, trusted):
-        self.nets = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
-        self._peer: dict[str, bool] = {}
-
-    def _trusted(self, ip: str) -> bool | None:
-        """True/False, or None when `ip` is not an address at all."""
+def form_dict(request) -> dict[str, str]:
+    """Every field of the form (the first value of each), decoded; 400 when not UTF-8."""
+    out = {}
+    for k, vals in _args(request).items():
         try:
-            a = ipaddress.ip_address(ip)
-        except ValueError:
+            out[k.decode("utf-8")] = vals[0].decode("utf-8") if vals else ""
+        except UnicodeDecodeError:
+            raise HTTPError(400, "form data is not UTF-8") from None
+    return out
+
+
+def path_segments(request) -> list[str] | None:
+    """The rest of the path, decoded, or None when a segment cannot be a name: not UTF-8
+    (overlong forms included), or holding a NUL, a control character, a backslash or an encoded
+    slash (%2F)."""
+    out = []
+    for raw in request.postpath:
+        try:
+            s = raw.decode("utf-8")
+        except UnicodeDecodeError:
             return None
-        return any(a in n for n in self.nets)
-
-    def client(self, request) -> str:
-        peer = getattr(request.getClientAddress(), "host", "") or ""
-        if not self.nets:
-            return peer
-        t = self._peer.get(peer)
-        if t is None:
-            t = bool(self._trusted(peer))
-            if len(self._peer) > 4096:
-                self._peer.clear()
-            self._peer[peer] = t
-        if not t:
-            return peer
-        raw = request.getHeader(b"x-forwarded-for")
-        if not raw:
-            return peer
-        hops = [_strip_port(h.strip()) for h in raw.decode("latin-1").split(",") if h.strip()]
-        for hop in reversed(hops):            # walk back from the nearest proxy
-            ht = self._trusted(hop)
-            if ht is None:
-                return peer                   # garbage from a proxy: the proxy's own address
-            if not ht:
-                return hop
-        return hops[0] if self._trusted(hops[0]) is not None else peer
+        if _BAD_SEGMENT.search(s):
+            return None
+        out.append(s)
+    return out
 
 
-_proxy_rules: dict[tuple[str, ...], ProxyRule] = {}
-
-
-def client_ip(ctx: WebContext, request) -> str:
-    """The visitor's address; X-Forwarded-For is believed only from [admin] trusted_proxies."""
-    trusted = tuple(ctx.cfg.admin.trusted_proxies)
-    rule = _proxy_rules.get(trusted)
-    if rule is None:
-        rule = _proxy_rules[trusted] = ProxyRule(trusted)
-    return rule.client(request)
+_BAD_SEGMENT = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 # --- routing -----------------------------------------------------------------------------------
@@ -442,22 +371,27 @@ class Route:
 class Router(resource.Resource):
     """A leaf resource dispatching the rest of the path to async handlers.
 
-    ``router.add("GET", r"mirrors/(?P<mid>\\d+)", handler, login=True, role="admin")``; the pattern
-    must match the whole remaining path ("" is the mounted folder itself). For routes with
+    ``router.add("GET", rf"mirrors/(?P<mid>{ID})", handler, login=True, role="admin")``; the
+    pattern must match the whole remaining path ("" is the mounted folder itself). For routes with
     ``login=True`` an anonymous visitor is sent to the login page (GET) or refused (POST), a user
-    without the role gets 403, and every POST needs the session's CSRF token. Handlers are
-    ``async def h(request, **groups)`` and find the session at ``request.mirrordns_session``.
+    without the role gets 403, and every POST needs the session's CSRF token from its body.
+    Handlers are ``async def h(request, **groups)`` and find the session at
+    ``request.mirrordns_session``. A method no route takes is answered 405 before any body is
+    read.
     """
 
     isLeaf = True
 
-    def __init__(self, ctx: WebContext, login_url: str = "/admin/login", html_errors: bool = True):
-        """html_errors: 4xx answers as a page in the site's layout (templates/error.html); a
-        JSON API passes False and keeps short plain answers."""
+    def __init__(self, ctx: WebContext, login_url: str = "/admin/login", errors: str = "html",
+                 cache_control: bytes | None = None):
+        """errors: the style of error answers (ErrorPages): "html" pages in the site's layout,
+        "json" for the API, "text" for machines; cache_control: sent with every answer
+        (b"no-store" for the admin pages)."""
         super().__init__()
         self.ctx = ctx
         self.login_url = login_url
-        self.html_errors = html_errors
+        self.errors = errors
+        self.cache_control = cache_control
         self.routes: list[Route] = []
 
     def add(self, method: str, pattern: str, handler, *, login: bool = True,
@@ -467,39 +401,43 @@ class Router(resource.Resource):
                                  (m == b"POST") if csrf is None else csrf))
 
     def render(self, request):
-        rest = "/".join(p.decode("utf-8", "replace") for p in request.postpath)
-        method = b"GET" if request.method == b"HEAD" else request.method
-        allowed, route, groups = [], None, {}
-        for r in self.routes:
-            m = r.pattern.fullmatch(rest)
-            if m:
-                allowed.append(r.method)
-                if r.method == method and route is None:
-                    route, groups = r, m.groupdict()
-        if route is None:
-            if allowed:
+        segs = path_segments(request)
+        page = _raise(HTTPError(404))
+        if segs is not None:
+            rest = "/".join(segs)
+            method = b"GET" if request.method == b"HEAD" else request.method
+            allowed, route, groups = [], None, {}
+            for r in self.routes:
+                m = r.pattern.fullmatch(rest)
+                if m:
+                    allowed.append(r.method)
+                    if r.method == method and route is None:
+                        route, groups = r, m.groupdict()
+            if route is not None and route.method != b"POST" and has_body(request):
+                page = _raise(NO_BODY_HERE)
+            elif route is not None:
+                def page(req, route=route, groups=groups):
+                    return self._run(route, req, groups)
+            elif allowed:
                 request.setHeader(b"allow", b", ".join(sorted(set(allowed))))
-                return render_async(request, self._guard(_raise(HTTPError(405))))
-            return render_async(request, self._guard(_raise(HTTPError(404))))
-        return render_async(request, self._guard(lambda req: self._run(route, req, groups)))
+                page = _raise(HTTPError(405))
+        if self.errors == "html":
+            page = self._with_session_on_error(page)
+        return respond(request, page, self.ctx.errors, style=self.errors,
+                       cache_control=self.cache_control)
 
-    def _guard(self, page):
-        """Turn an HTTPError from `page` into an error page in the site's layout."""
-        if not self.html_errors:
-            return page
-
+    def _with_session_on_error(self, page):
+        """An error page in the site's layout shows the logged-in user's navigation."""
         async def guarded(request):
             try:
-                return await page(request)
-            except HTTPError as e:
+                out = page(request)
+                return (await out) if inspect.isawaitable(out) else out
+            except HTTPError:
                 try:
                     await load_session(self.ctx, request)
                 except Exception:
                     request.mirrordns_session = None
-                html = self.ctx.render("error.html", request, code=e.code, message=e.message,
-                                       title=f"{e.code} {e.message}",
-                                       public=not request.path.startswith(b"/admin"))
-                return Response(html, code=e.code)
+                raise
         return guarded
 
     async def _run(self, route: Route, request, groups):
@@ -509,63 +447,104 @@ class Router(resource.Resource):
                 if request.method in (b"GET", b"HEAD"):
                     return redirect(self.login_url, next=request.uri.decode("utf-8", "replace"))
                 raise HTTPError(403, "Not logged in.")
-            if route.csrf:
-                check_csrf(request, sess.csrf)
+            if route.csrf and not csrf.session_token_ok(request, sess.csrf):
+                raise HTTPError(403, "The form has expired or did not come from this site; "
+                                     "reload the page and try again.")
             if route.role == "admin" and not sess.user.is_admin:
                 raise HTTPError(403, "This needs an admin; helpers may disable mirrors and add "
                                      "notes only.")
         return await route.handler(request, **groups)
 
 
+NO_BODY_HERE = HTTPError(413, "This page takes no request body.")
+
+
+def refuse_body(page):
+    """For a resource that only answers GET/HEAD: a request with a body is refused (413)."""
+    def guarded(request):
+        if has_body(request):
+            raise NO_BODY_HERE
+        return page(request)
+    return guarded
+
+
 def _raise(e: Exception):
-    async def page(_request):
+    def page(_request):
         raise e
     return page
+
+
+class NotFound(resource.Resource):
+    """The site's 404 for any path no part of the tree claims."""
+
+    isLeaf = True
+
+    def __init__(self, ctx: WebContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def render(self, request):
+        return respond(request, refuse_body(_raise(HTTPError(404))), self.ctx.errors)
+
+
+class SiteRoot(resource.Resource):
+    """The root of the tree: its children are the parts; any other name is our 404 (never
+    Twisted's bare "No Such Resource" page)."""
+
+    def __init__(self, ctx: WebContext):
+        super().__init__()
+        self._missing = NotFound(ctx)
+
+    def getChild(self, path, request):
+        return self._missing
+
+    def render(self, request):
+        return self._missing.render(request)
 
 
 class StaticFiles(resource.Resource):
     """The few small files in admin/static/, read once into memory and served with an ETag.
 
     Not twisted.web.static.File: ours are a handful of kilobytes, and a plain resource answers
-    synchronously (so StubTreq tests see it) and cannot be talked into listing or leaving the folder.
+    synchronously (so StubTreq tests see it) and cannot be talked into listing or leaving the folder
+    (admin.web.paths.contained_files: a symlink out of the folder is not served).
     """
 
     isLeaf = True
-    TYPES: ClassVar[dict[str, bytes]] = {".css": b"text/css; charset=utf-8", ".svg": b"image/svg+xml",
-             ".png": b"image/png", ".ico": b"image/x-icon", ".txt": b"text/plain; charset=utf-8"}
+    TYPES: ClassVar[dict[str, bytes]] = {".css": b"text/css; charset=utf-8",
+                                         ".svg": b"image/svg+xml", ".png": b"image/png",
+                                         ".ico": b"image/x-icon", ".txt": TEXT}
 
-    def __init__(self, folder: Path = STATIC_DIR):
+    def __init__(self, ctx: WebContext, folder: Path = STATIC_DIR):
         super().__init__()
+        self.ctx = ctx
         self.files: dict[str, tuple[bytes, bytes, bytes]] = {}
-        for p in sorted(folder.iterdir()) if folder.is_dir() else ():
-            if p.is_file() and p.suffix in self.TYPES:
+        for p in contained_files(folder):
+            if p.suffix in self.TYPES:
                 data = p.read_bytes()
                 etag = b'"' + hashlib.sha256(data).hexdigest()[:16].encode() + b'"'
                 self.files[p.name] = (data, self.TYPES[p.suffix], etag)
 
-    def render_GET(self, request):
-        name = "/".join(x.decode("utf-8", "replace") for x in request.postpath)
-        f = self.files.get(name)
+    def _page(self, request):
+        segs = path_segments(request)
+        f = self.files.get(segs[0]) if segs is not None and len(segs) == 1 else None
         if f is None:
-            request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"not found"
+            raise HTTPError(404)
         data, ctype, etag = f
-        request.setHeader(b"content-type", ctype)
-        request.setHeader(b"etag", etag)
-        request.setHeader(b"cache-control", b"public, max-age=3600")
-        request.setHeader(b"x-content-type-options", b"nosniff")
+        headers = {b"etag": etag, b"cache-control": b"public, max-age=3600"}
         if request.getHeader(b"if-none-match") == etag:
-            request.setResponseCode(304)
-            return b""
-        return data
+            return Response(b"", 304, ctype, headers)
+        return Response(data, 200, ctype, headers)
+
+    def render_GET(self, request):
+        return respond(request, refuse_body(self._page), self.ctx.errors)
 
     render_HEAD = render_GET
 
 
-def static_resource() -> resource.Resource:
+def static_resource(ctx: WebContext) -> resource.Resource:
     """Our one stylesheet (and whatever else sits in admin/static/)."""
-    return StaticFiles()
+    return StaticFiles(ctx)
 
 
 # --- template filters --------------------------------------------------------------------------

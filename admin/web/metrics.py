@@ -27,7 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.logger import Logger
 
 from admin.waitinglist import WAITING
-from admin.web.framework import HTTPError, Response, Router, WebContext, client_ip
+from admin.web.clients import client_ip
+from admin.web.framework import HTTPError, Response, Router, WebContext
 from dnsd.models import STATUSES, applications, mirror_health, mirrors, outbox, probe_results
 
 _log = Logger(namespace="admin.web.metrics")
@@ -193,6 +194,6 @@ class MetricsPage:
 
 def build(ctx: WebContext, registry: CollectorRegistry | None = None) -> Router:
     """The /metrics resource, for admin.web.build_root."""
-    r = Router(ctx, html_errors=False)
+    r = Router(ctx, errors="text")
     r.add("GET", "", MetricsPage(ctx, registry).page, login=False)
     return r

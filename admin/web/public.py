@@ -8,36 +8,31 @@ country comes from ctx.geo on the address `client_ip` believes (X-Forwarded-For 
 [admin] trusted_proxies); "close to you" is the nearest non-empty tier (country, UN sub-region,
 continent), sorted by distance, as the picker would tier them.
 
-The application form is public, so there is no session to hang a CSRF token on. It uses a *signed
-double-submit* token instead: the GET sets a random HttpOnly, SameSite=Strict cookie (path /apply)
-and puts HMAC(secret, cookie|time) into the form; a POST must carry both, fresh (one day). A foreign
-site can neither read the cookie nor forge the HMAC, and SameSite keeps the cookie off cross-site
-POSTs as a second wall. The secret is random per process: a restart only costs an open form one
-"please submit again". Spam defences: a honeypot field (filled = "thanks", nothing stored) and a
+The application form is public, so there is no session to hang a CSRF token on: it uses the
+site's signed double-submit token (admin.web.csrf.SignedTokens, path /apply, fresh for one day).
+Spam defences: a honeypot field (filled = "thanks", nothing stored) and a
 per-address rate limit on POSTs kept in memory and driven by the reactor's clock (IPv6 per /64).
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from twisted.logger import Logger
 
 from admin import waitinglist
+from admin.web.clients import RateLimiter, client_ip
+from admin.web.csrf import SignedTokens
 from admin.web.framework import (
     HTTPError,
-    RateLimiter,
     Response,
     Router,
     WebContext,
-    client_ip,
+    form_dict,
+    form_value,
     redirect,
-    set_cookie,
 )
 from dnsd import countries
 from dnsd.models import ACTIVE, mirrors
@@ -49,53 +44,6 @@ FORM_COOKIE = b"mirrordns_form"
 HONEYPOT = "website"                 # a field people never see; bots fill in anything named so
 FORM_MAX_AGE = 86400                 # seconds a form token stays valid
 CLOSE_LIMIT = 6                      # mirrors in the "close to you" box
-
-
-# --- rate limit ----------------------------------------------------------------------------------
-
-# --- signed double-submit form token -------------------------------------------------------------
-
-class FormTokens:
-    """CSRF tokens for forms without a session (see the module docstring)."""
-
-    def __init__(self, clock, secret: bytes | None = None, max_age: int = FORM_MAX_AGE):
-        self.clock = clock
-        self.secret = secret or secrets.token_bytes(32)
-        self.max_age = max_age
-
-    def _sig(self, cookie: str, ts: int) -> str:
-        return hmac.new(self.secret, f"{cookie}|{ts}".encode(), hashlib.sha256).hexdigest()
-
-    @staticmethod
-    def _cookie(request) -> str:
-        raw = request.getCookie(FORM_COOKIE) or b""
-        try:
-            c = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return ""
-        return c if 20 <= len(c) <= 64 and c.replace("-", "").replace("_", "").isalnum() else ""
-
-    def issue(self, ctx: WebContext, request) -> str:
-        """A token for a form on this page; sets the cookie when the visitor has none."""
-        cookie = self._cookie(request)
-        if not cookie:
-            cookie = secrets.token_urlsafe(24)
-            request.received_cookies[FORM_COOKIE] = cookie.encode()   # one per request
-            set_cookie(ctx, request, FORM_COOKIE, cookie.encode(), path=b"/apply")
-        ts = int(self.clock.seconds())
-        return f"{ts}.{self._sig(cookie, ts)}"
-
-    def valid(self, request) -> bool:
-        cookie = self._cookie(request)
-        raw = (request.args.get(b"csrf") or [b""])[0]
-        try:
-            ts_s, _, sig = raw.decode("ascii").partition(".")
-            ts = int(ts_s)
-        except (UnicodeDecodeError, ValueError):
-            return False
-        if not cookie or not 0 <= self.clock.seconds() - ts <= self.max_age:
-            return False
-        return hmac.compare_digest(sig, self._sig(cookie, ts))
 
 
 # --- serving mirrors and their order -------------------------------------------------------------
@@ -217,7 +165,8 @@ class PublicPages:
 
     def __init__(self, ctx: WebContext):
         self.ctx = ctx
-        self.tokens = FormTokens(ctx.clock)
+        self.tokens = SignedTokens(ctx.clock, ctx.secret, purpose="apply", cookie=FORM_COOKIE,
+                                   path=b"/apply", max_age=FORM_MAX_AGE)
         a = ctx.cfg.admin
         self.limiter = RateLimiter(ctx.clock, a.apply_rate_limit, a.apply_rate_window)
         # the private link's POSTs (update, confirm, withdraw) get their own, looser budget, so
@@ -234,7 +183,7 @@ class PublicPages:
         root.putChild(b"mirrors.json", js)
         apply = Router(self.ctx)
         apply.add("GET", "", self.apply_form, login=False)
-        apply.add("POST", "", self.apply_post, login=False, csrf=False)   # FormTokens instead
+        apply.add("POST", "", self.apply_post, login=False, csrf=False)   # SignedTokens instead
         apply.add("GET", "sent", self.apply_sent, login=False)
         apply.add("GET", r"(?P<token>[A-Za-z0-9_-]{16,64})", self.manage_form, login=False)
         apply.add("POST", r"(?P<token>[A-Za-z0-9_-]{16,64})", self.manage_post, login=False,
@@ -308,13 +257,7 @@ class PublicPages:
         return self.ctx.render("public/apply_sent.html", request, title="Thank you")
 
     def _form(self, request) -> dict[str, str]:
-        out = {}
-        for k, vals in request.args.items():
-            try:
-                out[k.decode("ascii")] = vals[0].decode("utf-8") if vals else ""
-            except UnicodeDecodeError:
-                raise HTTPError(400, "form data is not UTF-8") from None
-        return out
+        return form_dict(request)
 
     def _rate_limited(self, request, limiter: RateLimiter) -> Response | None:
         ip = client_ip(self.ctx, request)
@@ -362,7 +305,7 @@ class PublicPages:
         app = await self.ctx.pool.run_readonly(lambda conn: waitinglist.by_token(conn, token))
         if app is None:
             raise HTTPError(404, "There is no application behind this link.")
-        done = (request.args.get(b"done") or [b""])[0].decode("ascii", "replace")
+        done = form_value(request, "done")
         values = {k: ("" if app[k] is None else str(app[k])) for k in
                   (*waitinglist.TEXT_FIELDS, *waitinglist.INT_FIELDS)}
         values.update({k: "on" if app[k] else "" for k in waitinglist.BOOL_FIELDS})

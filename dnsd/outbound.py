@@ -1,0 +1,141 @@
+"""The one guard for requests this system makes to addresses somebody else typed in.
+
+Mirror URLs and addresses come from applicants and admins. Without a guard, a mirror entry naming
+127.0.0.1, 10.0.0.1 or 169.254.169.254 would make the server probe (probes/probe.py) or HEAD-check
+(the closer, admin/closer/heads.py) its own network. Both go through these pieces, so the rule
+is written once:
+
+- `is_forbidden_address`: loopback, private, link-local, multicast, reserved, unspecified and
+  every other address that is not globally routable (IPv4-mapped IPv6 judged as IPv4);
+- `ResolvedEndpoint`: a host name is resolved here, the forbidden addresses are dropped before a
+  single packet goes to them, and a name resolving to both kinds is only ever connected to at a
+  public one;
+- `CheckedEndpoint`: once connected, the peer is checked again (whatever endpoint made it);
+- `GuardedEndpoints`: the two together as a twisted.web Agent endpoint factory (TLS for https).
+
+`allow_private` ([probes] allow_private, for labs and tests) turns the refusal off for both users.
+This is ground-floor code: no database, no configuration, only Twisted's client endpoints.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet import defer
+from twisted.internet import error as ierror
+from twisted.internet.address import IPv6Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+
+class PrivateAddressRefused(Exception):
+    """The address is loopback, private, link-local or otherwise not on the Internet."""
+
+
+def is_forbidden_address(ip: str) -> bool:
+    """True for addresses an outgoing request must not touch unless allow_private says so."""
+    try:
+        a = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
+        a = a.ipv4_mapped
+    return (a.is_private or a.is_loopback or a.is_link_local or a.is_multicast
+            or a.is_unspecified or a.is_reserved or not a.is_global)
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    def __init__(self):
+        self.found, self.done = [], defer.Deferred()
+
+    def resolutionBegan(self, resolution):
+        pass
+
+    def addressResolved(self, address):
+        self.found.append(address)
+
+    def resolutionComplete(self):
+        self.done.callback(self.found)
+
+
+class ResolvedEndpoint:
+    """A client endpoint for host:port that resolves the name itself and connects only to
+    addresses allowed (trying them in order until one answers)."""
+
+    def __init__(self, reactor, host: str, port: int, *, allow_private: bool,
+                 connect_timeout: float):
+        self.reactor, self.host, self.port = reactor, host, port
+        self.allow_private, self.connect_timeout = allow_private, connect_timeout
+
+    def connect(self, factory):
+        receiver = _Addresses()
+        self.reactor.nameResolver.resolveHostName(receiver, self.host, portNumber=self.port)
+
+        def chosen(found):
+            if not found:
+                raise ierror.DNSLookupError(self.host)
+            usable = [a for a in found
+                      if self.allow_private or not is_forbidden_address(a.host)]
+            if not usable:
+                raise PrivateAddressRefused(f"{self.host} is {found[0].host}, not a public address")
+            return attempt(usable)
+
+        def attempt(rest):
+            a = rest[0]
+            cls = TCP6ClientEndpoint if isinstance(a, IPv6Address) else TCP4ClientEndpoint
+            d = cls(self.reactor, a.host, self.port,
+                    timeout=self.connect_timeout).connect(factory)
+            if len(rest) > 1:               # e.g. ::1 first for a server on 127.0.0.1 only
+                d.addErrback(next_one, rest[1:])
+            return d
+
+        def next_one(f, rest):
+            f.trap(ierror.ConnectError)
+            return attempt(rest)
+
+        return receiver.done.addCallback(chosen)
+
+
+class CheckedEndpoint:
+    """Wraps any client endpoint: the connected peer must be allowed too (a second look, after
+    the connection is made, whatever resolved or pinned the address). on_peer(host) hears where
+    it connected."""
+
+    def __init__(self, ep, *, allow_private: bool, on_peer=None):
+        self.ep, self.allow_private, self.on_peer = ep, allow_private, on_peer
+
+    def connect(self, factory):
+        factory.noisy = False           # no "Starting factory" log line per connection
+
+        def check(proto):
+            peer = proto.transport.getPeer()
+            if self.on_peer is not None:
+                self.on_peer(peer.host)
+            if not self.allow_private and is_forbidden_address(peer.host):
+                proto.transport.abortConnection()
+                raise PrivateAddressRefused(f"{peer.host} is not a public address")
+            return proto
+        return self.ep.connect(factory).addCallback(check)
+
+
+@implementer(IAgentEndpointFactory)
+class GuardedEndpoints:
+    """Endpoints for twisted.web.client.Agent.usingEndpointFactory: every host resolved and
+    checked by ResolvedEndpoint, every connection by CheckedEndpoint, https over TLS."""
+
+    def __init__(self, reactor, *, allow_private: bool, connect_timeout: float,
+                 trust_root=None):
+        self.reactor, self.allow_private = reactor, allow_private
+        self.connect_timeout, self.trust_root = connect_timeout, trust_root
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii").strip("[]").lower()
+        ep = ResolvedEndpoint(self.reactor, host, uri.port, allow_private=self.allow_private,
+                              connect_timeout=self.connect_timeout)
+        if uri.scheme == b"https":
+            ep = wrapClientTLS(optionsForClientTLS(host, trustRoot=self.trust_root), ep)
+        return CheckedEndpoint(ep, allow_private=self.allow_private)
