@@ -12,8 +12,10 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from admin import closer
-from admin.closer import choice as closer_choice, dist as closer_dist, heads as closer_heads, params as closer_params
+from admin.closer import choice as closer_choice
+from admin.closer import dist as closer_dist
+from admin.closer import heads as closer_heads
+from admin.closer import params as closer_params
 from dnsd.config import parse_config
 from dnsd.plan import row
 from tests.closer_support import (

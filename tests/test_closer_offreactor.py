@@ -30,7 +30,8 @@ from twisted.web import resource
 from twisted.web.server import Site
 
 from admin import closer
-from admin.closer import dist as closer_dist, templates as closer_templates
+from admin.closer import dist as closer_dist
+from admin.closer import templates as closer_templates
 from tests.closer_support import SERVING_WEB, get, header, make_stub, parse
 from tests.webfakes import inline
 

@@ -13,7 +13,7 @@ listener's limits ([admin] max_body, request_timeout, idle_timeout):
   no body (every GET) refuses one (`has_body`, admin.web.framework.Router), and a method no
   route takes gets 405 with the route's Allow.
 - **Headers.** At most `MAX_HEADERS` header lines and `MAX_HEADER_BYTES` bytes for the request
-  line and headers together (Twisted answers 400 beyond).
+  line and headers together (400 beyond; 431 for one line longer than that).
 - **Time.** A request must arrive whole within `request_timeout` of its first byte (slow headers,
   slow bodies: 408 and the connection is closed); a kept-alive connection without a request is
   closed after `idle_timeout`.
@@ -109,6 +109,15 @@ class LimitedChannel(http.HTTPChannel):
             return
         self._stop_deadline()
         super().allContentReceived()
+
+    def _respondToBadRequestAndDisconnect(self):
+        """Twisted's own 400 (a malformed request line or header, too many or too long headers),
+        answered like every refusal here: a body that says so, and a lingering close."""
+        self.refuse(400, b"bad request\n")
+
+    def lineLengthExceeded(self, line):
+        """A request line or header line over MAX_HEADER_BYTES (LineReceiver would just hang up)."""
+        self.refuse(431, b"request header too large\n")
 
     def refuse(self, code: int, body: bytes) -> None:
         """Answer `code` and end the connection: no further request on it is parsed."""
