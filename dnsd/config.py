@@ -47,7 +47,7 @@ class DNSConfig:
     poll_interval: float = 1.0            # seconds between table version checks
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
-    workers: int = 1                      # DNS worker processes sharing the port (SO_REUSEPORT)
+    workers: int = 1                      # DNS processes beside the web (0 = answer in it)
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,8 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [dns] answers: must be at least 1")
     if not 0 <= d.share_cap <= 1:
         raise ConfigError(f"{fname}: [dns] share_cap: must be between 0 and 1")
-    if d.workers < 1:
-        raise ConfigError(f"{fname}: [dns] workers: must be at least 1")
+    if d.workers < 0:
+        raise ConfigError(f"{fname}: [dns] workers: 0 (DNS in the main process) or more")
     a = cfg.admin
     if a.session_hours < 1 or a.session_idle_minutes < 1:
         raise ConfigError(f"{fname}: [admin] session_hours and session_idle_minutes must be at "

@@ -95,16 +95,23 @@ class DNSStreamFactory(protocol.ServerFactory):
         self.idle_timeout = idle_timeout
 
 
-def reuseport_socket(host: str, port: int, kind: int) -> socket.socket:
-    """A bound (and, for TCP, listening) socket with SO_REUSEPORT, for N workers on one port."""
+def reuseport_socket(host: str, port: int, kind: int, reuse: bool = True) -> socket.socket:
+    """A bound (and, for TCP, listening) socket; with SO_REUSEPORT (`reuse`) for N processes on
+    one port."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if fam == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((host, port))
     if kind == socket.SOCK_STREAM:
-        s.listen(128)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(128)
+    except OSError:
+        s.close()
+        raise
     s.setblocking(False)
     return s

@@ -9,22 +9,21 @@ Queries in flight see either the old or the new table, never a mix.
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
-With `[dns] workers = N > 1`, every listener socket is opened with SO_REUSEPORT and N-1 extra
-processes (`python -m dnsd.worker --config FILE --single`) serve the same port, each following the
-table with its own plan; the kernel spreads queries over them.
+Where DNS is answered (`makeService`, for twistd.tac): with `[dns] workers = N >= 1` (the default,
+1) in N processes of their own (dnsd.processes), so the web can never delay an answer; this
+process then runs a DNSService without listeners, whose plan is the admin's live plan. With
+`workers = 0` the listeners are here, beside the web (small setups and tests). The DNS server alone
+(`python -m dnsd.worker`, DNS-only nodes and the benchmarks) is a DNSService too.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 
 from twisted.application import internet, service
 from twisted.internet import defer, threads
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from dnsd import models
@@ -112,27 +111,19 @@ class _TCPAdopted(_UDPListener):
         service.Service.privilegedStartService(self)
 
 
-class _Worker(ProcessProtocol):
-    def __init__(self, svc, n):
-        self.svc, self.n = svc, n
-
-    def outReceived(self, data):
-        sys.stdout.buffer.write(data)
-
-    def errReceived(self, data):
-        sys.stderr.buffer.write(data)
-
-    def processEnded(self, reason):
-        _log.info("dns worker {n} ended: {why}", n=self.n, why=reason.getErrorMessage())
-        self.svc._workers.discard(self)
-
-
 class DNSService(service.MultiService):
-    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`."""
+    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`.
+
+    listen=False: no listeners of its own (the plan follower beside DNS processes, or a DNS
+    process serving inherited sockets); metrics=False: its counters are not registered here
+    (a DNS process reports them to the main process instead).
+    """
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
-                 spawn_workers=True, rng=None, geo_interval: float = 60.0, registry=None):
+                 rng=None, geo_interval: float = 60.0, registry=None, listen: bool = True,
+                 metrics: bool = True):
         super().__init__()
+        self._metrics = metrics
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
@@ -150,14 +141,13 @@ class DNSService(service.MultiService):
         self._rng = rng
         self.plan = PlanHolder(empty_plan(cfg))
         self.answerer = Answerer(geo)            # table None -> SERVFAIL until the first plan
-        self.reuse_port = (d.workers > 1) if reuse_port is None else reuse_port
-        self._spawn = spawn_workers and d.workers > 1
-        self._workers: set = set()
+        self.reuse_port = bool(reuse_port)
+        self.processes = None                  # dnsd.processes.DNSProcesses, when DNS is there
         self._last_build = None
         self._last_db_log = 0.0
         self.udp = DNSDatagramProtocol(self.answerer)
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout)
-        for hp in d.listen:
+        for hp in d.listen if listen else ():
             host, port = split_hostport(hp, "[dns] listen")
             _UDPListener(reactor, host, port, self.udp, self.reuse_port).setServiceParent(self)
             if self.reuse_port:
@@ -258,23 +248,14 @@ class DNSService(service.MultiService):
                        version=self.plan.version)
         self.plan.db_ok = False
 
-    # -- workers ------------------------------------------------------------------------------------
+    # -- metrics ----------------------------------------------------------------------------------
 
     def startService(self):
         super().startService()
-        from dnsd import metrics
+        if self._metrics:
+            from dnsd import metrics
 
-        self._collector = metrics.register(self, self._registry)
-        if self._spawn:
-            if not self.cfg.path:
-                _log.error("[dns] workers > 1 needs a config file; serving with one process")
-                return
-            for n in range(1, self.cfg.dns.workers):
-                w = _Worker(self, n)
-                self._workers.add(w)
-                args = [sys.executable, "-m", "dnsd.worker", "--config",
-                        str(os.path.abspath(self.cfg.path)), "--single"]
-                self.reactor.spawnProcess(w, sys.executable, args, env=os.environ.copy())
+            self._collector = metrics.register(self, self._registry)
 
     def stopService(self):
         if self._collector is not None:
@@ -283,13 +264,19 @@ class DNSService(service.MultiService):
             (self._registry if self._registry is not None else REGISTRY).unregister(
                 self._collector)
             self._collector = None
-        for w in list(self._workers):
-            try:
-                w.transport.signalProcess("TERM")
-            except ProcessExitedAlready:
-                pass
         return super().stopService()
 
 
 def makeService(cfg, pool, reactor, **kw) -> DNSService:
-    return DNSService(cfg, pool, reactor, **kw)
+    """dnsd for twistd.tac: `.plan` is the live plan the admin gets, `.geo` the locator.
+
+    [dns] workers = N >= 1: DNS answered in N processes of their own (`.processes`); this
+    process follows the table for the admin's plan. workers = 0: DNS answered here."""
+    if cfg.dns.workers == 0:
+        return DNSService(cfg, pool, reactor, **kw)
+    from dnsd.processes import DNSProcesses
+
+    svc = DNSService(cfg, pool, reactor, listen=False, metrics=False, **kw)
+    svc.processes = DNSProcesses(cfg, reactor, registry=kw.get("registry"))
+    svc.processes.setServiceParent(svc)
+    return svc

@@ -1,12 +1,17 @@
 """Run the DNS server alone (no probes, no admin), for benchmarks and DNS-only nodes.
 
-    python -m dnsd.worker --config mirrordns.toml              # [dns] workers processes
+    python -m dnsd.worker --config mirrordns.toml              # [dns] workers processes (>= 1)
     python -m dnsd.worker --config mirrordns.toml --workers 2  # override the count
     python -m dnsd.worker --config mirrordns.toml --single     # exactly this one process
 
 With more than one worker every process binds the `[dns] listen` addresses with SO_REUSEPORT and
 builds its own plan from the same table. `--ready` writes "ready" on stdout once the first
 plan is live, which scripts and tests can wait for.
+
+    python -m dnsd.worker --child --slot K --parent PID --fd udp:HOST:PORT:FD ...
+
+is a DNS process of twistd.tac's (dnsd.processes): it serves the sockets it inherited and talks to
+its parent over its standard streams; nobody starts it by hand.
 """
 
 from __future__ import annotations
@@ -25,12 +30,20 @@ def main(argv=None) -> int:
     ap.add_argument("--single", action="store_true",
                     help="serve in this process only, with SO_REUSEPORT (used for the extra workers)")
     ap.add_argument("--ready", action="store_true", help="print 'ready' once the first plan is live")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--fd", action="append", default=[], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     from dnsd.config import load_config
 
     cfg = load_config(args.config)
-    n = args.workers if args.workers is not None else cfg.dns.workers
+    if args.child:
+        from dnsd.processes import Inherited, run_child
+
+        return run_child(cfg, args.slot, args.parent, [Inherited.parse(f) for f in args.fd])
+    n = max(1, args.workers if args.workers is not None else cfg.dns.workers)
     children = []
     if not args.single and n > 1:
         path = os.path.abspath(cfg.path) if cfg.path else None
@@ -58,7 +71,7 @@ def main(argv=None) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     pool = open_pool(cfg, reactor)
     pool.start()
-    svc = DNSService(cfg, pool, reactor, reuse_port=args.single or n > 1, spawn_workers=False)
+    svc = DNSService(cfg, pool, reactor, reuse_port=args.single or n > 1)
 
     if args.ready:
         def wait_ready():
