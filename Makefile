@@ -9,7 +9,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DEBS  := chromium chromium-driver dnsutils
 BENCH_DEBS := dnsperf gdnsd pdns-server pdns-backend-bind pdns-backend-geoip dnsutils wrk
 
-.PHONY: run test bench bench-dns bench-probes bench-closer install install-test debs-test debs-bench lint clean
+.PHONY: run test bench bench-dns bench-probes bench-closer bench-isolation install install-test debs-test debs-bench lint clean
 
 $(PY):
 	python3 -m venv $(VENV) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
@@ -56,6 +56,9 @@ bench-probes: install-test
 
 bench-closer: install-test debs-bench
 	bench/closer
+
+bench-isolation: install-test debs-bench
+	$(PY) bench/isolation.py
 
 lint: install-test
 	$(VENV)/bin/ruff check .

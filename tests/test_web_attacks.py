@@ -252,6 +252,11 @@ def test_header_count_and_size_are_bounded(site):
     assert a.status == 431
     a = rawhttp.send(site["port"], b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert a.status == 431
+    a = rawhttp.send(site["port"], b"GET /?" + b"a&" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert a.status == 414                     # parsed by Twisted before any page: bounded
+    a = rawhttp.send(site["port"], b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"a=1;" * 2000
+                     + b"\r\n\r\n")
+    assert a.status == 431
 
 
 def test_a_slow_client_is_cut_off_although_it_keeps_sending(site):

@@ -13,7 +13,9 @@ listener's limits ([admin] max_body, request_timeout, idle_timeout):
   no body (every GET) refuses one (`has_body`, admin.web.framework.Router), and a method no
   route takes gets 405 with the route's Allow.
 - **Headers.** At most `MAX_HEADERS` header lines and `MAX_HEADER_BYTES` bytes for the request
-  line and headers together (400 beyond; 431 for one line longer than that).
+  line and headers together (400 beyond; 431 for one line longer than that), at most
+  `MAX_FORM_FIELDS` query parameters (414) and `MAX_COOKIES` cookies (431): Twisted parses
+  both on the reactor before any page runs.
 - **Time.** A request must arrive whole within `request_timeout` of its first byte (slow headers,
   slow bodies: 408 and the connection is closed); a kept-alive connection without a request is
   closed after `idle_timeout`.
@@ -21,7 +23,8 @@ listener's limits ([admin] max_body, request_timeout, idle_timeout):
   (an unsupported method, an exception escaping a resource) get the site's own pages.
 
 After a refusal the server stops answering on the connection but keeps reading and discarding for
-up to `LINGER` seconds, so a client still sending its body sees the 413 instead of a reset.
+up to `LINGER` seconds or `LINGER_BYTES`, so a client still sending its body sees the 413
+instead of a reset, and one that goes on pushing costs at most that.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ _log = Logger(namespace="admin.web.limits")
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 16384          # request line + headers (also the longest line Twisted reads)
-MAX_FORM_FIELDS = 1000
+MAX_FORM_FIELDS = 1000           # fields of a form body, and of a query string
+MAX_COOKIES = 100
 LINGER = 2.0                      # seconds a refused client may go on sending before we hang up
+LINGER_BYTES = 1 << 20            # ... and bytes: a client still pushing after that is cut off
 
 FORM_TYPE = b"application/x-www-form-urlencoded"
 
@@ -75,11 +80,15 @@ class LimitedChannel(http.HTTPChannel):
         self.body_limit = 0
         self._deadline = None
         self._refused = False
+        self._drained = 0
 
     # -- the whole request within request_timeout of its first byte --
     def dataReceived(self, data):
-        if self._refused:
-            return                              # lingering: read and forget
+        if self._refused:                       # lingering: read and forget, a while
+            self._drained += len(data)
+            if self._drained > LINGER_BYTES and self.transport is not None:
+                self.transport.abortConnection()
+            return
         if self._deadline is None and not self._handlingRequest:
             self._deadline = self.callLater(self.limits.request_timeout, self._too_slow)
         super().dataReceived(data)
@@ -98,6 +107,13 @@ class LimitedChannel(http.HTTPChannel):
 
     # -- the body limit, from the headers --
     def allHeadersReceived(self):
+        # Twisted parses the query string and the cookies as soon as the headers are in, one
+        # Python loop turn per field: bounded here, so no request line costs more than a moment
+        if self._path.count(b"&") >= MAX_FORM_FIELDS:
+            return self.refuse(414, b"too many query parameters\n")
+        cookies = self.requests[-1].requestHeaders.getRawHeaders(b"cookie") or ()
+        if sum(c.count(b";") for c in cookies) >= MAX_COOKIES:
+            return self.refuse(431, b"too many cookies\n")
         limit = self.limits.max_body
         if self.length is not None and self.length > limit:   # chunked: WebRequest cuts it off
             return self.refuse(413, b"request body too large\n")
