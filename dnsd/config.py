@@ -89,7 +89,7 @@ class ProbesConfig:
     fail_after: int = 3
     pass_after: int = 2
     max_age: int = 86400
-    allow_private: bool = False
+    allow_private: bool = False           # probes and closer HEAD checks may reach private addresses
     concurrency: int = 200
     max_body: int = 65536
     follow_redirects: bool = False
