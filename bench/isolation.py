@@ -272,16 +272,8 @@ def _cpu(pids) -> float:
 
 
 def _tree(pid: int) -> list[int]:
-    out = [pid]
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
+    from tests.helpers import children_of
+    return [pid, *children_of(pid)]
 
 
 def run_mode(work: Path, mode: str) -> list[dict]:
@@ -311,11 +303,8 @@ def run_mode(work: Path, mode: str) -> list[dict]:
             print(f"bench/isolation.py: {mode} {phase}: p99 {r['p99']:.3f} ms, lost "
                   f"{r['lost']} of {r['sent']}", file=sys.stderr, flush=True)
     finally:
-        node.terminate()
-        try:
-            node.wait(20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        from tests.helpers import stop_process
+        stop_process(node, 20)
         log.close()
     return rows
 

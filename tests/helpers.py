@@ -1,8 +1,10 @@
-"""Helpers for tests: the test geo database, free ports."""
+"""Helpers for tests: the test geo database, free ports, processes."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
@@ -62,3 +64,40 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
                 except OSError:
                     continue
             return port
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()          # state, ppid, ...
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) child processes of pid, from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = _stat(int(d))
+                if int(st[1]) == pid and st[0] != "Z":
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL when it has not ended within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -22,31 +22,9 @@ import dns.query
 import pytest
 
 from tests.dns_support import ADDR, ZONE, ZONE_TEXT, write_table
-from tests.helpers import free_port
+from tests.helpers import alive, children_of, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid and fields[0] != "Z":
-                    out.append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _cmdline(pid: int) -> bytes:
@@ -138,16 +116,10 @@ poll_interval = 3600
             last = now
 
     def dns_children(self) -> list[int]:
-        return [p for p in _children(self.proc.pid) if b"--child" in _cmdline(p)]
+        return [p for p in children_of(self.proc.pid) if b"--child" in _cmdline(p)]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         self.log.close()
 
 
@@ -193,7 +165,7 @@ def test_dns_from_a_process_of_its_own_with_a_live_plan_and_summed_metrics(node)
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(15) in (0, -signal.SIGTERM)    # twistd ends with the signal's status
     assert "Server Shut Down" in node.log_path.read_text()
-    assert not _alive(again)
+    assert not alive(again)
 
 
 @pytest.mark.parametrize("node", [2], indirect=True)
@@ -205,4 +177,4 @@ def test_two_dns_processes_are_summed_and_never_outlive_a_killed_node(node):
     _until(lambda: node.queries() == before + 200, 5, "every query counted once on /metrics")
     node.proc.send_signal(signal.SIGKILL)          # no chance to clean up
     node.proc.wait(5)
-    _until(lambda: not any(_alive(k) for k in kids), 5, "the DNS processes end with the node")
+    _until(lambda: not any(alive(k) for k in kids), 5, "the DNS processes end with the node")

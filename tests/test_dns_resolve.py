@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import dns.message
 import dns.query
 
 from tests.dns_support import ADDR, ZONE, make_env, mirrorctl
+from tests.helpers import alive, children_of
 
 
 def test_resolve_prints_answer_and_reasons(tmp_path, test_mmdb):
@@ -38,27 +38,6 @@ def test_resolve_prints_answer_and_reasons(tmp_path, test_mmdb):
     assert res.returncode == 1 and "not an IP address" in res.stderr
 
 
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_worker_launcher_two_processes_share_the_port(tmp_path, test_mmdb):
     cfg, port = make_env(tmp_path, test_mmdb)
     p = subprocess.Popen([sys.executable, "-m", "dnsd.worker", "--config", cfg.path,
@@ -66,7 +45,7 @@ def test_worker_launcher_two_processes_share_the_port(tmp_path, test_mmdb):
                          stderr=subprocess.DEVNULL, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
-        children = _children_of(p.pid)
+        children = children_of(p.pid)
         assert len(children) == 1                          # one extra worker, same port
         with open(f"/proc/{children[0]}/cmdline", "rb") as f:
             assert b"--single" in f.read()
@@ -77,7 +56,7 @@ def test_worker_launcher_two_processes_share_the_port(tmp_path, test_mmdb):
             assert r.answer[0][0].address == ADDR["de2"]
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
-        assert not any(_alive(c) for c in children)       # reaped before the launcher exits
+        assert not any(alive(c) for c in children)       # reaped before the launcher exits
     finally:
         if p.poll() is None:
             p.kill()

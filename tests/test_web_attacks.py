@@ -24,6 +24,7 @@ import pytest
 from admin import store
 from dnsd.db import make_engine, upgrade
 from tests import rawhttp
+from tests.helpers import stop_process
 from tests.rawhttp import request
 from tests.webfakes import add_user
 
@@ -95,12 +96,7 @@ enabled = false
         _wait_for_dist_index(port)
         yield {"port": port, "outside": outside, "doc": doc, "log": log}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
