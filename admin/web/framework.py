@@ -237,10 +237,14 @@ def _as_response(out) -> Response:
     return out if isinstance(out, Response) else Response(out)
 
 
-def _apply(request, resp: Response) -> bytes:
+def _apply(request, resp: Response, headers) -> bytes:
+    """Status, headers and body bytes of `resp`. The security headers go on everything with a
+    body; a bare redirect (the closer's hot path) has nothing for them to protect."""
     request.setResponseCode(resp.code)
     if resp.body or resp.code not in NO_BODY:
         request.setHeader(b"content-type", resp.content_type)
+        for k, v in headers:
+            request.setHeader(k, v)
     for k, v in resp.headers.items():
         request.setHeader(k, v)
     return resp.body.encode("utf-8") if isinstance(resp.body, str) else resp.body
@@ -256,8 +260,6 @@ def respond(request, page: Callable[[Any], Any], errors: ErrorPages, *, style: s
     written when it fires, unless the client has gone meanwhile. An HTTPError becomes the error
     answer of `style`, anything else a logged 500. HEAD gets the headers of GET without a body.
     """
-    for k, v in headers:
-        request.setHeader(k, v)
     if cache_control is not None:
         request.setHeader(b"cache-control", cache_control)
     try:
@@ -265,7 +267,7 @@ def respond(request, page: Callable[[Any], Any], errors: ErrorPages, *, style: s
     except Exception:
         out = errors.from_failure(request, Failure(), style)
     if not (inspect.isawaitable(out) or isinstance(out, defer.Deferred)):
-        body = _apply(request, _as_response(out))
+        body = _apply(request, _as_response(out), headers)
         if request.method == b"HEAD":
             request.setHeader(b"content-length", b"%d" % len(body))
             return b""
@@ -277,7 +279,7 @@ def respond(request, page: Callable[[Any], Any], errors: ErrorPages, *, style: s
     def write(result):
         if gone or request.finished:
             return
-        body = _apply(request, _as_response(result))
+        body = _apply(request, _as_response(result), headers)
         request.setHeader(b"content-length", b"%d" % len(body))
         if request.method != b"HEAD":
             request.write(body)
