@@ -69,7 +69,8 @@ def server(tmp_path):
 
 def test_api_survives_schemathesis(server):
     base, token, log = server
-    cmd = [_schemathesis(), "run", f"{base}/api/openapi.json",
+    cmd = [_schemathesis(), "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run",
+           f"{base}/api/openapi.json",
            "--header", f"Authorization: Bearer {token}",
            "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", SEED,
            "--workers", "1", "--request-timeout", "10", "--no-color"]

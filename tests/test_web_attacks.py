@@ -202,6 +202,10 @@ def test_a_declared_huge_body_is_refused_before_it_is_sent(site):
 def test_a_body_over_the_limit_is_refused_with_its_content_length(site):
     a = request(site["port"], "POST", "/admin/login", FORM, b"a=" + b"x" * 70_000)
     assert a.status == 413
+    a = request(site["port"], "POST", "/api/mirrors/de1/notes",
+                {"Content-Type": "application/json"}, b'{"text": "' + b"x" * 70_000 + b'"}')
+    assert a.status == 413 and a.header("content-type") == "application/json"   # as documented
+    assert '"error"' in a.text
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(site):

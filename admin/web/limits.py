@@ -30,6 +30,7 @@ instead of a reset, and one that goes on pushing costs at most that.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -62,10 +63,18 @@ class Limits:
                    idle_timeout=a.idle_timeout)
 
 
-def _status(code: int, body: bytes) -> bytes:
+JSON_PREFIXES = (b"/api/",)          # answered in JSON, as the API documents its errors
+
+
+def _status(code: int, body: bytes, path: bytes = b"") -> bytes:
+    """A whole refusal, in JSON for the API's paths, else one line of text."""
     reason = http.RESPONSES.get(code, b"Error")
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (code, reason, len(body), body))
+    ctype = b"text/plain; charset=utf-8"
+    if path.startswith(JSON_PREFIXES):
+        body = json.dumps({"error": body.decode().strip()}).encode()
+        ctype = b"application/json"
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (code, reason, ctype, len(body), body))
 
 
 class LimitedChannel(http.HTTPChannel):
@@ -148,7 +157,7 @@ class LimitedChannel(http.HTTPChannel):
         if t is None or t.disconnecting:
             return
         if not self._handlingRequest:
-            t.write(_status(code, body))
+            t.write(_status(code, body, getattr(self, "_path", b"")))
         # FIN after the answer, then read and discard a while: closing with unread data would
         # reset the connection and the client might never see the answer
         t.loseWriteConnection()
