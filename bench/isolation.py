@@ -218,7 +218,10 @@ def dnsperf(port: int, out: Path) -> dict:
     lat, sent, lost = [], 0, 0
     for line in out.read_text().splitlines():
         if line.startswith("> "):
-            lat.append(float(line.rsplit(" ", 1)[1]))
+            try:
+                lat.append(float(line.rsplit(" ", 1)[1]))
+            except ValueError:
+                pass                        # a timeout line ("> T name type"): counted as lost
         elif "Queries sent:" in line:
             sent = int(line.split()[2])
         elif "Queries lost:" in line:
