@@ -391,7 +391,8 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     from dnsd.server import DNSDatagramProtocol
     from dnsd.service import DNSService
 
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([_formatted(jsonFileLogObserver(sys.stderr))],
+                                     redirectStandardIO=False)
     pool = open_pool(cfg, reactor)
     pool.start()
     svc = DNSService(cfg, pool, reactor, listen=False, metrics=False)
@@ -414,6 +415,18 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     reactor.run()
     return 0
+
+
+def _formatted(observer):
+    """Events with their message formatted here: JSON keeps the fields but not the format specs
+    ({ms:.1f}), so the main process would print 4.791307000232337 ms."""
+    from twisted.logger import formatEvent
+
+    def observe(event):
+        e = dict(event)
+        e["log_format"] = formatEvent(event).replace("{", "{{").replace("}", "}}")
+        observer(e)
+    return observe
 
 
 def _die_with_parent(parent: int) -> None:

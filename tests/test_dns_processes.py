@@ -151,6 +151,8 @@ def test_dns_from_a_process_of_its_own_with_a_live_plan_and_summed_metrics(node)
     _ask_from_new_ports(node.dns_port, 20)
     _until(lambda: node.queries() >= before + 20, 5, "the child's counts on /metrics")
     assert "dnsd_processes 1.0" in node.metrics()
+    # the child's log lines are in the node's log, marked with the child, formatted as written
+    assert re.search(r"\[dns-0\] dns plan version \d+ in \d+\.\d ms", node.log_path.read_text())
 
     # a DNS process that dies is started again, and the counters do not go back
     counted = node.queries()
