@@ -135,11 +135,12 @@ class _Child(ProcessProtocol):
             self._out = b""
 
     def errReceived(self, data: bytes):
-        """JSON log events (twisted.logger's record separator \\x1e), re-published here."""
+        """JSON log events, one a line (twisted.logger writes \\x1e + JSON + \\n), re-published
+        here as soon as their line is complete."""
         self._err += data
-        *records, self._err = self._err.split(b"\x1e")
+        *records, self._err = self._err.split(b"\n")
         for rec in records:
-            text = rec.strip()
+            text = rec.strip(b"\x1e \r\t")
             if not text:
                 continue
             try:
