@@ -45,7 +45,7 @@ MAX_HEADER_BYTES = 16384          # request line + headers (also the longest lin
 MAX_FORM_FIELDS = 1000           # fields of a form body, and of a query string
 MAX_COOKIES = 100
 LINGER = 2.0                      # seconds a refused client may go on sending before we hang up
-LINGER_BYTES = 1 << 20            # ... and bytes: a client still pushing after that is cut off
+LINGER_BYTES = 1 << 16            # ... and bytes: a client still pushing after that is cut off
 
 FORM_TYPE = b"application/x-www-form-urlencoded"
 
