@@ -703,7 +703,8 @@ class Answerer:
         if len(data) < 12 or data[2] & 0x80:
             self.stats.dropped += 1
             return None
-        f1 = 0x80 | (data[2] & 0x79) | (0x04 if aa else 0)     # QR, opcode and RD copied
+        f1 = data[2] & 0x78                                     # the opcode copied
+        f1 |= 0x80 | (0x04 if aa else 0) | (0 if f1 else data[2] & 1)   # RD: QUERY's only
         self._count(qtype, rcode)
         return b"".join((data[:2], bytes((f1, rcode & 0xF)),
                          _COUNTS.pack(1 if question else 0, 0, 0, 1 if opt else 0),
@@ -793,6 +794,8 @@ class Answerer:
             self.stats.dropped += 1            # a response: never answer it (no loops)
             return None
         opcode = (f1 >> 3) & 0xF
+        # other opcodes (NOTIFY, UPDATE, ...) get NOTIMP without their first section, whose
+        # meaning depends on the opcode (UPDATE's is a zone, RFC 2136 2.3)
         qd, an, ns, ar = _COUNTS.unpack_from(data, 4)
         question = b""
         qtype = qclass = -1
@@ -849,18 +852,23 @@ class Answerer:
             if p != n:
                 raise FormErr                  # trailing bytes
         except OptFormErr as e:
-            return self._error(data, NOTIMP if opcode else FORMERR, question, e.opt, qtype=qtype)
+            if opcode:
+                return self._error(data, NOTIMP, b"", e.opt, qtype=qtype)
+            return self._error(data, FORMERR, question, e.opt, qtype=qtype)
         except (FormErr, IndexError, struct.error, ValueError):
             # RFC 6891 7: an OPT that could be read is answered with one, even in an error
-            return self._error(data, NOTIMP if opcode else FORMERR,
-                               question if qe <= n else b"", ropt, qtype=qtype)
+            if opcode:
+                return self._error(data, NOTIMP, b"", ropt, qtype=qtype)
+            return self._error(data, FORMERR, question if qe <= n else b"", ropt, qtype=qtype)
+        if opcode:
+            question = b""
         if o and o[0] == "BADVERS":
             # the header keeps BADVERS's low 4 bits (0), the OPT its high bits; counted as 16
             return self._error(data, BADVERS, question, ropt, qtype=qtype)
         cookie = o[5] if o else None
         extra = self._cookie_option(cookie, src) if cookie is not None else b""
         if opcode != 0:
-            return self._error(data, NOTIMP, question, _opt_plus(ropt, extra), qtype=qtype)
+            return self._error(data, NOTIMP, b"", _opt_plus(ropt, extra), qtype=qtype)
         if qd != 1:
             if qd == 0 and cookie is not None and an == ns == 0:
                 # RFC 7873 5.4: a query for a server cookie alone

@@ -221,12 +221,13 @@ class DNSService(service.MultiService):
         self._collisions: tuple = ()
         self.fd_limit = raise_fd_limit()
         max_conns = d.tcp_max_connections or max(100, self.fd_limit // 2)
-        self.udp = DNSDatagramProtocol(self.answerer)
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
                                     d.tcp_max_per_address, d.tcp_max_unsent)
         for hp in d.listen:
             host, port = split_hostport(hp, "[dns] listen")
-            _Listener(reactor, "udp", host, port, self.udp, self.reuse_port).setServiceParent(self)
+            # one datagram protocol per port: a protocol is bound to one transport
+            _Listener(reactor, "udp", host, port, DNSDatagramProtocol(self.answerer),
+                      self.reuse_port).setServiceParent(self)
             _Listener(reactor, "tcp", host, port, self.tcp, self.reuse_port,
                       d.tcp_backlog).setServiceParent(self)
         refresher = internet.TimerService(d.poll_interval, self.refresh)

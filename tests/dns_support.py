@@ -76,6 +76,9 @@ def make_env(tmp_path: Path, mmdb: str, dns_extra: str = "", *, zone: str = ZONE
     listen = listen or [f"127.0.0.1:{port}"]
     listen_toml = ", ".join(f'"{hp}"'.replace("{port}", str(port)) for hp in listen)
     cfgpath = tmp_path / "mirrordns.toml"
+    given = {line.split("=")[0].strip() for line in dns_extra.splitlines() if "=" in line}
+    defaults = "\n".join(f"{k} = {v}" for k, v in (("poll_interval", 0.2),
+                                                    ("tcp_idle_timeout", 0.5)) if k not in given)
     cfgpath.write_text(f"""
 [database]
 url = "{url}"
@@ -83,8 +86,7 @@ url = "{url}"
 zone = "{zone}"
 zone_file = "zone"
 listen = [{listen_toml}]
-poll_interval = 0.2
-tcp_idle_timeout = 0.5
+{defaults}
 {dns_extra}
 [geoip]
 database = "{mmdb}"

@@ -318,7 +318,7 @@ async def test_error_replies_keep_the_opt(env):
         w = bytes(w[:qend]) + bytes(w[12:qend]) + bytes(w[qend:])
         r = dns.message.from_wire(await raw(s.port, w))
         assert r.rcode() == dns.rcode.FORMERR and r.edns == 0
-        # opcode NOTIFY (not served) -> NOTIMP, with OPT and the question
+        # opcode NOTIFY (not served) -> NOTIMP, with OPT
         q = query("host1.example", "SOA", use_edns=0)
         q.set_opcode(dns.opcode.NOTIFY)
         r = dns.message.from_wire(await raw(s.port, q.to_wire()))

@@ -141,9 +141,8 @@ class ProxiedMetricsTests(MetricsTests):
 def test_switch_and_real_dns_collector(sqlite_engine):
     """[admin] metrics = false leaves /metrics out; on, dnsd's real collector shows through."""
     from admin.web import build_root
-    from dnsd.metrics import DNSCollector
-
     from dnsd.answer import Stats
+    from dnsd.metrics import DNSCollector
 
     class Answerer:
         stats = Stats()
