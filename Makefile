@@ -62,6 +62,13 @@ bench-probes: install-test
 bench-closer: install-test debs-bench
 	bench/closer
 
+# DNS limits (docs/benchmarks.md): TCP memory and held connections; rate limiting under a flood.
+bench-tcp: install-test
+	flock /tmp/mirrordns-bench.lock $(PY) bench/limits.py tcp
+
+bench-rrl: install-test
+	flock /tmp/mirrordns-bench.lock $(PY) bench/limits.py rrl
+
 lint: install-test
 	$(VENV)/bin/ruff check .
 

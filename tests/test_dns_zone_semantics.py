@@ -246,9 +246,10 @@ def raw(port, wire, tcp=False):
 
 @pytest_twisted.ensureDeferred
 async def test_zone_transfers_and_mailb_are_not_implemented(env):
-    """RFC 5936 2.2.1 (AXFR), RFC 1995 (IXFR), RFC 1035 3.2.3 (MAILB, MAILA): the zone is made per
-    query from the mirror table, so there is no zone to transfer: NOTIMP, the question echoed,
-    never a NOERROR/NODATA that a secondary could take for an empty zone (docs/dns.md)."""
+    """AXFR (RFC 5936), IXFR (RFC 1995), MAILB and MAILA (RFC 1035 3.2.3): the zone is made per
+    query from the mirror table, so there is no zone to transfer. NOTIMP (RFC 1035 4.1.1: "does
+    not support the requested kind of query"), the question echoed; never a NOERROR without the
+    SOA an AXFR reply must start with (RFC 5936 2.2). docs/dns.md says why not REFUSED."""
     s = await started(env)
     try:
         for t in ("AXFR", "IXFR", "MAILB", "MAILA"):
