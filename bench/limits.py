@@ -239,9 +239,19 @@ def flood(port: int, rate: float, seconds: float, sources: list[str]) -> dict:
         s.connect(("127.0.0.1", port))
         s.setblocking(False)
         socks.append(s)
-    sent = answers = truncated = 0
+    sent = 0
+    got = {"full": 0, "tc": 0}
+
+    def drain():
+        for s in socks:
+            while True:
+                try:
+                    data = s.recv(4096)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                got["tc" if data[2] & 0x02 else "full"] += 1
+
     t0 = time.perf_counter()
-    i = 0
     while True:
         el = time.perf_counter() - t0
         if el >= seconds:
@@ -249,34 +259,17 @@ def flood(port: int, rate: float, seconds: float, sources: list[str]) -> dict:
         due = int(el * rate)
         while sent < due:
             try:
-                socks[i % len(socks)].send(wire)
+                socks[sent % len(socks)].send(wire)
             except (BlockingIOError, ConnectionRefusedError):
                 pass
             sent += 1
-            i += 1
-        for s in socks:
-            while True:
-                try:
-                    data = s.recv(4096)
-                except (BlockingIOError, ConnectionRefusedError):
-                    break
-                if data[2] & 0x02:
-                    truncated += 1
-                else:
-                    answers += 1
+        drain()
         time.sleep(0.0005)
     time.sleep(0.5)
+    drain()
     for s in socks:
-        while True:
-            try:
-                data = s.recv(4096)
-            except (BlockingIOError, ConnectionRefusedError):
-                break
-            if data[2] & 0x02:
-                truncated += 1
-            else:
-                answers += 1
         s.close()
+    answers, truncated = got["full"], got["tc"]
     return {"sent": sent, "seconds": seconds, "full_answers": answers, "truncated": truncated}
 
 

@@ -16,9 +16,9 @@ query with BADCOOKIE (dnsd.answer).
 Secrets come from `[dns] cookie_secret_file`: one secret per line, 32 hex digits. The first line
 makes new cookies; every line is accepted when checking them. To roll a secret over on every node
 (RFC 9018 5): add the new one as the second line; once every node has it, move it to the first
-line; an hour later, remove the old one. The file is re-read when it changes. Without a file each
-process draws a random secret at start (cookies then do not survive a restart, nor agree between
-processes or nodes).
+line; an hour later, remove the old one. The file is re-read when it changes. Without a file the
+server draws a random secret at start and hands it to its worker processes (cookies then do not
+survive a restart, nor agree between nodes).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from dnsd.server import (
 from dnsd.zonefile import ZoneError, load_zone, zone_for
 
 _log = Logger()
+COOKIE_SECRET_ENV = "MIRRORDNS_COOKIE_SECRET"   # hands a random cookie secret to the workers
 
 
 class PlanHolder:
@@ -202,7 +203,9 @@ class DNSService(service.MultiService):
         self._secrets = None
         cookies = None
         if d.cookies:
-            cookies = CookieJar()
+            # without a secret file the workers of one server share the secret of the first
+            inherited = os.environ.get(COOKIE_SECRET_ENV, "")
+            cookies = CookieJar([bytes.fromhex(inherited)] if len(inherited) == 32 else None)
             if d.cookie_secret_file:   # read now: a bad secret file fails at startup
                 self._secrets = SecretFile(str(cfg.resolve_path(d.cookie_secret_file)), cookies)
                 try:
@@ -432,7 +435,10 @@ class DNSService(service.MultiService):
                 self._workers.add(w)
                 args = [sys.executable, "-m", "dnsd.worker", "--config",
                         str(os.path.abspath(self.cfg.path)), "--single", "--slot", str(n)]
-                self.reactor.spawnProcess(w, sys.executable, args, env=os.environ.copy())
+                env = os.environ.copy()
+                if self.answerer.cookies is not None:
+                    env[COOKIE_SECRET_ENV] = self.answerer.cookies.keys[0].hex()
+                self.reactor.spawnProcess(w, sys.executable, args, env=env)
 
     def stopService(self):
         if self._collector is not None:

@@ -34,6 +34,12 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     n = args.workers if args.workers is not None else cfg.dns.workers
     children = []
+    if not args.single and n > 1 and cfg.dns.cookies and not cfg.dns.cookie_secret_file:
+        import secrets
+
+        from dnsd.service import COOKIE_SECRET_ENV
+
+        os.environ.setdefault(COOKIE_SECRET_ENV, secrets.token_hex(16))   # one for all workers
     if not args.single and n > 1:
         path = os.path.abspath(cfg.path) if cfg.path else None
         if path is None:
