@@ -206,14 +206,18 @@ def held(srv: Server, count: int = 2000, rate: float = 2000, seconds: float = 10
     base = udp_latency(srv, rate, seconds)
     sources = [f"127.0.50.{i}" for i in range(1, 41)]
     q = dns.message.make_query(f"de.{ZONE}", "A").to_wire()
+    rss0 = srv.rss_mb()
     with TcpHolders(("127.0.0.1", srv.port), count, frame(q), timeout=5, sources=sources) as h:
         time.sleep(1.0)
         established = _established(srv.port)
+        rss1 = srv.rss_mb()
         loaded = udp_latency(srv, rate, seconds)
         fresh = fresh_tcp(srv.port, 100)
         closed = h.closed()
     return {"scenario": "held connections", "held": count, "refused": h.refused,
             "established_at_server": established, "closed_by_server_meanwhile": closed,
+            "rss_before_mb": round(rss0, 1), "rss_held_mb": round(rss1, 1),
+            "kb_per_connection": round((rss1 - rss0) * 1024 / max(1, count), 1),
             "udp_rate": rate, "udp_without": base, "udp_with": loaded, "bar_p99_ms": 2,
             "fresh_tcp": fresh}
 

@@ -548,7 +548,6 @@ class Answerer:
         self.cookies = cookies
         self.nsid = nsid
         self.rrl = rrl
-        self._cookie_ok = False         # the last _full() saw a valid server cookie
         self._opt_cache: dict[bytes, tuple] = {}
         self._src_cache: dict[str, str] = {}
         if geo is not None and hasattr(geo, "on_reload"):
@@ -645,9 +644,9 @@ class Answerer:
         if verdict == ALLOW:
             return Answerer.answer(self, data, src, True)
         if self.cookies is not None and b"\x00\x0a" in data[12:]:
-            self._cookie_ok = False
-            out = self._full(data, src, True)
-            if self._cookie_ok:
+            valid: list[bool] = []
+            out = self._full(data, src, True, cookie_valid=valid)
+            if valid and valid[0]:
                 self.stats.rrl_cookie_exempt += 1
                 return out
         if verdict == DROP:
@@ -789,14 +788,17 @@ class Answerer:
                                                                              scope) + addr + mine)
         return (ring_key(loc), scope, geo, flat, maxsize, cookie)
 
-    def _cookie_option(self, cookie: bytes, src: str) -> bytes:
-        """The COOKIE option of our reply (client cookie + a server cookie), noting in
-        `_cookie_ok` whether the query's server cookie was valid."""
+    def _cookie_option(self, cookie: bytes, src: str, note: list | None = None) -> bytes:
+        """The COOKIE option of our reply (client cookie + a server cookie); whether the query's
+        server cookie was valid is appended to `note` (a list of the caller's: nothing here is
+        shared between queries, which may be answered on several threads)."""
         server, valid = self.cookies.respond(cookie[:8], cookie[8:], src)
-        self._cookie_ok = valid
+        if note is not None:
+            note.append(valid)
         return struct.pack("!HH", 10, 8 + len(server)) + cookie[:8] + server
 
-    def _full(self, data: bytes, src: str, udp: bool, slip: bool = False) -> bytes | None:
+    def _full(self, data: bytes, src: str, udp: bool, slip: bool = False,
+              cookie_valid: list | None = None) -> bytes | None:
         n = len(data)
         if n < 12:
             self.stats.dropped += 1
@@ -878,7 +880,7 @@ class Answerer:
             # the header keeps BADVERS's low 4 bits (0), the OPT its high bits; counted as 16
             return self._error(data, BADVERS, question, ropt, qtype=qtype)
         cookie = o[5] if o else None
-        extra = self._cookie_option(cookie, src) if cookie is not None else b""
+        extra = self._cookie_option(cookie, src, cookie_valid) if cookie is not None else b""
         if opcode != 0:
             return self._error(data, NOTIMP, b"", _opt_plus(ropt, extra), qtype=qtype)
         if qd != 1:

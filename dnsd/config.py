@@ -48,7 +48,7 @@ class DNSConfig:
     poll_interval: float = 1.0            # seconds between table version checks
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 0          # DNS-over-TCP connections held (0: half the fd limit)
+    tcp_max_connections: int = 0          # TCP connections held (0: half the fd limit, <= 4096)
     tcp_max_per_address: int = 64         # ... from one client address
     tcp_max_unsent: int = 65536           # reply bytes queued per connection before reads pause
     tcp_backlog: int = 1024               # listen backlog of the TCP sockets

@@ -54,6 +54,7 @@ from dnsd.zonefile import ZoneError, load_zone, zone_for
 
 _log = Logger()
 COOKIE_SECRET_ENV = "MIRRORDNS_COOKIE_SECRET"   # hands a random cookie secret to the workers
+AUTO_TCP_MAX = 4096            # tcp_max_connections = 0: half the fd limit, at most this many
 
 
 class PlanHolder:
@@ -223,7 +224,7 @@ class DNSService(service.MultiService):
         self._last_db_log = 0.0
         self._collisions: tuple = ()
         self.fd_limit = raise_fd_limit()
-        max_conns = d.tcp_max_connections or max(100, self.fd_limit // 2)
+        max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
                                     d.tcp_max_per_address, d.tcp_max_unsent)
         for hp in d.listen:

@@ -223,7 +223,9 @@ def test_at_the_fd_limit_one_line_and_udp_keeps_answering(tmp_path, test_mmdb):
                 conns.append(c)
             except OSError:
                 pass
-        time.sleep(0.5)                              # let the server run into the limit
+        deadline = time.monotonic() + 10             # until the server runs into its limit
+        while len(os.listdir(f"/proc/{p.pid}/fd")) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
         r = dns.query.udp(query(f"de2.{ZONE}", "A"), "127.0.0.1", port=port, timeout=3)
         assert [rd.address for rr in r.answer for rd in rr] == [ADDR["de2"]]
         for c in conns[-20:]:                        # still more connection attempts
