@@ -24,6 +24,22 @@ class ConfigError(Exception):
     """A configuration problem, worded for the operator (file, key, what was expected)."""
 
 
+ROLES = ("dns", "probes", "admin")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    roles: tuple[str, ...] = ROLES        # the parts this process runs (twistd.tac composes them)
+    name: str = ""                        # this node's name in claims and logs ("" = host name)
+
+    @property
+    def identity(self) -> str:
+        """Who this node is in outbox claims and logs: `name`, else the host name."""
+        import socket
+
+        return self.name or socket.gethostname()
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///var/mirrordns.sqlite"
@@ -141,6 +157,7 @@ class CloserConfig:
 
 @dataclass(frozen=True)
 class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
@@ -227,6 +244,11 @@ def parse_config(text: str, fname: str = "<string>") -> Config:
 
 
 def _validate(cfg: Config, fname: str) -> None:
+    roles = cfg.node.roles
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles or len(set(roles)) != len(roles):
+        raise ConfigError(f"{fname}: [node] roles: a list of distinct roles out of "
+                          f"{', '.join(ROLES)} (got {list(roles)})")
     d = cfg.dns
     if not d.zone or d.zone.startswith(".") or " " in d.zone:
         raise ConfigError(f"{fname}: [dns] zone: '{d.zone}' is not a domain name")

@@ -175,21 +175,23 @@ class _Worker(ProcessProtocol):
 
 
 class DNSService(service.MultiService):
-    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`."""
+    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`.
+
+    With `serve=False` (a node without the `dns` role that still needs the live plan, such as
+    the admin node's closer and pages) it follows the table but opens no listeners."""
+
+    name = "dns"
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
                  spawn_workers=True, rng=None, geo_interval: float = 60.0, registry=None,
-                 slot: int = 0, exit_on_listen_error: bool = False):
+                 slot: int = 0, exit_on_listen_error: bool = False, serve: bool = True):
         super().__init__()
         self.exit_on_listen_error = exit_on_listen_error
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         d = cfg.dns
-        if geo is None:
-            path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
-            geo = GeoLocator(path, cfg.geoip.cache_size)
-        self.geo = geo
+        self.geo = geo = geo if geo is not None else geo_from_config(cfg)
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
         else:
@@ -199,7 +201,9 @@ class DNSService(service.MultiService):
         self._zone_stamp = _stamp(self._zone_path) if self._zone_path else None
         self._rng = rng
         self.slot = slot
-        self.snapshot_dir = cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir else None
+        # a node that only follows the plan (serve=False) keeps no snapshot: none to answer from
+        self.snapshot_dir = (cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir and serve
+                             else None)
         self.plan = PlanHolder(empty_plan(cfg))
         self._secrets = None
         cookies = None
@@ -217,7 +221,7 @@ class DNSService(service.MultiService):
         self.answerer = Answerer(geo, compile_table(None, zone, cfg), cookies=cookies,
                                  nsid=d.nsid.encode("ascii"), rrl=rrl.from_config(d))
         self.reuse_port = (d.workers > 1) if reuse_port is None else reuse_port
-        self._spawn = spawn_workers and d.workers > 1
+        self._spawn = serve and spawn_workers and d.workers > 1
         self._workers: set = set()
         self._last_build = None
         self._pool_gen = 0
@@ -227,7 +231,7 @@ class DNSService(service.MultiService):
         max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
                                     d.tcp_max_per_address, d.tcp_max_unsent)
-        for hp in d.listen:
+        for hp in d.listen if serve else ():
             host, port = split_hostport(hp, "[dns] listen")
             # one datagram protocol per port: a protocol is bound to one transport
             _Listener(reactor, "udp", host, port, DNSDatagramProtocol(self.answerer),
@@ -454,6 +458,12 @@ class DNSService(service.MultiService):
             except ProcessExitedAlready:
                 pass
         return super().stopService()
+
+
+def geo_from_config(cfg) -> GeoLocator:
+    """The client locator `[geoip]` describes (the bundled GeoLite2 when `database` is empty)."""
+    path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
+    return GeoLocator(path, cfg.geoip.cache_size)
 
 
 def makeService(cfg, pool, reactor, **kw) -> DNSService:
