@@ -139,6 +139,7 @@ class MailConfig:
     retry_max: int = 20                   # attempts before a mail is parked as failed
     retry_base: float = 60.0              # seconds before the first retry; doubles, capped at 6 h
     poll_interval: float = 5.0            # seconds between outbox checks
+    claim_lease: float = 300.0            # seconds a sender holds the mails it claimed
     reminder_hours: int = 24              # daily reminder while disabled / out of sync this long
 
 
@@ -283,6 +284,8 @@ def _validate(cfg: Config, fname: str) -> None:
         d.nsid.encode("ascii")
     except UnicodeEncodeError:
         raise ConfigError(f"{fname}: [dns] nsid: ASCII only") from None
+    if cfg.mail.claim_lease <= 0:
+        raise ConfigError(f"{fname}: [mail] claim_lease must be positive")
     p = cfg.probes
     if p.fail_after < 1 or p.pass_after < 1:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")

@@ -248,6 +248,10 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime, nullable=True),
     sa.Column("failed", sa.Boolean, nullable=False, default=False),  # gave up after retry_max
     sa.Column("last_error", sa.Text, nullable=False, default=""),
+    # A sender claims a row before it sends it (admin.outbox): another sender skips the row until
+    # `claimed_until`, so N senders deliver each mail once, and a dead sender's mail goes after.
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", sa.DateTime, nullable=True),
 )
 sa.Index("ix_outbox_due", outbox.c.sent_at, outbox.c.next_attempt_at)
 
@@ -265,7 +269,8 @@ audit = sa.Table(
 )
 sa.Index("ix_audit_mirror", audit.c.mirror_id, audit.c.at)
 
-# Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend.
+# Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend;
+# a node holds the job's row locked while it runs it, so one node runs it per period (dnsd.jobs).
 job_runs = sa.Table(
     "job_runs",
     metadata,
