@@ -20,6 +20,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from dnsd.jobs import run_once
 from probes import history, store
 from probes.probe import Prober, ProbeResult, utc_from_ts
 
@@ -180,11 +181,13 @@ class ProbeService(service.Service):
         return defer.ensureDeferred(self._maintenance())
 
     async def _maintenance(self):
+        """Roll-ups and the score inputs, once per `stats_interval` across all probe nodes."""
         now = utc_from_ts(self.reactor.seconds())
+        job = history.maintenance_job(self.cfg)
         try:
-            done = await self.pool.run(lambda conn: history.rollup(conn, self.cfg, now))
-            if any(done.values()):
+            done = await self.pool.run(lambda conn: run_once(
+                conn, job, now, lambda c: history.maintain(c, self.cfg, now)))
+            if done and any(done.values()):
                 self._log.info("probe history rolled up: {done}", done=done)
-            await self.pool.run(lambda conn: history.refresh_stats(conn, now))
         except Exception:
             self._log.failure("probe history maintenance failed")
