@@ -62,6 +62,7 @@ class DNSConfig:
     max_sync_age: int = 86400             # seconds; older mirrors are not serving
     ring_size: int = 64                   # pre-encoded answers per (name, type, location)
     poll_interval: float = 1.0            # seconds between table version checks
+    notify: bool = True                   # PostgreSQL: also follow the version by LISTEN/NOTIFY
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 0          # TCP connections held (0: half the fd limit, <= 4096)

@@ -5,7 +5,9 @@ rows (dicts, tuples), so nothing lazy ever escapes to the reactor thread.
 
 Anything that can change a DNS answer (a mirror's addresses, country, name, status, weight, backup
 flag, health) must call `bump_version(conn)` in the same transaction; the DNS nodes poll that one
-integer and rebuild their plan when it moves.
+integer and rebuild their plan when it moves. On PostgreSQL the bump also sends
+`NOTIFY mirrordns_version` with the new version, delivered when the transaction commits, so
+listening nodes (dnsd.follow) rebuild at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -279,6 +281,9 @@ job_runs = sa.Table(
 )
 
 
+VERSION_CHANNEL = "mirrordns_version"      # the NOTIFY channel; the payload is the new version
+
+
 def bump_version(conn: sa.Connection) -> int:
     """Move the table version, in the caller's transaction; returns the new version."""
     res = conn.execute(
@@ -288,7 +293,10 @@ def bump_version(conn: sa.Connection) -> int:
     )
     if res.rowcount == 0:
         conn.execute(table_version.insert().values(id=1, version=1, changed_at=utcnow()))
-    return current_version(conn)
+    version = current_version(conn)
+    if conn.dialect.name == "postgresql":      # sent at commit, never for a rolled-back change
+        conn.execute(sa.select(sa.func.pg_notify(VERSION_CHANNEL, str(version))))
+    return version
 
 
 def current_version(conn: sa.Connection) -> int:

@@ -6,6 +6,13 @@ change), it loads the rows (same pool, one read transaction), builds the plan an
 table on a reactor pool thread, and swaps both in with one assignment on the reactor thread.
 Queries in flight see either the old or the new table, never a mix.
 
+On PostgreSQL (with `[dns] notify`) a listener (dnsd.follow) also refreshes at once when a
+NOTIFY says the version moved, so a change reaches every listening node well within 2 s; the
+poll stays as the fallback (replicas, SQLite). Refreshes never overlap (one asked for while
+another runs is done right after it), and a node never moves back to an older version than one
+it already took from the table (a lagging replica, a poll racing a notification): it keeps its
+plan and logs `dns_version_behind`.
+
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
@@ -226,6 +233,9 @@ class DNSService(service.MultiService):
         self._last_build = None
         self._pool_gen = 0
         self._last_db_log = 0.0
+        self._refreshing = self._refresh_again = False
+        self._db_version = 0                   # the newest version taken from the table
+        self._last_behind_log = None
         self._collisions: tuple = ()
         self.fd_limit = raise_fd_limit()
         max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
@@ -241,6 +251,14 @@ class DNSService(service.MultiService):
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
+        self.listener = None
+        engine = getattr(pool, "engine", None)
+        if d.notify and engine is not None and engine.dialect.name == "postgresql":
+            from dnsd.follow import VersionListener
+
+            self.listener = VersionListener(engine, reactor, self._notified,
+                                            poll_interval=d.poll_interval)
+            self.listener.setServiceParent(self)
         georeload = geo.reload_service(geo_interval, clock=reactor,
                                        in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
@@ -269,15 +287,49 @@ class DNSService(service.MultiService):
     # -- plan refresh ------------------------------------------------------------------------------
 
     def refresh(self) -> defer.Deferred:
-        """One poll: rebuild when the version moved or the plan is old. Never fails."""
+        """One poll: rebuild when the version moved or the plan is old. Never fails. Asked for
+        while one runs, it runs once more right after that one."""
+        if self._refreshing:
+            self._refresh_again = True
+            return defer.succeed(None)
+        self._refreshing = True
         d = self.pool.run_readonly(load_version)
         d.addCallback(self._maybe_rebuild)
         d.addCallbacks(self._db_good, self._db_bad)
-        return d
+
+        def done(_):
+            self._refreshing = False
+            if self._refresh_again:
+                self._refresh_again = False
+                return self.refresh()
+
+        return d.addBoth(done)
+
+    def _notified(self, version):
+        """A NOTIFY (or the listener's reconnection, version None): refresh now if it is news."""
+        if version is None or version > self.plan.version:
+            self.refresh()
+
+    def _behind(self, version) -> bool:
+        """True (and a log line, once a minute) when the table says an older version than one
+        this node already took from it."""
+        if version >= self._db_version:
+            return False
+        now = self.reactor.seconds()
+        if self._last_behind_log is None or now - self._last_behind_log >= 60:
+            self._last_behind_log = now
+            _log.warn("dns_version_behind: the table says version {version}, older than version "
+                      "{newest} this node already serves (a lagging replica?); keeping it",
+                      version=version, newest=self._db_version)
+        return True
 
     def _maybe_rebuild(self, version):
-        now = self.reactor.seconds()
         gen = getattr(self.pool, "generation", 0)      # another SQLite file at the path
+        if gen != self._pool_gen:
+            self._db_version = 0                       # another table: its own versions
+        if self._behind(version):
+            return None
+        now = self.reactor.seconds()
         due = (self.plan.table is None or version != self.plan.version
                or self._last_build is None or gen != self._pool_gen
                or now - self._last_build >= self.cfg.dns.rebuild_interval)
@@ -293,6 +345,8 @@ class DNSService(service.MultiService):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     def _build_and_swap(self, rows):
+        if self._behind(rows["version"]):
+            return None
         d = self._in_thread(self.build, rows)
         d.addCallback(self._swap)
         d.addErrback(self._build_failed)           # ... and a failure here is ours, not the DB's
@@ -336,6 +390,8 @@ class DNSService(service.MultiService):
         self.zone = zone
         h.current, h.table = plan, table
         h.source = source
+        if source == "database":               # a snapshot's version says nothing about the table
+            self._db_version = max(self._db_version, plan.version)
         self.answerer.set_table(table)
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
