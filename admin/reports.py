@@ -130,19 +130,22 @@ class ReportsService(service.Service):
     def __init__(self, cfg, pool, reactor, check_interval: float = 300.0):
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         self.check_interval = check_interval
-        self._loop = None
+        self._loop = self._loop_done = None
 
     def startService(self):
         super().startService()
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.reactor
-        self._loop.start(self.check_interval, now=True).addErrback(
+        self._loop_done = self._loop.start(self.check_interval, now=True).addErrback(
             lambda f: self._log.failure("reports loop stopped", f))
 
     def stopService(self):
+        """Fires when the job in flight (one transaction) has ended."""
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        return super().stopService()
+            return self._loop_done
+        return None
 
     def tick(self) -> defer.Deferred:
         return defer.ensureDeferred(self._tick())
