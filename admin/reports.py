@@ -165,6 +165,7 @@ class ReportsService(service.Service):
             done[job.name] = res
             if res:
                 self._log.info("scheduled job {job} queued {result}", job=job.name, result=res)
+        self._log.debug("scheduled jobs checked: {done}", done=done)
         return done
 
 
