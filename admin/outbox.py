@@ -40,7 +40,7 @@ from dnsd.models import outbox
 
 MAX_BACKOFF = 6 * 3600
 SEND_TIMEOUT = 120            # seconds for one SMTP conversation
-STOP_GRACE = 3.0              # seconds a send in flight may finish in once the node stops
+STOP_GRACE = 2.0              # seconds a send in flight may finish in once the node stops
 
 
 def _now(reactor) -> _dt.datetime:

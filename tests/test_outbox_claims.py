@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from twisted.internet import defer
 
-from admin.outbox import OutboxSender, claim_due, release_claims, renew_claim
+from admin.outbox import STOP_GRACE, OutboxSender, claim_due, release_claims, renew_claim
 from dnsd.config import Config, MailConfig, NodeConfig
 from dnsd.models import outbox
 from dnsd.outbox import queue_mail
@@ -94,7 +94,7 @@ def test_stopping_cancels_the_send_in_flight_and_releases_the_batch(sqlite_engin
     assert len(hanging) == 1 and all(r["claimed_by"] == s.me for r in mails(sqlite_engine))
     stopped = s.stopService()
     assert not stopped.called                    # the send in flight gets its grace time
-    clock.advance(3.0)
+    clock.advance(STOP_GRACE)
     assert stopped.called
     rows = mails(sqlite_engine)
     assert all(r["sent_at"] is None and r["attempts"] == 0 for r in rows)   # not an attempt
