@@ -136,6 +136,35 @@ class Node:
             self._log.close()
 
 
+def node_config(url: str, name: str, roles, *, listen_ip: str = "127.0.0.1",
+                dns_port: int | None = None, smtp: str = "", dns: str = "", mail: str = "",
+                probes: str = "enabled = false") -> str:
+    """A node's config for the tests: its roles and name, the shared database, free ports, and
+    extra lines for [dns], [mail] and [probes]."""
+    from tests.helpers import free_port
+
+    roles_list = ", ".join(f'"{r}"' for r in roles)
+    return f"""
+[node]
+roles = [{roles_list}]
+name = "{name}"
+[database]
+url = "{url}"
+[dns]
+zone_file = "{ROOT}/zones/mirrors.example.org.zone"
+listen = ["{listen_ip}:{dns_port or free_port()}"]
+{dns}
+[admin]
+listen = "{listen_ip}:{free_port()}"
+[mail]
+smtp = "{smtp or f'127.0.0.1:{free_port()}'}"
+poll_interval = 0.1
+{mail}
+[probes]
+{probes}
+"""
+
+
 def tracebacks(text: str) -> list[str]:
     """Tracebacks and unhandled errors in a node's log."""
     return [x for x in text.splitlines() if "Traceback" in x or "Unhandled" in x]

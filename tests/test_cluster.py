@@ -33,33 +33,23 @@ from dnsd.models import (
     utcnow,
 )
 from dnsd.outbox import queue_mail
-from tests.cluster_support import NEEDS_PG, PG_URL, ROOT, Node, scratch_database, tracebacks
+from tests.cluster_support import (
+    NEEDS_PG,
+    PG_URL,
+    Node,
+    node_config,
+    scratch_database,
+    tracebacks,
+)
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=NEEDS_PG)
 
 
-def config(url, name, roles, *, dns_port=None, admin_port=None, smtp_port=None, dns_extra=""):
-    return f"""
-[node]
-roles = {list(roles)!r}
-name = "{name}"
-[database]
-url = "{url}"
-[dns]
-zone_file = "{ROOT}/zones/mirrors.example.org.zone"
-listen = ["127.0.0.1:{dns_port or free_port()}"]
-{dns_extra}
-[admin]
-listen = "127.0.0.1:{admin_port or free_port()}"
-[mail]
-smtp = "127.0.0.1:{smtp_port or free_port()}"
-poll_interval = 0.1
-claim_lease = 2.0
-retry_base = 0.5
-[probes]
-enabled = false
-""".replace("'", '"')
+def config(url, name, roles, *, dns_port=None, smtp_port=None, dns_extra=""):
+    return node_config(url, name, roles, dns_port=dns_port, dns=dns_extra,
+                       smtp=f"127.0.0.1:{smtp_port or free_port()}",
+                       mail="claim_lease = 2.0\nretry_base = 0.5")
 
 
 @pytest.fixture

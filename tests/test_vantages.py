@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from dnsd.models import ACTIVE, bump_version, maintainers, mirror_health, mirrors, probe_results
 from dnsd.outbox import queue_mail
 from tests import netlab
-from tests.cluster_support import NEEDS_PG, PG_URL, ROOT, Node, scratch_database, tracebacks
+from tests.cluster_support import (
+    NEEDS_PG,
+    PG_URL,
+    Node,
+    node_config,
+    scratch_database,
+    tracebacks,
+)
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.skipif(not PG_URL, reason=NEEDS_PG),
@@ -112,28 +119,9 @@ def add_mirrors(engine, rows):
     return ids
 
 
-def node_config(url, name, roles, *, vantage="", listen_ip="127.0.0.1", smtp="127.0.0.1:25",
-                probes="", dns_port=None):
-    return f"""
-[node]
-roles = {list(roles)!r}
-name = "{name}"
-[database]
-url = "{url}"
-[dns]
-zone_file = "{ROOT}/zones/mirrors.example.org.zone"
-listen = ["{listen_ip}:{dns_port or free_port()}"]
-poll_interval = 0.5
-[admin]
-listen = "{listen_ip}:{free_port()}"
-[mail]
-smtp = "{smtp}"
-poll_interval = 0.1
-[probes]
-vantage = "{vantage}"
-allow_private = true
-{probes}
-""".replace("'", '"')
+def probes_config(vantage: str, *, interval: float, timeout: float, extra: str = "") -> str:
+    return (f'vantage = "{vantage}"\nallow_private = true\ninterval = {interval}\n'
+            f"timeout = {timeout}\nconnect_timeout = {timeout}\n{extra}")
 
 
 def via(lab_ns: netlab.Namespace, lab: netlab.Lab, url: str) -> str:
@@ -180,10 +168,10 @@ def test_sigterm_under_load_stops_a_node_within_five_seconds(lab, tmp_path):
             queue_mail(c, kind="test", sender="mirrors@example.org", to=["ops@example.net"],
                        subject="stuck", body="stuck\n")
         dns_port = free_port()
-        cfg = node_config(via(ns, lab, url), "load", ["dns", "probes", "admin"], vantage="load",
-                          listen_ip=ns.ip, smtp=f"{ns.host_ip}:{smtp.getsockname()[1]}",
-                          probes="interval = 2\ntimeout = 30.0\nconnect_timeout = 30.0",
-                          dns_port=dns_port)
+        cfg = node_config(via(ns, lab, url), "load", ["dns", "probes", "admin"],
+                          listen_ip=ns.ip, dns_port=dns_port, dns="poll_interval = 0.5",
+                          smtp=f"{ns.host_ip}:{smtp.getsockname()[1]}",
+                          probes=probes_config("load", interval=2, timeout=30.0))
         node = Node(tmp_path, "load", cfg, "mirrordns.service", wrap=ns.wrap()).start()
         stop_load = threading.Event()
         answered = []
