@@ -8,6 +8,7 @@ an operator's typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -21,6 +22,22 @@ ENV_VAR = "MIRRORDNS_CONFIG"
 
 class ConfigError(Exception):
     """A configuration problem, worded for the operator (file, key, what was expected)."""
+
+
+ROLES = ("dns", "probes", "admin")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    roles: tuple[str, ...] = ROLES        # the parts this process runs (twistd.tac composes them)
+    name: str = ""                        # this node's name in claims and logs ("" = host name)
+
+    @property
+    def identity(self) -> str:
+        """Who this node is in outbox claims and logs: `name`, else the host name."""
+        import socket
+
+        return self.name or socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -45,9 +62,23 @@ class DNSConfig:
     max_sync_age: int = 86400             # seconds; older mirrors are not serving
     ring_size: int = 64                   # pre-encoded answers per (name, type, location)
     poll_interval: float = 1.0            # seconds between table version checks
+    notify: bool = True                   # PostgreSQL: also follow the version by LISTEN/NOTIFY
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 0          # TCP connections held (0: half the fd limit, <= 4096)
+    tcp_max_per_address: int = 64         # ... from one client address
+    tcp_max_unsent: int = 65536           # reply bytes queued per connection before reads pause
+    tcp_backlog: int = 1024               # listen backlog of the TCP sockets
     workers: int = 1                      # DNS processes beside the web (0 = answer in it)
+    snapshot_dir: str = "var/snapshot"    # where each DNS process keeps the last plan it served
+    cookies: bool = True                  # answer DNS Cookies (RFC 7873, RFC 9018)
+    cookie_secret_file: str = ""          # secrets, one per line, 32 hex digits; "" = random
+    nsid: str = ""                        # NSID (RFC 5001) sent to clients that ask; "" = none
+    rrl_rate: float = 0.0                 # UDP responses per second per client prefix; 0 = off
+    rrl_slip: int = 2                     # every Nth limited response goes out truncated
+    rrl_ipv4_prefix: int = 24
+    rrl_ipv6_prefix: int = 56
+    rrl_exempt: tuple[str, ...] = ()      # prefixes never limited
 
 
 @dataclass(frozen=True)
@@ -114,6 +145,7 @@ class MailConfig:
     retry_max: int = 20                   # attempts before a mail is parked as failed
     retry_base: float = 60.0              # seconds before the first retry; doubles, capped at 6 h
     poll_interval: float = 5.0            # seconds between outbox checks
+    claim_lease: float = 300.0            # seconds a sender holds the mails it claimed
     reminder_hours: int = 24              # daily reminder while disabled / out of sync this long
 
 
@@ -132,6 +164,7 @@ class CloserConfig:
 
 @dataclass(frozen=True)
 class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
@@ -218,6 +251,11 @@ def parse_config(text: str, fname: str = "<string>") -> Config:
 
 
 def _validate(cfg: Config, fname: str) -> None:
+    roles = cfg.node.roles
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles or len(set(roles)) != len(roles):
+        raise ConfigError(f"{fname}: [node] roles: a list of distinct roles out of "
+                          f"{', '.join(ROLES)} (got {list(roles)})")
     d = cfg.dns
     if not d.zone or d.zone.startswith(".") or " " in d.zone:
         raise ConfigError(f"{fname}: [dns] zone: '{d.zone}' is not a domain name")
@@ -243,6 +281,27 @@ def _validate(cfg: Config, fname: str) -> None:
     if a.login_free_failures < 1 or a.login_address_free_failures < 1 or a.login_max_delay < 1:
         raise ConfigError(f"{fname}: [admin] login_free_failures, login_address_free_failures "
                           "and login_max_delay must be at least 1")
+    if d.tcp_max_connections < 0 or d.tcp_max_per_address < 1 or d.tcp_max_unsent < 1024:
+        raise ConfigError(f"{fname}: [dns] tcp_max_connections must be 0 or more, "
+                          f"tcp_max_per_address at least 1, tcp_max_unsent at least 1024")
+    if d.tcp_backlog < 1:
+        raise ConfigError(f"{fname}: [dns] tcp_backlog: must be at least 1")
+    if d.rrl_rate < 0 or d.rrl_slip < 0:
+        raise ConfigError(f"{fname}: [dns] rrl_rate and rrl_slip must be 0 or more")
+    if not 8 <= d.rrl_ipv4_prefix <= 32 or not 16 <= d.rrl_ipv6_prefix <= 128:
+        raise ConfigError(f"{fname}: [dns] rrl_ipv4_prefix: 8..32, rrl_ipv6_prefix: 16..128")
+    for net in d.rrl_exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{fname}: [dns] rrl_exempt: '{net}' is not an address or "
+                              f"prefix") from None
+    try:
+        d.nsid.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{fname}: [dns] nsid: ASCII only") from None
+    if cfg.mail.claim_lease <= 0:
+        raise ConfigError(f"{fname}: [mail] claim_lease must be positive")
     p = cfg.probes
     if p.fail_after < 1 or p.pass_after < 1:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")

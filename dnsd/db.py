@@ -3,10 +3,19 @@
 `make_engine` is the one place that knows dialects (SQLite pragmas; PostgreSQL through psycopg 3).
 `DBPool` is the one way Twisted code touches the table: `pool.run(thd)` calls `thd(conn)` inside a
 transaction on a thread pool of its own and fires with whatever plain data `thd` returned.
+
+A SQLite file is followed by path, as an operator expects: before each unit of work the pool
+checks the file. If it is missing, the work fails with `DatabaseFileMissing` (SQLite would
+otherwise create an empty file and keep a connection to it); if it is another file than the one
+the pooled connections have open (restored, or replaced by a rename), those connections are closed
+first, so the work sees the file now at the path. PostgreSQL connections are checked with a ping
+when taken from the pool, so a restarted server is reconnected to.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +26,18 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
+
+
+class DatabaseFileMissing(Exception):
+    """The SQLite file is not there (moved away, not restored yet, never created)."""
+
+
+def sqlite_file(engine: sa.Engine) -> str | None:
+    """The path of a file-backed SQLite engine's database, else None."""
+    if engine.dialect.name != "sqlite":
+        return None
+    db = engine.url.database
+    return None if not db or db == ":memory:" else db
 
 
 def normalise_url(url: str, base_dir: Path | None = None) -> str:
@@ -66,6 +87,10 @@ def make_engine(url: str, base_dir: Path | None = None) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+class PoolClosed(Exception):
+    """Work handed to the table's pool after it closed."""
+
+
 class DBPool:
     """A thread pool of its own for the table; the reactor's pool stays free for everything else."""
 
@@ -76,6 +101,29 @@ class DBPool:
         n = 1 if memory else max(1, threads_max)
         self._pool = ThreadPool(minthreads=1, maxthreads=n, name="mirrordns-db")
         self._started = False
+        self._closed = False
+        self._file = sqlite_file(engine)
+        self._file_id = None
+        self._file_lock = threading.Lock()
+        self.generation = 0             # moves when the SQLite file at the path is another one
+
+    def _follow_file(self) -> None:
+        """See the module docstring. Runs on a pool thread, before each unit of work."""
+        if self._file is None:
+            return
+        try:
+            st = os.stat(self._file)
+            ident = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            ident = None
+        with self._file_lock:
+            if ident != self._file_id:
+                if self._file_id is not None:
+                    self.engine.dispose()       # connections to the file that was there
+                    self.generation += 1
+                self._file_id = ident
+        if ident is None:
+            raise DatabaseFileMissing(f"the database file {self._file} does not exist")
 
     def start(self) -> None:
         if not self._started:
@@ -86,15 +134,25 @@ class DBPool:
     def stop(self) -> None:
         if self._started:
             self._started = False
+            self._closed = True
             self._pool.stop()
             self.engine.dispose()
 
-    def run(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
-        """Fire with thd(conn)'s result; thd runs in one transaction, committed if it returns."""
+    def _ensure_started(self) -> None:
         if not self._started:
+            if self._closed:
+                raise PoolClosed("the table's thread pool has been closed (the node is stopping)")
             self.start()
 
+    def run(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
+        """Fire with thd(conn)'s result; thd runs in one transaction, committed if it returns."""
+        try:
+            self._ensure_started()
+        except PoolClosed:
+            return defer.fail()
+
         def in_thread():
+            self._follow_file()
             with self.engine.begin() as conn:
                 return thd(conn)
 
@@ -102,10 +160,13 @@ class DBPool:
 
     def run_readonly(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
         """Same as run, without the write lock SQLite would take (for the plan poller, pages)."""
-        if not self._started:
-            self.start()
+        try:
+            self._ensure_started()
+        except PoolClosed:
+            return defer.fail()
 
         def in_thread():
+            self._follow_file()
             with self.engine.connect() as conn:
                 conn.execution_options(mirrordns_readonly=True)
                 try:
@@ -155,19 +216,23 @@ def schema_is_current(engine: sa.Engine) -> bool:
 
 
 
-class DBPoolService(service.Service):
-    """The pool as a service: added first to the application, it starts first and, since a
-    MultiService stops its children in reverse order, stops last (after web and probes)."""
+class DBPoolService(service.MultiService):
+    """The pool as the parent of every part of a node: it starts before its children and closes
+    only once all of them have stopped (their stopService Deferreds fired), so a part that
+    writes its last results while stopping (the probes' pending batch, an outbox mark) still
+    finds the pool open, and nothing is handed to a pool that has closed."""
 
     name = "db-pool"
 
     def __init__(self, pool: DBPool):
+        super().__init__()
         self.pool = pool
 
     def startService(self):
-        super().startService()
         self.pool.start()
+        super().startService()
 
     def stopService(self):
-        super().stopService()
-        self.pool.stop()
+        d = defer.maybeDeferred(super().stopService)
+        d.addBoth(lambda _: self.pool.stop())
+        return d

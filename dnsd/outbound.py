@@ -67,13 +67,15 @@ class ResolvedEndpoint:
     addresses allowed (trying them in order until one answers)."""
 
     def __init__(self, reactor, host: str, port: int, *, allow_private: bool,
-                 connect_timeout: float):
+                 connect_timeout: float, resolver=None):
+        """resolver: an IHostnameResolver (default: the reactor's)."""
         self.reactor, self.host, self.port = reactor, host, port
         self.allow_private, self.connect_timeout = allow_private, connect_timeout
+        self.resolver = resolver if resolver is not None else reactor.nameResolver
 
     def connect(self, factory):
         receiver = _Addresses()
-        self.reactor.nameResolver.resolveHostName(receiver, self.host, portNumber=self.port)
+        self.resolver.resolveHostName(receiver, self.host, portNumber=self.port)
 
         def chosen(found):
             if not found:

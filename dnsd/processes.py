@@ -11,12 +11,12 @@ How:
 
 - The main process binds every [dns] listen address (UDP and TCP) in privilegedStartService, as
   the in-process listeners did: port 53 is taken before twistd drops privileges, and a port that
-  cannot be bound stops the start with a clear error. With N > 1 it opens N sockets per address
+  cannot be bound stops the start with one line naming it (dnsd.server.ListenError). With N > 1 it opens N sockets per address
   with SO_REUSEPORT, one per DNS process, so the kernel spreads the queries.
 - It starts N children, ``python -m dnsd.worker --child --slot K --fd udp:HOST:PORT:3 ...``,
-  each inheriting its sockets and following the table with a plan of its own (as workers always
-  did); the main process keeps its own plan for the admin and the closer (dnsd.service.DNSService
-  without listeners).
+  each inheriting its sockets and following the table with a plan of its own (and its own plan
+  snapshot, dnsd.snapshot, by its slot K), sharing one DNS cookie secret; the main process keeps
+  its own plan for the admin and the closer (dnsd.service.DNSService with serve=False).
 - A child writes one line of JSON a second on stdout: its counters and its plan's state
   (dnsd.metrics.report). The main process sums them for /metrics (`ProcessesCollector`: the
   usual dnsd_* families, counters summed over all DNS processes, plan gauges of the worst one).
@@ -46,7 +46,7 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 from dnsd import metrics
 from dnsd.config import split_hostport
-from dnsd.server import reuseport_socket
+from dnsd.server import listen_error, reuseport_socket
 
 _log = Logger(namespace="dnsd.processes")
 
@@ -79,22 +79,22 @@ class Inherited:
         return cls(kind, host.strip("[]"), int(port), int(fd))
 
 
-def open_sockets(listen, n: int) -> list[list[tuple[str, str, int, socket.socket]]]:
+def open_sockets(listen, n: int, backlog: int = 1024) -> list[list[tuple]]:
     """Per DNS process, its (kind, host, port, socket) for every [dns] listen address; SO_REUSEPORT
-    only when n > 1 (one process alone must not share its port with anybody)."""
+    only when n > 1 (one process alone must not share its port with anybody). A port that
+    cannot be bound raises ListenError (one line: the address and the cause)."""
     out = [[] for _ in range(n)]
     for hp in listen:
         host, port = split_hostport(hp, "[dns] listen")
         for kind, st in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
             for k in range(n):
                 try:
-                    s = reuseport_socket(host, port, st, reuse=n > 1)
+                    s = reuseport_socket(host, port, st, backlog, reuse=n > 1)
                 except OSError as e:
                     for group in out:
                         for *_x, sock in group:
                             sock.close()
-                    raise OSError(e.errno, f"[dns] listen {hp} ({kind}): cannot bind: "
-                                           f"{e.strerror}") from None
+                    raise listen_error(host, port, kind, e) from None
                 if port == 0:               # the kernel chose: the other processes take the same
                     port = s.getsockname()[1]
                 out[k].append((kind, host, port, s))
@@ -166,8 +166,12 @@ class DNSProcesses(service.Service):
     """The DNS processes of this node (see the module docstring). `ready` fires once every
     child has reported a plan; `pids()` lists them; `collector` feeds /metrics."""
 
-    def __init__(self, cfg, reactor, *, registry=None, argv0: str | None = None):
+    def __init__(self, cfg, reactor, *, registry=None, argv0: str | None = None,
+                 cookie_secret: str = ""):
+        """cookie_secret: hex, the DNS cookie secret every child shares (without a
+        [dns] cookie_secret_file), so a client's cookie holds whichever process answers."""
         self.cfg, self.reactor = cfg, reactor
+        self._cookie_secret = cookie_secret
         self.n = cfg.dns.workers
         self._registry = registry
         self._python = argv0 or sys.executable
@@ -184,7 +188,7 @@ class DNSProcesses(service.Service):
     # -- sockets: bound before privileges are dropped --
     def privilegedStartService(self):
         if not self._sockets:
-            self._sockets = open_sockets(self.cfg.dns.listen, self.n)
+            self._sockets = open_sockets(self.cfg.dns.listen, self.n, self.cfg.dns.tcp_backlog)
         service.Service.privilegedStartService(self)
 
     def startService(self):
@@ -217,8 +221,12 @@ class DNSProcesses(service.Service):
         args, fds = self._args(slot)
         child = _Child(self, slot)
         self.children[slot] = child
-        self.reactor.spawnProcess(child, self._python, args, env=os.environ.copy(),
-                                  childFDs=fds)
+        env = os.environ.copy()
+        if self._cookie_secret:
+            from dnsd.service import COOKIE_SECRET_ENV
+
+            env[COOKIE_SECRET_ENV] = self._cookie_secret
+        self.reactor.spawnProcess(child, self._python, args, env=env, childFDs=fds)
         _log.info("dns-{slot}: started DNS process {pid}", slot=slot, pid=child.transport.pid)
 
     def _child_ready(self, child: _Child) -> None:
@@ -339,15 +347,15 @@ class AdoptedListener(service.Service):
         self._port = None
 
     def startService(self):
+        from dnsd.server import DNSTCPPort, DNSUDPPort
+
         fam = socket.AF_INET6 if ":" in self.sock.host else socket.AF_INET
         if self.sock.kind == "udp":
-            from dnsd.server import DNSUDPPort
-
             p = DNSUDPPort._fromListeningDescriptor(self.reactor, self.sock.fd, fam, self.proto,
                                                     8192)
-            p.startListening()
         else:
-            p = self.reactor.adoptStreamPort(self.sock.fd, fam, self.proto)
+            p = DNSTCPPort._fromListeningDescriptor(self.reactor, self.sock.fd, fam, self.proto)
+        p.startListening()
         os.close(self.sock.fd)                      # the port holds a duplicate
         self._port = p
         service.Service.startService(self)
@@ -396,7 +404,7 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
                                      redirectStandardIO=False)
     pool = open_pool(cfg, reactor)
     pool.start()
-    svc = DNSService(cfg, pool, reactor, listen=False, metrics=False)
+    svc = DNSService(cfg, pool, reactor, listen=False, metrics=False, slot=slot)
     for sock in inherited:
         proto = DNSDatagramProtocol(svc.answerer) if sock.kind == "udp" else svc.tcp
         AdoptedListener(reactor, sock, proto).setServiceParent(svc)
@@ -404,7 +412,7 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     stdio.StandardIO(control, reactor=reactor)
 
     def tell():
-        r = metrics.report(svc.answerer.stats, svc.plan)
+        r = metrics.report(svc.answerer.stats, svc.plan, svc.answerer, svc.tcp)
         r["slot"], r["ready"] = slot, svc.plan.builds > 0
         control.send(r)
 

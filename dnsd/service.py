@@ -6,35 +6,63 @@ change), it loads the rows (same pool, one read transaction), builds the plan an
 table on a reactor pool thread, and swaps both in with one assignment on the reactor thread.
 Queries in flight see either the old or the new table, never a mix.
 
+On PostgreSQL (with `[dns] notify`) a listener (dnsd.follow) also refreshes at once when a
+NOTIFY says the version moved, so a change reaches every listening node well within 2 s; the
+poll stays as the fallback (replicas, SQLite). Refreshes never overlap (one asked for while
+another runs is done right after it), and a node never moves back to an older version than one
+it already took from the table (a lagging replica, a poll racing a notification): it keeps its
+plan and logs `dns_version_behind`.
+
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
+Life without the database (dnsd.snapshot): every plan swapped in from the database is written to
+this process's snapshot file (off the reactor thread). At start, until the database answers, the
+newest valid snapshot of `[dns] snapshot_dir` is served (`dns_plan_from_snapshot`, with its age;
+`dnsd_plan_source` and `dnsd_plan_data_age_seconds` on /metrics). With no snapshot either, the
+static zone is served from the start and only names that need the plan (mirror, country,
+continent and geo names) get SERVFAIL.
+
 Where DNS is answered (`makeService`, for twistd.tac): with `[dns] workers = N >= 1` (the default,
 1) in N processes of their own (dnsd.processes), so the web can never delay an answer; this
-process then runs a DNSService without listeners, whose plan is the admin's live plan. With
-`workers = 0` the listeners are here, beside the web (small setups and tests). The DNS server alone
-(`python -m dnsd.worker`, DNS-only nodes and the benchmarks) is a DNSService too.
+process then runs a DNSService that serves nothing, whose plan is the admin's live plan. With
+`workers = 0` the listeners are here, beside the web (small setups and tests). The DNS server
+alone (`python -m dnsd.worker`, the benchmarks) is a DNSService too, with its own SO_REUSEPORT
+launcher for several processes.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 
 from twisted.application import internet, service
 from twisted.internet import defer, threads
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from dnsd import models
-from dnsd.answer import Answerer, compile_table
+from dnsd import models, rrl, snapshot
+from dnsd.answer import Answerer, check_generated_names, compile_table
 from dnsd.config import split_hostport
+from dnsd.cookies import CookieJar, SecretError, SecretFile
 from dnsd.geo import GeoLocator
-from dnsd.plan import build_plan, empty_plan, load_rows, load_version
-from dnsd.server import DNSDatagramProtocol, DNSStreamFactory, DNSUDPPort, reuseport_socket
+from dnsd.plan import build_plan, empty_plan, fmt_age, load_rows, load_version
+from dnsd.server import (
+    DNSDatagramProtocol,
+    DNSStreamFactory,
+    DNSTCPPort,
+    DNSUDPPort,
+    ListenError,
+    listen_error,
+    reuseport_socket,
+)
 from dnsd.zonefile import ZoneError, load_zone, zone_for
 
 _log = Logger()
+COOKIE_SECRET_ENV = "MIRRORDNS_COOKIE_SECRET"   # hands a random cookie secret to the workers
+AUTO_TCP_MAX = 4096            # tcp_max_connections = 0: half the fd limit, at most this many
 
 
 class PlanHolder:
@@ -48,6 +76,14 @@ class PlanHolder:
         self.builds = 0
         self.db_ok = True
         self.last_error = ""
+        self.source = "none"           # where `current` came from: none, snapshot, database
+        self.snapshot_path = ""
+
+    def data_age(self) -> float | None:
+        """Seconds since the live plan's data was read from the table (None: no plan yet)."""
+        if self.source == "none":
+            return None
+        return max(0.0, (models.utcnow() - self.current.built_at).total_seconds())
 
     @property
     def version(self) -> int:
@@ -65,27 +101,43 @@ def _stamp(path):
         return None
 
 
-class _UDPListener(service.Service):
-    """UDP on DNSUDPPort (the lean read loop), bound like internet.UDPServer would, or on a
-    socket we open with SO_REUSEPORT (Twisted's UDPServer cannot set it). Binds in
-    privilegedStartService, so port 53 is taken before twistd drops privileges."""
+class _Listener(service.Service):
+    """One UDP or TCP listen address. UDP runs on DNSUDPPort (the lean read loop), TCP on
+    DNSTCPPort (IPV6_V6ONLY, bounded backlog, one line at the fd limit); with `reuse` both are
+    opened on sockets with SO_REUSEPORT (for several worker processes). Binds in
+    privilegedStartService, so port 53 is taken before twistd drops privileges; a port that
+    cannot be bound raises ListenError (one line: the address and the cause)."""
 
-    def __init__(self, reactor, host, port, proto, reuse=False):
-        self._reactor, self._host, self._port_no, self._proto = reactor, host, port, proto
-        self._reuse = reuse
+    def __init__(self, reactor, kind, host, port, proto, reuse=False, backlog=1024):
+        self._reactor, self._kind, self._host, self._port_no = reactor, kind, host, port
+        self._proto, self._reuse, self._backlog = proto, reuse, backlog
         self._port = None
 
-    def privilegedStartService(self):
+    def _open(self):
+        if self._kind == "udp":
+            if self._reuse:
+                s = reuseport_socket(self._host, self._port_no, socket.SOCK_DGRAM)
+                try:
+                    return DNSUDPPort._fromListeningDescriptor(self._reactor, s.fileno(),
+                                                               s.family, self._proto, 8192)
+                finally:
+                    s.close()
+            return DNSUDPPort(self._port_no, self._proto, self._host, 8192, self._reactor)
         if self._reuse:
-            s = reuseport_socket(self._host, self._port_no, socket.SOCK_DGRAM)
+            s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM, self._backlog)
             try:
-                p = DNSUDPPort._fromListeningDescriptor(self._reactor, s.fileno(), s.family,
-                                                        self._proto, 8192)
+                return DNSTCPPort._fromListeningDescriptor(self._reactor, s.fileno(), s.family,
+                                                           self._proto)
             finally:
                 s.close()
-        else:
-            p = DNSUDPPort(self._port_no, self._proto, self._host, 8192, self._reactor)
-        p.startListening()
+        return DNSTCPPort(self._port_no, self._proto, self._backlog, self._host, self._reactor)
+
+    def privilegedStartService(self):
+        try:
+            p = self._open()
+            p.startListening()
+        except (OSError, CannotListenError) as e:
+            raise listen_error(self._host, self._port_no, self._kind, e) from None
         self._port = p
         service.Service.privilegedStartService(self)
 
@@ -101,83 +153,178 @@ class _UDPListener(service.Service):
             return d
 
 
-class _TCPAdopted(_UDPListener):
-    def privilegedStartService(self):
-        s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM)
+def raise_fd_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit (at most 65536), as
+    servers do; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
         try:
-            self._port = self._reactor.adoptStreamPort(s.fileno(), s.family, self._proto)
-        finally:
-            s.close()
-        service.Service.privilegedStartService(self)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class DNSService(service.MultiService):
     """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`.
 
-    listen=False: no listeners of its own (the plan follower beside DNS processes, or a DNS
-    process serving inherited sockets); metrics=False: its counters are not registered here
-    (a DNS process reports them to the main process instead).
-    """
+    With `serve=False` (a node without the `dns` role that still needs the live plan, such as
+    the admin node's closer and pages, or the main process beside DNS processes of its own) it
+    follows the table but opens no listeners and keeps no snapshot. `listen=False`: it serves,
+    but on sockets handed to it (a DNS process of dnsd.processes), not the [dns] listen ones;
+    `metrics=False`: its counters are not registered here (a DNS process reports them to the
+    main process instead)."""
+
+    name = "dns"
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
-                 rng=None, geo_interval: float = 60.0, registry=None, listen: bool = True,
-                 metrics: bool = True):
+                 rng=None, geo_interval: float = 60.0, registry=None,
+                 slot: int = 0, exit_on_listen_error: bool = False, serve: bool = True,
+                 listen: bool = True, metrics: bool = True):
         super().__init__()
         self._metrics = metrics
+        self.exit_on_listen_error = exit_on_listen_error
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         d = cfg.dns
-        if geo is None:
-            path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
-            geo = GeoLocator(path, cfg.geoip.cache_size)
-        self.geo = geo
+        self.geo = geo = geo if geo is not None else geo_from_config(cfg)
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
         else:
             self._zone_path = None
+        check_generated_names(zone, cfg)
         self.zone = zone
         self._zone_stamp = _stamp(self._zone_path) if self._zone_path else None
         self._rng = rng
+        self.slot = slot
+        # a node that only follows the plan (serve=False) keeps no snapshot: none to answer from
+        self.snapshot_dir = (cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir and serve
+                             else None)
         self.plan = PlanHolder(empty_plan(cfg))
-        self.answerer = Answerer(geo)            # table None -> SERVFAIL until the first plan
+        self._secrets = None
+        cookies = None
+        if d.cookies:
+            # without a secret file the workers of one server share the secret of the first
+            inherited = os.environ.get(COOKIE_SECRET_ENV, "")
+            cookies = CookieJar([bytes.fromhex(inherited)] if len(inherited) == 32 else None)
+            if d.cookie_secret_file:   # read now: a bad secret file fails at startup
+                self._secrets = SecretFile(str(cfg.resolve_path(d.cookie_secret_file)), cookies)
+                try:
+                    self._secrets.check()
+                except (OSError, SecretError) as e:
+                    raise SecretError(str(e)) from None
+        # until a plan arrives: the static zone, SERVFAIL only for names that need the plan
+        self.answerer = Answerer(geo, compile_table(None, zone, cfg), cookies=cookies,
+                                 nsid=d.nsid.encode("ascii"), rrl=rrl.from_config(d))
         self.reuse_port = bool(reuse_port)
         self.processes = None                  # dnsd.processes.DNSProcesses, when DNS is there
         self._last_build = None
+        self._pool_gen = 0
         self._last_db_log = 0.0
-        self.udp = DNSDatagramProtocol(self.answerer)
-        self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout)
-        for hp in d.listen if listen else ():
+        self._refreshing = self._refresh_again = False
+        self._db_version = 0                   # the newest version taken from the table
+        self._last_behind_log = None
+        self._collisions: tuple = ()
+        self.fd_limit = raise_fd_limit()
+        max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
+        self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
+                                    d.tcp_max_per_address, d.tcp_max_unsent)
+        for hp in d.listen if serve and listen else ():
             host, port = split_hostport(hp, "[dns] listen")
-            _UDPListener(reactor, host, port, self.udp, self.reuse_port).setServiceParent(self)
-            if self.reuse_port:
-                _TCPAdopted(reactor, host, port, self.tcp).setServiceParent(self)
-            else:
-                internet.TCPServer(port, self.tcp, interface=host,
-                                   reactor=reactor).setServiceParent(self)
+            # one datagram protocol per port: a protocol is bound to one transport
+            _Listener(reactor, "udp", host, port, DNSDatagramProtocol(self.answerer),
+                      self.reuse_port).setServiceParent(self)
+            _Listener(reactor, "tcp", host, port, self.tcp, self.reuse_port,
+                      d.tcp_backlog).setServiceParent(self)
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
+        self.listener = None
+        engine = getattr(pool, "engine", None)
+        if d.notify and engine is not None and engine.dialect.name == "postgresql":
+            from dnsd.follow import VersionListener
+
+            self.listener = VersionListener(engine, reactor, self._notified,
+                                            poll_interval=d.poll_interval)
+            self.listener.setServiceParent(self)
         georeload = geo.reload_service(geo_interval, clock=reactor,
                                        in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
         if georeload is not None:
             georeload.setServiceParent(self)
+        if self._secrets is not None:
+            secrets = internet.TimerService(geo_interval, self._check_secrets)
+            secrets.clock = reactor
+            secrets.setServiceParent(self)
+
+    def _check_secrets(self):
+        d = self._in_thread(self._secrets.check)
+
+        def done(changed):
+            if changed:
+                _log.info("dns cookie secrets reloaded from {path} ({n} secrets)",
+                          path=self._secrets.path, n=len(self.answerer.cookies.keys))
+
+        def failed(f):
+            _log.error("dns cookie secrets not reloaded, keeping the old ones: {err}",
+                       err=f.getErrorMessage())
+
+        d.addCallbacks(done, failed)
+        return d
 
     # -- plan refresh ------------------------------------------------------------------------------
 
     def refresh(self) -> defer.Deferred:
-        """One poll: rebuild when the version moved or the plan is old. Never fails."""
+        """One poll: rebuild when the version moved or the plan is old. Never fails. Asked for
+        while one runs, it runs once more right after that one."""
+        if self._refreshing:
+            self._refresh_again = True
+            return defer.succeed(None)
+        self._refreshing = True
         d = self.pool.run_readonly(load_version)
         d.addCallback(self._maybe_rebuild)
         d.addCallbacks(self._db_good, self._db_bad)
-        return d
+
+        def done(_):
+            self._refreshing = False
+            if self._refresh_again:
+                self._refresh_again = False
+                return self.refresh()
+
+        return d.addBoth(done)
+
+    def _notified(self, version):
+        """A NOTIFY (or the listener's reconnection, version None): refresh now if it is news."""
+        if version is None or version > self.plan.version:
+            self.refresh()
+
+    def _behind(self, version) -> bool:
+        """True (and a log line, once a minute) when the table says an older version than one
+        this node already took from it."""
+        if version >= self._db_version:
+            return False
+        now = self.reactor.seconds()
+        if self._last_behind_log is None or now - self._last_behind_log >= 60:
+            self._last_behind_log = now
+            _log.warn("dns_version_behind: the table says version {version}, older than version "
+                      "{newest} this node already serves (a lagging replica?); keeping it",
+                      version=version, newest=self._db_version)
+        return True
 
     def _maybe_rebuild(self, version):
+        gen = getattr(self.pool, "generation", 0)      # another SQLite file at the path
+        if gen != self._pool_gen:
+            self._db_version = 0                       # another table: its own versions
+        if self._behind(version):
+            return None
         now = self.reactor.seconds()
         due = (self.plan.table is None or version != self.plan.version
-               or self._last_build is None
+               or self._last_build is None or gen != self._pool_gen
                or now - self._last_build >= self.cfg.dns.rebuild_interval)
+        self._pool_gen = gen
         if not due:
             return None
         d = self.pool.run_readonly(load_rows)      # a failure here is the database's
@@ -189,6 +336,8 @@ class DNSService(service.MultiService):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     def _build_and_swap(self, rows):
+        if self._behind(rows["version"]):
+            return None
         d = self._in_thread(self.build, rows)
         d.addCallback(self._swap)
         d.addErrback(self._build_failed)           # ... and a failure here is ours, not the DB's
@@ -201,35 +350,92 @@ class DNSService(service.MultiService):
     def build(self, rows):
         """Plan + wire table from rows (runs on a pool thread). Re-reads a changed zone file."""
         t0 = time.perf_counter()
+        zone = self._current_zone()
+        plan = build_plan(rows, self.cfg, models.utcnow())
+        table = compile_table(plan, zone, self.cfg, self._rng)
+        return plan, table, zone, time.perf_counter() - t0
+
+    def _current_zone(self):
+        """The zone, re-read when its file changed (on a pool thread); a broken new file is
+        logged and the old zone kept."""
         zone = self.zone
         if self._zone_path is not None:
             st = _stamp(self._zone_path)
             if st is not None and st != self._zone_stamp:
                 try:
                     zone = load_zone(self._zone_path, self.cfg.dns.zone)
+                    check_generated_names(zone, self.cfg)
                     self._zone_stamp = st
                     _log.info("zone file {path} reloaded", path=str(self._zone_path))
                 except ZoneError as e:
+                    zone = self.zone
                     self._zone_stamp = st      # do not retry the same broken file every second
                     _log.error("zone file not reloaded, keeping the old one: {err}", err=str(e))
-        plan = build_plan(rows, self.cfg, models.utcnow())
-        table = compile_table(plan, zone, self.cfg, self._rng)
-        return plan, table, zone, time.perf_counter() - t0
+        return zone
 
-    def _swap(self, built):
+    def _swap(self, built, source: str = "database"):
         plan, table, zone, secs = built
         h = self.plan
         old = h.current.version
+        was = h.source
         self.zone = zone
         h.current, h.table = plan, table
+        h.source = source
+        if source == "database":               # a snapshot's version says nothing about the table
+            self._db_version = max(self._db_version, plan.version)
         self.answerer.set_table(table)
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
         h.builds += 1
-        self._last_build = self.reactor.seconds()
-        _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
-                  "serving; was {old})", version=plan.version, ms=secs * 1000,
-                  serving=len(plan.serving), total=len(plan.mirrors), old=old)
+        if source == "database":
+            self._last_build = self.reactor.seconds()
+            _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
+                      "serving; was {old}{src})", version=plan.version, ms=secs * 1000,
+                      serving=len(plan.serving), total=len(plan.mirrors), old=old,
+                      src=", from the snapshot" if was == "snapshot" else "")
+            if self.snapshot_dir is not None:
+                d = self._in_thread(snapshot.write, self.snapshot_dir, self.slot, plan)
+                d.addErrback(lambda f: _log.error("dns plan snapshot not written to {dir}: {err}",
+                                                  dir=str(self.snapshot_dir),
+                                                  err=f.getErrorMessage()))
+        if table.collisions != self._collisions:
+            self._collisions = table.collisions
+            for c in table.collisions:
+                _log.error("dns name collision: {what}; the zone file's name is served",
+                           what=c)
+
+    # -- the snapshot at start -------------------------------------------------------------------
+
+    def load_snapshot(self):
+        """Read the newest valid snapshot and compile it (on a pool thread); None if none."""
+        problems: list[str] = []
+        snap = snapshot.newest(self.snapshot_dir, problems)
+        for p in problems:
+            _log.warn("dns plan snapshot skipped: {problem}", problem=p)
+        if snap is None:
+            return None
+        t0 = time.perf_counter()
+        zone = self._current_zone()
+        table = compile_table(snap.plan, zone, self.cfg, self._rng)
+        return snap, (snap.plan, table, zone, time.perf_counter() - t0)
+
+    def _snapshot_loaded(self, loaded):
+        if loaded is None:
+            if self.plan.source == "none":
+                _log.warn("dns_no_plan: no plan snapshot in {dir} and no plan from the database "
+                          "yet; answering the static zone, SERVFAIL for names that need the plan",
+                          dir=str(self.snapshot_dir))
+            return
+        snap, built = loaded
+        if self.plan.source != "none":
+            return                      # the database answered first
+        self._swap(built, source="snapshot")
+        self.plan.snapshot_path = snap.path
+        _log.warn("dns_plan_from_snapshot: answering from {path} (plan version {version}, "
+                  "{serving} of {total} mirrors serving, written {age} ago) until the database "
+                  "answers", path=snap.path, version=snap.plan_version,
+                  serving=len(snap.plan.serving), total=len(snap.plan.mirrors),
+                  age=fmt_age(snap.age()))
 
     def _db_good(self, _):
         if not self.plan.db_ok:
@@ -240,15 +446,28 @@ class DNSService(service.MultiService):
 
     def _db_bad(self, failure):
         now = self.reactor.seconds()
-        self.plan.last_error = failure.getErrorMessage()
-        if self.plan.db_ok or now - self._last_db_log >= 60:
+        h = self.plan
+        h.last_error = failure.getErrorMessage()
+        if h.db_ok or now - self._last_db_log >= 60:
             self._last_db_log = now
-            _log.error("dns_db_unreachable: cannot refresh the plan ({err}); still answering from "
-                       "plan version {version}", err=self.plan.last_error,
-                       version=self.plan.version)
-        self.plan.db_ok = False
+            if h.source == "none":
+                what = "answering the static zone only"
+            else:
+                what = (f"still answering from plan version {h.version} ({h.source}, data "
+                        f"{fmt_age(h.data_age())} old)")
+            _log.error("dns_db_unreachable: cannot refresh the plan ({err}); {what}",
+                       err=h.last_error, what=what, version=h.version)
+        h.db_ok = False
 
-    # -- metrics ----------------------------------------------------------------------------------
+    # -- start and stop -----------------------------------------------------------------------------
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            if not self.exit_on_listen_error:
+                raise
+            raise SystemExit(f"mirrordns: {e}") from None    # one line, no traceback
 
     def startService(self):
         super().startService()
@@ -256,6 +475,10 @@ class DNSService(service.MultiService):
             from dnsd import metrics
 
             self._collector = metrics.register(self, self._registry)
+        if self.snapshot_dir is not None:
+            d = self._in_thread(self.load_snapshot)
+            d.addCallbacks(self._snapshot_loaded,
+                           lambda f: _log.failure("dns plan snapshot not loaded", f))
 
     def stopService(self):
         if self._collector is not None:
@@ -267,16 +490,29 @@ class DNSService(service.MultiService):
         return super().stopService()
 
 
-def makeService(cfg, pool, reactor, **kw) -> DNSService:
-    """dnsd for twistd.tac: `.plan` is the live plan the admin gets, `.geo` the locator.
+def geo_from_config(cfg) -> GeoLocator:
+    """The client locator `[geoip]` describes (the bundled GeoLite2 when `database` is empty)."""
+    path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
+    return GeoLocator(path, cfg.geoip.cache_size)
 
-    [dns] workers = N >= 1: DNS answered in N processes of their own (`.processes`); this
-    process follows the table for the admin's plan. workers = 0: DNS answered here."""
-    if cfg.dns.workers == 0:
+
+def makeService(cfg, pool, reactor, **kw) -> DNSService:
+    """The DNS service for twistd: `.plan` is the live plan the admin gets, `.geo` the locator.
+
+    Serving ([dns] workers = N >= 1): DNS answered in N processes of their own (`.processes`,
+    dnsd.processes); this process follows the table for the admin's plan. workers = 0: DNS
+    answered here. A listen address that cannot be bound ends the process with one line naming
+    it and the cause."""
+    kw.setdefault("exit_on_listen_error", True)
+    if not kw.get("serve", True) or cfg.dns.workers == 0:
         return DNSService(cfg, pool, reactor, **kw)
     from dnsd.processes import DNSProcesses
 
-    svc = DNSService(cfg, pool, reactor, listen=False, metrics=False, **kw)
-    svc.processes = DNSProcesses(cfg, reactor, registry=kw.get("registry"))
+    kw.update(serve=False, metrics=False)
+    svc = DNSService(cfg, pool, reactor, **kw)
+    cookies = svc.answerer.cookies
+    secret = cookies.keys[0].hex() if cookies is not None and not cfg.dns.cookie_secret_file \
+        else ""
+    svc.processes = DNSProcesses(cfg, reactor, registry=kw.get("registry"), cookie_secret=secret)
     svc.processes.setServiceParent(svc)
     return svc
