@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.internet import defer, task
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
@@ -382,8 +382,7 @@ class _Control:
         pass
 
     def connectionLost(self, reason=None):
-        if self.reactor.running:
-            self.reactor.stop()
+        _stop(self.reactor)
 
     def send(self, report: dict) -> None:
         if self.transport is not None:
@@ -422,8 +421,19 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     reactor.callWhenRunning(reporter.start, REPORT_EVERY)
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
-    reactor.run()
+    # SIGTERM may come twice (from the main process, and to the whole process group from a
+    # supervisor): stopping is idempotent here, where Twisted's own handler would raise
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_a: reactor.callFromThread(_stop, reactor))
+    reactor.run(installSignalHandlers=False)
     return 0
+
+
+def _stop(reactor) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:                   # stopping already
+        pass
 
 
 def _formatted(observer):
