@@ -323,6 +323,7 @@ def register_show(sub):
 
 def cmd_show(args, ctx):
     from dnsd import countries, serving
+    from dnsd.models import utcnow
 
     with ctx.transaction() as conn:
         d = store.get_mirror(conn, args.mirror)
@@ -359,7 +360,8 @@ def cmd_show(args, ctx):
     print("  maintainers " + (_show_value(d.maintainers) if d.maintainers else "-"))
     if h.last_probe_at is not None:
         print(f"  health      last probe {_when(h.last_probe_at)}, last ok {_when(h.last_ok_at)}"
-              f", synced {_when(h.last_sync_at)} ({serving.freshness(e.sync_age, ctx.cfg)}), "
+              f", synced {_when(h.last_sync_at)} "
+              f"({serving.freshness(serving.sync_age(h.last_sync_at, utcnow()), ctx.cfg)}), "
               f"{h.failures_in_row} failures in a row")
 
         def up(v):

@@ -67,7 +67,8 @@ async def test_the_dns_service_refreshes_when_kicked(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/m.sqlite")
     upgrade(engine)
     port = free_port()
-    cfg = parse_config(f'[dns]\nlisten = ["127.0.0.1:{port}"]\npoll_interval = 3600\nsnapshot_dir = ""\n'
+    cfg = parse_config(f'[dns]\nlisten = ["127.0.0.1:{port}"]\npoll_interval = 3600\n'
+                       'snapshot_dir = ""\n'
                        f'zone_file = "{tmp_path}/zone"\n[probes]\nenabled = false\n')
     (tmp_path / "zone").write_text("$ORIGIN mirrors.example.org.\n$TTL 300\n"
                                    "@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\n"

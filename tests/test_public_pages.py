@@ -464,3 +464,15 @@ class TestAcceptedApplicant(Base):
         r, _ = self.post(f"/apply/{tok}", {**form, "csrf": csrf, "action": "update",
                                            "ipv4": "192.0.2.45"})
         assert r.code == 409
+
+    def test_a_taken_host_name_through_the_link_is_a_message_not_an_error(self):
+        r, _ = self.post("/apply", {**VALID, "csrf": TestApplicationForm.form_token(self)})
+        with self.engine.begin() as conn:
+            tok, app_id = conn.execute(sa.select(applications.c.token, applications.c.id)).one()
+            store.accept_application(conn, app_id, "alice", None, None)
+            store.add_mirror(conn, actor="t", mail=None, country="FR", hostname="taken.example.fr",
+                             http_url="http://taken.example.fr/")
+        csrf = TestApplicationForm.form_token(self, f"/apply/{tok}")
+        r, body = self.post(f"/apply/{tok}", {**VALID, "csrf": csrf, "action": "update",
+                                              "hostname": "taken.example.fr"})
+        assert r.code == 409 and b"is already in the table as fr1" in body

@@ -43,6 +43,7 @@ from admin.web.framework import (
     set_cookie,
 )
 from dnsd import countries, picker, validation
+from dnsd.errors import Refused
 
 _log = Logger(namespace="admin.web.public")
 
@@ -429,7 +430,7 @@ class PublicPages:
         try:
             await plans.change(self.ctx, lambda conn: waitinglist.update(
                 conn, token, v, mirror_serving=serving, rules=rules, now=now))
-        except validation.Invalid as e:
+        except Refused as e:                        # a rule of the table (a host taken, ...)
             return await self._manage_page(
                 request, token, app, values=form, code=409, people=people,
                 errors={e.field if e.field in form else "hostname": e.message},
