@@ -327,7 +327,8 @@ class AddressResolver:
                 self._system = system_resolver(self.reactor)
             receiver = _Addresses()
             self._system.resolveHostName(receiver, host)
-            found = await receiver.done
+            # getaddrinfo cannot be cancelled: past the probe's time its thread is left alone
+            found = await receiver.done.addTimeout(max(0.1, timeout), self.reactor)
         else:
             found = await self._ask(host, timeout)
         out = list(dict.fromkeys(a.split("%", 1)[0] for a in found))
@@ -570,8 +571,8 @@ class Prober:
                 found = await self.resolver.resolve(t.hostname, deadline - self.reactor.seconds())
             except NameLookupError:
                 raise _Unresolved("dns", f"{t.hostname} does not resolve") from None
-            except defer.CancelledError:
-                raise                       # the probe was cut short: no verdict from it
+            except defer.CancelledError:  # cut short (a stop): a result like a fetch's
+                raise _Unresolved("timeout", f"{t.hostname}: no answer in time") from None
             except Exception as e:
                 raise _Unresolved("dns", f"{t.hostname}: no answer from the resolver "
                                          f"({type(e).__name__})") from None

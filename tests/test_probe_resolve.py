@@ -86,3 +86,18 @@ async def test_names_that_do_not_resolve_or_only_to_private_addresses(world):
         world["cfg"].probes, allow_private=False))
     r = await Prober(strict, reactor).probe(target("nowhere-good.example.net", world["p1"]))
     assert r.error_class == "private-address" and "10.9.8.7" in r.error
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_system_resolver_costs_one_timeout(world):
+    """The system's getaddrinfo cannot be cancelled: the probe stops waiting at its deadline."""
+    class Hung:
+        def resolveHostName(self, receiver, host, portNumber=0, **kw):
+            receiver.resolutionBegan(None)          # ... and nothing more, ever
+            return receiver
+
+    cfg = dataclasses.replace(world["cfg"], probes=dataclasses.replace(
+        world["cfg"].probes, nameservers=(), timeout=0.5))
+    start = reactor.seconds()
+    r = await Prober(cfg, reactor, resolver=Hung()).probe(target("one.example.net", world["p1"]))
+    assert not r.ok and r.error_class == "dns" and reactor.seconds() - start < 3
