@@ -5,8 +5,8 @@ Mirror URLs and addresses come from applicants and admins. Without a guard, a mi
 (the closer, admin/closer/heads.py) its own network. Both go through these pieces, so the rule
 is written once:
 
-- `is_forbidden_address`: loopback, private, link-local, multicast, reserved, unspecified and
-  every other address that is not globally routable (IPv4-mapped IPv6 judged as IPv4);
+- the rule of what is private is dnsd.validation's `is_forbidden_address` (the table refuses to
+  store such addresses by the same rule);
 - `ResolvedEndpoint`: a host name is resolved here, the forbidden addresses are dropped before a
   single packet goes to them, and a name resolving to both kinds is only ever connected to at a
   public one;
@@ -19,36 +19,25 @@ This is ground-floor code: no database, no configuration, only Twisted's client 
 
 from __future__ import annotations
 
-import ipaddress
-
 from twisted.internet import defer
 from twisted.internet import error as ierror
-from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from dnsd import validation
+
 
 class PrivateAddressRefused(Exception):
     """The address is loopback, private, link-local or otherwise not on the Internet."""
 
 
-def is_forbidden_address(ip: str) -> bool:
-    """True for addresses an outgoing request must not touch unless allow_private says so."""
-    try:
-        a = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return True
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    return (a.is_private or a.is_loopback or a.is_link_local or a.is_multicast
-            or a.is_unspecified or a.is_reserved or not a.is_global)
-
-
 @implementer(IResolutionReceiver)
-class _Addresses:
+class AddressReceiver:
+    """Collects an IHostnameResolver's answers: `done` fires with the addresses as text."""
+
     def __init__(self):
         self.found, self.done = [], defer.Deferred()
 
@@ -56,41 +45,46 @@ class _Addresses:
         pass
 
     def addressResolved(self, address):
-        self.found.append(address)
+        self.found.append(address.host)
 
     def resolutionComplete(self):
         self.done.callback(self.found)
 
 
+def reactor_resolve(reactor):
+    """resolve(host, timeout) -> Deferred[list of addresses] through the reactor's resolver."""
+    def resolve(host: str, timeout: float):
+        receiver = AddressReceiver()
+        reactor.nameResolver.resolveHostName(receiver, host)
+        return receiver.done.addTimeout(max(0.1, timeout), reactor)
+    return resolve
+
+
 class ResolvedEndpoint:
     """A client endpoint for host:port that resolves the name itself and connects only to
-    addresses allowed (trying them in order until one answers)."""
+    addresses allowed (trying them in order until one answers). `resolve(host, timeout)` returns
+    (a Deferred or coroutine of) the addresses as text; default: the reactor's resolver."""
 
     def __init__(self, reactor, host: str, port: int, *, allow_private: bool,
-                 connect_timeout: float, resolver=None):
-        """resolver: an IHostnameResolver (default: the reactor's)."""
+                 connect_timeout: float, resolve=None):
         self.reactor, self.host, self.port = reactor, host, port
         self.allow_private, self.connect_timeout = allow_private, connect_timeout
-        self.resolver = resolver if resolver is not None else reactor.nameResolver
+        self.resolve = resolve if resolve is not None else reactor_resolve(reactor)
 
     def connect(self, factory):
-        receiver = _Addresses()
-        self.resolver.resolveHostName(receiver, self.host, portNumber=self.port)
-
         def chosen(found):
             if not found:
                 raise ierror.DNSLookupError(self.host)
             usable = [a for a in found
-                      if self.allow_private or not is_forbidden_address(a.host)]
+                      if self.allow_private or not validation.is_forbidden_address(a)]
             if not usable:
-                raise PrivateAddressRefused(f"{self.host} is {found[0].host}, not a public address")
+                raise PrivateAddressRefused(f"{self.host} is {found[0]}, not a public address")
             return attempt(usable)
 
         def attempt(rest):
             a = rest[0]
-            cls = TCP6ClientEndpoint if isinstance(a, IPv6Address) else TCP4ClientEndpoint
-            d = cls(self.reactor, a.host, self.port,
-                    timeout=self.connect_timeout).connect(factory)
+            cls = TCP6ClientEndpoint if ":" in a else TCP4ClientEndpoint
+            d = cls(self.reactor, a, self.port, timeout=self.connect_timeout).connect(factory)
             if len(rest) > 1:               # e.g. ::1 first for a server on 127.0.0.1 only
                 d.addErrback(next_one, rest[1:])
             return d
@@ -99,7 +93,12 @@ class ResolvedEndpoint:
             f.trap(ierror.ConnectError)
             return attempt(rest)
 
-        return receiver.done.addCallback(chosen)
+        d = defer.ensureDeferred(_awaited(self.resolve(self.host, self.connect_timeout)))
+        return d.addCallback(chosen)
+
+
+async def _awaited(x):
+    return await x
 
 
 class CheckedEndpoint:
@@ -117,7 +116,7 @@ class CheckedEndpoint:
             peer = proto.transport.getPeer()
             if self.on_peer is not None:
                 self.on_peer(peer.host)
-            if not self.allow_private and is_forbidden_address(peer.host):
+            if not self.allow_private and validation.is_forbidden_address(peer.host):
                 proto.transport.abortConnection()
                 raise PrivateAddressRefused(f"{peer.host} is not a public address")
             return proto

@@ -46,7 +46,8 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 from dnsd import metrics
 from dnsd.config import split_hostport
-from dnsd.server import listen_error, reuseport_socket
+from dnsd.server import DNSTCPPort, DNSUDPPort, listen_error, reuseport_socket
+from dnsd.service import _Listener
 
 _log = Logger(namespace="dnsd.processes")
 
@@ -338,33 +339,23 @@ class ProcessesCollector:
 
 # --- the child's side ----------------------------------------------------------------------------
 
-class AdoptedListener(service.Service):
+class AdoptedListener(_Listener):
     """A listening socket inherited from the main process, served here (UDP on the lean
-    DNSUDPPort read loop, TCP as an adopted stream port)."""
+    DNSUDPPort read loop, TCP on DNSTCPPort), started and stopped like any listener."""
 
     def __init__(self, reactor, sock: Inherited, proto):
-        self.reactor, self.sock, self.proto = reactor, sock, proto
-        self._port = None
+        super().__init__(reactor, sock.kind, sock.host, sock.port, proto)
+        self.sock = sock
 
-    def startService(self):
-        from dnsd.server import DNSTCPPort, DNSUDPPort
-
+    def _open(self):
         fam = socket.AF_INET6 if ":" in self.sock.host else socket.AF_INET
-        if self.sock.kind == "udp":
-            p = DNSUDPPort._fromListeningDescriptor(self.reactor, self.sock.fd, fam, self.proto,
-                                                    8192)
-        else:
-            p = DNSTCPPort._fromListeningDescriptor(self.reactor, self.sock.fd, fam, self.proto)
-        p.startListening()
-        os.close(self.sock.fd)                      # the port holds a duplicate
-        self._port = p
-        service.Service.startService(self)
-
-    def stopService(self):
-        service.Service.stopService(self)
-        if self._port is not None:
-            d, self._port = self._port.stopListening(), None
-            return d
+        cls = DNSUDPPort if self.sock.kind == "udp" else DNSTCPPort
+        extra = (8192,) if self.sock.kind == "udp" else ()
+        try:
+            return cls._fromListeningDescriptor(self._reactor, self.sock.fd, fam, self._proto,
+                                                *extra)
+        finally:
+            os.close(self.sock.fd)                  # the port holds a duplicate
 
 
 class _Control:

@@ -44,7 +44,8 @@ def server(tmp_path):
                                  ("FR", "c.example.fr", "pending"),
                                  ("US", "d.example.us", "active")):
             store.add_mirror(conn, actor="seed", mail=None, country=cc, hostname=host,
-                             status=status, maintainers_=[f"M <m@{host}>"])
+                             http_url=f"http://{host}/", status=status,
+                             maintainers_=[f"M <m@{host}>"])
         token = api.issue_token(conn, "alice")
     engine.dispose()
     cfg = tmp_path / "mirrordns.toml"

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dnsd.config import Config, ProbesConfig
-from dnsd.outbound import is_forbidden_address
+from dnsd.validation import is_forbidden_address
 from probes.probe import Prober, Target, parse_timestamp, target_from_row
 from tests.dns_support import until
 from tests.probe_mirrors import FakeMirror, serve
@@ -185,13 +185,15 @@ async def test_redirect_to_a_private_address_is_refused_after_resolving(mirror):
     m.location = f"http://localhost:{port}/pub/TIME"
     prober = Prober(cfg(follow_redirects=True), reactor)
     prober.allow_private = False                # the pinned address is let through below
-    import dnsd.outbound as guard
-    orig = guard.is_forbidden_address
-    guard.is_forbidden_address = lambda a: a != "127.0.0.3" and orig(a)
+    # the one rule, as the probe (the pinned address) and dnsd.outbound (the redirect) see it
+    import dnsd.validation as rule
+    import probes.probe as pp
+    orig = rule.is_forbidden_address
+    rule.is_forbidden_address = pp.is_forbidden_address = lambda a: a != "127.0.0.3" and orig(a)
     try:
         r = await prober.probe(t)
     finally:
-        guard.is_forbidden_address = orig
+        rule.is_forbidden_address = pp.is_forbidden_address = orig
     assert r.error_class == "private-address" and "127.0.0.1" in r.error
     assert target.requests == []                # resolved, refused before connecting
 
@@ -201,12 +203,14 @@ async def test_hostname_only_mirror_resolving_to_a_private_address(mirror):
     """No table address: the name is resolved by the probe and checked before connecting."""
     m, t = mirror("fresh", address="127.0.0.1")
     port = t.http_url.rsplit(":", 1)[1].split("/")[0]
-    t = dataclasses.replace(t, ipv4=None, names=(), http_url=f"http://localhost:{port}/pub/")
+    t = dataclasses.replace(t, ipv4=None, names=(), hostname="localhost",
+                            http_url=f"http://localhost:{port}/pub/")
     r = await run(cfg(allow_private=False), t)
     assert r.error_class == "private-address" and "localhost is " in r.error
-    assert m.requests == []
+    assert m.requests == [] and r.resolved
     r = await run(cfg(allow_private=True), t)
     assert r.ok and r.address == "127.0.0.1", r.log_lines()
+    assert (r.resolved, r.probed_ipv4) == (True, "127.0.0.1")
 
 
 @pytest_twisted.ensureDeferred

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from admin import store
+from dnsd import validation
 from dnsd.db import make_engine, upgrade
 from tests import rawhttp
 from tests.helpers import stop_process
@@ -65,7 +66,8 @@ def site(tmp_path_factory):
         add_user(engine, name, PW, role)
     with engine.begin() as conn:
         store.add_mirror(conn, actor="seed", mail=None, country="DE", hostname="m1.example.de",
-                         https_url="https://m1.example.de/dist/", status="active")
+                         ipv4="192.0.2.10", https_url="https://m1.example.de/dist/",
+                         status="active", rules=validation.Rules(allow_private=True))
     engine.dispose()
     cfg = d / "mirrordns.toml"
     cfg.write_text(f"""
@@ -84,6 +86,7 @@ document_root = "{doc}"
 dist_root = "{dist}"
 [probes]
 enabled = false
+allow_private = true        # the mirror's documentation address
 """)
     log = (d / "server.log").open("w+")
     proc = subprocess.Popen([sys.executable, "-m", "tests.serve_web", str(cfg), "--plan"],

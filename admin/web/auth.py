@@ -151,8 +151,10 @@ class LoginPages:
         ip = client_ip(self.ctx, request)
 
         def load(conn):
+            # a disabled user is answered like an unknown one (admin.store.set_user_disabled)
             r = conn.execute(sa.select(users.c.id, users.c.password_hash)
-                             .where(users.c.username == username.lower())).first()
+                             .where(users.c.username == username.lower(),
+                                    users.c.disabled.is_(False))).first()
             return None if r is None else (r.id, r.password_hash)
         row = await self.ctx.pool.run_readonly(load) if username else None
         try:

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from admin.web import csrf
-from admin.web.limits import FormError, Limits, body_form, has_body, query_args
+from admin.web.limits import BODY_METHODS, FormError, Limits, body_form, has_body, query_args
 from admin.web.paths import contained_files
 from admin.web.sessions import load_session
 
@@ -306,8 +306,8 @@ def _esc(s: str) -> str:
 # --- what a request carries ----------------------------------------------------------------------
 
 def _args(request) -> dict[bytes, list[bytes]]:
-    """A POST's fields come from its body only, every other method's from the query string."""
-    return body_form(request) if request.method == b"POST" else query_args(request)
+    """A POST's fields come from its body only, a GET's from the query string."""
+    return body_form(request) if request.method in BODY_METHODS else query_args(request)
 
 
 def form_value(request, name: str, default: str = "", *, strip: bool = True) -> str:
@@ -321,11 +321,12 @@ def form_value(request, name: str, default: str = "", *, strip: bool = True) -> 
         raise HTTPError(400, "form data is not UTF-8") from None
 
 
-def form_values(request, name: str) -> list[str]:
+def form_values(request, name: str, *, strip: bool = True) -> list[str]:
     try:
-        return [v.decode("utf-8").strip() for v in _args(request).get(name.encode(), [])]
+        vals = [v.decode("utf-8") for v in _args(request).get(name.encode(), [])]
     except UnicodeDecodeError:
         raise HTTPError(400, "form data is not UTF-8") from None
+    return [v.strip() for v in vals] if strip else vals
 
 
 def form_dict(request) -> dict[str, str]:
@@ -415,7 +416,7 @@ class Router(resource.Resource):
                     allowed.append(r.method)
                     if r.method == method and route is None:
                         route, groups = r, m.groupdict()
-            if route is not None and route.method != b"POST" and has_body(request):
+            if route is not None and route.method not in BODY_METHODS and has_body(request):
                 page = _raise(NO_BODY_HERE)
             elif route is not None:
                 def page(req, route=route, groups=groups):
@@ -551,25 +552,19 @@ def static_resource(ctx: WebContext) -> resource.Resource:
 
 # --- template filters --------------------------------------------------------------------------
 
-STATUS_WORDS = {
-    "active": "serving",
-    "disabled-by-probes": "disabled by probes",
-    "disabled-by-admin": "disabled by admin",
-    "pending": "pending",
-    "retired": "retired",
-}
-
-
 def is_web_url(u) -> bool:
     """For `{% if url is web_url %}`: only http(s) URLs become links (never javascript: or data:);
-    the rule of admin.waitinglist, so what a form accepts and what a page links agree."""
-    from admin.waitinglist import is_web_url as _rule
+    dnsd.validation's rule, so what a form accepts and what a page links agree."""
+    from dnsd.validation import is_web_url as _rule
 
     return bool(u) and _rule(str(u))
 
 
 def status_word(status: str) -> str:
-    return STATUS_WORDS.get(status, status)
+    """A status in words (dnsd.statuses); "serving" is never a status word, it is the plan's."""
+    from dnsd.statuses import word
+
+    return word(status)
 
 
 def format_duration(seconds) -> str:

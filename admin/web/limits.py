@@ -48,6 +48,7 @@ LINGER = 2.0                      # seconds a refused client may go on sending b
 LINGER_BYTES = 1 << 16            # ... and bytes: a client still pushing after that is cut off
 
 FORM_TYPE = b"application/x-www-form-urlencoded"
+BODY_METHODS = (b"POST", b"PATCH", b"PUT")    # the methods whose routes may take a body
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ def body_bytes(request) -> bytes:
 
 
 def body_form(request) -> dict[bytes, list[bytes]]:
-    """The POST body as a form, parsed once per request; an empty dict for other methods.
+    """The body (POST, PATCH, PUT) as a form, parsed once per request; an empty dict for other
+    methods.
 
     Only application/x-www-form-urlencoded (what every form here sends); at most MAX_FORM_FIELDS
     fields, so parsing stays a matter of microseconds whatever a client sends.
@@ -295,7 +297,7 @@ def body_form(request) -> dict[bytes, list[bytes]]:
     if cached is not None:
         return cached
     form: dict[bytes, list[bytes]] = {}
-    if request.method == b"POST":
+    if request.method in BODY_METHODS:
         raw = body_bytes(request)
         if raw:
             ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
