@@ -54,6 +54,8 @@ class DNSConfig:
 class GeoIPConfig:
     database: str = ""                    # empty = the bundled GeoLite2 City from maxminddb-geolite2
     cache_size: int = 65536               # client location keys kept in memory
+    index_cache: str = "var/geoip"        # folder keeping compiled lookups ("" = rebuild each start)
+    reload_interval: float = 60.0         # seconds between checks of the file for a new version
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,17 @@ def is_country(code: str) -> bool:
     return code.upper() in _table()[0]
 
 
+def ring_key(country: str | None, continent: str | None) -> str:
+    """The key of the answer rings a client is served from: its ISO country code when we know
+    the country, else "@" and its continent code ("@EU"), else "" (unknown). The DNS answer path
+    (dnsd.answer) and the compiled geo lookup (dnsd.geoindex) both use this one rule."""
+    if country and country.upper() in _table()[0]:
+        return country.upper()
+    if continent in CONTINENTS:
+        return "@" + continent
+    return ""
+
+
 def distance_km(a: Country, b: Country) -> float | None:
     """Great-circle distance between two countries' points, None when one has no point."""
     if a.lat is None or b.lat is None:

@@ -131,15 +131,17 @@ class DNSService(service.MultiService):
     """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`."""
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
-                 spawn_workers=True, rng=None, geo_interval: float = 60.0, registry=None):
+                 spawn_workers=True, rng=None, geo_interval: float | None = None, registry=None):
         super().__init__()
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         d = cfg.dns
+        g = cfg.geoip
         if geo is None:
-            path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
-            geo = GeoLocator(path, cfg.geoip.cache_size)
+            path = str(cfg.resolve_path(g.database)) if g.database else ""
+            geo = GeoLocator(path, g.cache_size, compile=True, index_cache=str(
+                cfg.resolve_path(g.index_cache)) if g.index_cache else None)
         self.geo = geo
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
@@ -168,7 +170,8 @@ class DNSService(service.MultiService):
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
-        georeload = geo.reload_service(geo_interval, clock=reactor,
+        georeload = geo.reload_service(
+            g.reload_interval if geo_interval is None else geo_interval, clock=reactor,
                                        in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
         if georeload is not None:

@@ -15,6 +15,8 @@ import dns.rcode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
 
 from dnsd.answer import Answerer, compile_table
 from dnsd.config import parse_config
@@ -22,6 +24,7 @@ from dnsd.geo import GeoLocator
 from dnsd.plan import build_plan, row
 from dnsd.server import DNSDatagramProtocol
 from dnsd.zonefile import parse_zone
+from tests.helpers import geo_record
 
 NOW = dt.datetime(2026, 11, 21, 12, 0)
 Z = "m.test"
@@ -96,21 +99,32 @@ def test_bad_ecs_is_formerr(test_mmdb, opt):
     assert r.rcode() == dns.rcode.FORMERR
 
 
-def test_ecs_cache_emptied_when_geo_database_reloads(tmp_path, test_mmdb):
+@pytest.mark.parametrize("compiled", [False, True], ids=["geoip2", "index"])
+def test_answers_follow_a_reloaded_geo_database(tmp_path, test_mmdb, compiled):
+    # 192.0.2.0/24 and 127.0.1.0/24 are DE in the test database; the new file makes them US.
+    # Cached locations (OPT records, source addresses) must not outlive the file they came from.
     path = tmp_path / "geo.mmdb"
     shutil.copy(test_mmdb, path)
-    cfg = parse_config(f'[dns]\nzone = "{Z}"\n')
-    plan = build_plan({"version": 1, "mirrors": [row(id=1, name="de1", country="DE",
-                                                     ipv4="192.0.2.1")]}, cfg, NOW)
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\nmin_candidates = 1\n')
+    plan = build_plan({"version": 1, "mirrors": [
+        row(id=1, name="de1", country="DE", ipv4="192.0.2.1"),
+        row(id=2, name="us1", country="US", ipv4="198.51.100.1")]}, cfg, NOW)
     geo = GeoLocator(str(path))
+    if compiled:
+        assert geo.load_index() and geo.index is not None
     a = Answerer(geo, compile_table(plan, parse_zone(ZONE, Z), cfg))
-    ask(a, f"www.{Z}", src="127.0.1.1", use_edns=0,
-        options=[dns.edns.ECSOption("192.0.2.0", 24)])
-    assert a._opt_cache and a._src_cache == {}
-    ask(a, f"www.{Z}", src="127.0.1.1")
-    assert a._src_cache
-    geo._open()                                             # what check_reload does
-    assert not a._opt_cache and not a._src_cache
+    ecs = [dns.edns.ECSOption("192.0.2.0", 24)]
+    for _ in range(2):                                      # the second time from any cache
+        assert addrs(ask(a, f"www.{Z}", use_edns=0, options=ecs))[0] == "192.0.2.1"
+        assert addrs(ask(a, f"www.{Z}", src="127.0.1.1"))[0] == "192.0.2.1"
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    w.insert_network(IPSet(["192.0.2.0/24", "127.0.1.0/24"]), geo_record("US"))
+    w.to_db_file(str(tmp_path / "new.mmdb"))
+    shutil.move(tmp_path / "new.mmdb", path)
+    assert geo._install(geo._changes())                     # what check_reload does
+    assert (geo.index is not None) == compiled
+    assert addrs(ask(a, f"www.{Z}", use_edns=0, options=ecs))[0] == "198.51.100.1"
+    assert addrs(ask(a, f"www.{Z}", src="127.0.1.1"))[0] == "198.51.100.1"
 
 
 def test_response_and_short_messages_are_dropped(test_mmdb):
