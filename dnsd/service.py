@@ -32,7 +32,7 @@ from dnsd.answer import Answerer, compile_table
 from dnsd.config import split_hostport
 from dnsd.geo import GeoLocator
 from dnsd.plan import build_plan, empty_plan, load_rows, load_version
-from dnsd.server import DNSDatagramProtocol, DNSStreamFactory, DNSUDPPort, reuseport_socket
+from dnsd.server import DNSStreamFactory, UDPAnswerThread, reuseport_socket, udp_socket
 from dnsd.zonefile import ZoneError, load_zone, zone_for
 
 _log = Logger()
@@ -67,27 +67,49 @@ def _stamp(path):
 
 
 class _UDPListener(service.Service):
-    """UDP on DNSUDPPort (the lean read loop), bound like internet.UDPServer would, or on a
-    socket we open with SO_REUSEPORT (Twisted's UDPServer cannot set it). Binds in
-    privilegedStartService, so port 53 is taken before twistd drops privileges."""
+    """UDP answered on a thread of its own (dnsd.server.UDPAnswerThread), on a socket bound in
+    privilegedStartService, so port 53 is taken before twistd drops privileges; with `reuse`
+    the socket has SO_REUSEPORT (worker processes on one port)."""
 
-    def __init__(self, reactor, host, port, proto, reuse=False):
-        self._reactor, self._host, self._port_no, self._proto = reactor, host, port, proto
+    def __init__(self, reactor, host, port, answerer, reuse=False):
+        self._reactor, self._host, self._port_no, self._answerer = reactor, host, port, answerer
         self._reuse = reuse
+        self._sock = None
+        self._thread = None
+
+    def privilegedStartService(self):
+        if self._sock is None:
+            self._sock = udp_socket(self._host, self._port_no, self._reuse)
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        if self._sock is None:
+            self.privilegedStartService()
+        self._thread = UDPAnswerThread(self._sock, self._answerer,
+                                       f"dns-udp {self._host}:{self._port_no}")
+        self._thread.start()
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        t, self._thread, self._sock = self._thread, None, None
+        if t is not None:
+            return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), t.stop)
+
+
+class _TCPAdopted(service.Service):
+    """TCP on a socket we open with SO_REUSEPORT (Twisted's TCPServer cannot set it)."""
+
+    def __init__(self, reactor, host, port, factory):
+        self._reactor, self._host, self._port_no, self._factory = reactor, host, port, factory
         self._port = None
 
     def privilegedStartService(self):
-        if self._reuse:
-            s = reuseport_socket(self._host, self._port_no, socket.SOCK_DGRAM)
-            try:
-                p = DNSUDPPort._fromListeningDescriptor(self._reactor, s.fileno(), s.family,
-                                                        self._proto, 8192)
-            finally:
-                s.close()
-        else:
-            p = DNSUDPPort(self._port_no, self._proto, self._host, 8192, self._reactor)
-        p.startListening()
-        self._port = p
+        s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM)
+        try:
+            self._port = self._reactor.adoptStreamPort(s.fileno(), s.family, self._factory)
+        finally:
+            s.close()
         service.Service.privilegedStartService(self)
 
     def startService(self):
@@ -100,16 +122,6 @@ class _UDPListener(service.Service):
         if self._port is not None:
             d, self._port = self._port.stopListening(), None
             return d
-
-
-class _TCPAdopted(_UDPListener):
-    def privilegedStartService(self):
-        s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM)
-        try:
-            self._port = self._reactor.adoptStreamPort(s.fileno(), s.family, self._proto)
-        finally:
-            s.close()
-        service.Service.privilegedStartService(self)
 
 
 class _Worker(ProcessProtocol):
@@ -157,11 +169,10 @@ class DNSService(service.MultiService):
         self._workers: set = set()
         self._last_build = None
         self._last_db_log = 0.0
-        self.udp = DNSDatagramProtocol(self.answerer)
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout)
         for hp in d.listen:
             host, port = split_hostport(hp, "[dns] listen")
-            _UDPListener(reactor, host, port, self.udp, self.reuse_port).setServiceParent(self)
+            _UDPListener(reactor, host, port, self.answerer, self.reuse_port).setServiceParent(self)
             if self.reuse_port:
                 _TCPAdopted(reactor, host, port, self.tcp).setServiceParent(self)
             else:

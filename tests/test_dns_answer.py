@@ -6,6 +6,7 @@ import collections
 import datetime as dt
 import random
 import shutil
+import socket
 import struct
 
 import dns.edns
@@ -22,7 +23,7 @@ from dnsd.answer import Answerer, compile_table
 from dnsd.config import parse_config
 from dnsd.geo import GeoLocator
 from dnsd.plan import build_plan, row
-from dnsd.server import DNSDatagramProtocol
+from dnsd.server import UDPAnswerThread, udp_socket
 from dnsd.zonefile import parse_zone
 from tests.helpers import geo_record
 
@@ -136,24 +137,25 @@ def test_response_and_short_messages_are_dropped(test_mmdb):
     assert a.stats.dropped == 2
 
 
-def test_datagram_protocol_writes_reply():
-    class T:
-        def __init__(self):
-            self.sent = []
-            self.socket = self
-
-        def sendto(self, data, addr):
-            self.sent.append((data, addr))
-
+def test_udp_answer_thread_answers_drops_and_stops():
     class A:
         def answer(self, data, src, udp):
+            assert src == "127.0.0.1" and udp
             return None if data == b"drop" else data[::-1]
 
-    p = DNSDatagramProtocol(A())
-    p.makeConnection(T())
-    p.datagramReceived(b"abc", ("192.0.2.9", 5353))
-    p.datagramReceived(b"drop", ("192.0.2.9", 5353))
-    assert p.transport.sent == [(b"cba", ("192.0.2.9", 5353))]
+    srv = udp_socket("127.0.0.1", 0)
+    t = UDPAnswerThread(srv, A())
+    t.start()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(3)
+    try:
+        c.sendto(b"drop", srv.getsockname())
+        c.sendto(b"abc", srv.getsockname())
+        assert c.recvfrom(100) == (b"cba", srv.getsockname())    # and nothing for "drop"
+    finally:
+        c.close()
+        t.stop()
+    assert not t.alive and srv.fileno() == -1
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
