@@ -46,7 +46,7 @@ from dnsd.mmdbtree import ALIAS, NO_DATA, MMDBError, MMDBTree
 FORMAT = 1
 MAGIC = b"mirrordns-geoindex\n"
 ALIAS_BASE = 0xFF00              # key numbers from here on are aliases to the IPv4 runs
-SUBPROCESS_ABOVE = 4 << 20       # mmdb files larger than this are built in a child process
+SUBPROCESS_ABOVE = 1 << 20       # mmdb files larger than this are built in a child process
 M32 = (1 << 32) - 1
 M64 = (1 << 64) - 1
 _MAPPED = 0xFFFF                 # the top 96 bits of ::ffff:a.b.c.d
