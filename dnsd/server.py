@@ -85,7 +85,7 @@ class UDPAnswerThread:
         return self._thread.is_alive()
 
 
-UDP_RCVBUF = 4 << 20            # bytes asked for; the kernel caps it at net.core.rmem_max
+UDP_RCVBUF = 1 << 20            # bytes asked for (gdnsd allows at most this); capped at rmem_max
 
 
 def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
