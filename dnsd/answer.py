@@ -392,10 +392,11 @@ class Answerer:
 
     def _ecs_opt(self, rest: bytes):
         """The OPT tuple (see _parse_opt) of an OPT RR that is exactly one ECS option, the form
-        resolvers send, decoded here without a cache entry per subnet: under traffic from many
-        client subnets a cache of whole OPT records only ever misses. Per distinct head (the
-        19 bytes before the address: payload size, flags, family, prefix) the checks and the
-        reply's OPT head are worked out once. None: let _full decode it."""
+        resolvers send, decoded here rather than by _full: under traffic from many client
+        subnets the OPT cache mostly misses, so a miss must be cheap. Per distinct head (the 19
+        bytes before the address: payload size, flags, family, prefix) the checks and the
+        reply's OPT head are worked out once; then the address goes to the index. None: not
+        that form (or no index yet), let _full decode it."""
         ix = self._index
         if ix is None:
             return None

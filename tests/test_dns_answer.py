@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import ipaddress
 import random
 import shutil
 import socket
@@ -204,3 +205,41 @@ def test_fast_path_equals_full_decoder(test_mmdb, name, rdtype, edns, do, subnet
     fast = a.answer(q, "127.0.1.1", True)
     full = a._full(q, "127.0.1.1", True)
     assert fast == full
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.booleans(), st.integers(0, 128), st.binary(min_size=16, max_size=16), st.booleans(),
+       st.integers(0, 65535))
+def test_ecs_fast_path_decodes_like_the_full_parser(test_mmdb, v4, srcp, raw, do, payload):
+    """The fast path's OPT tuple (ring key, scope, both reply OPTs, size limit) is the one the
+    careful decoder makes, for any family, prefix, address, DO bit and payload size."""
+    a = _indexed(test_mmdb)
+    bits = 32 if v4 else 128
+    srcp = srcp % (bits + 1)
+    addr = raw[:bits // 8]
+    a_int = int.from_bytes(addr, "big") >> (bits - srcp) << (bits - srcp) if srcp else 0
+    ip = str(ipaddress.ip_address(a_int) if v4 else ipaddress.IPv6Address(a_int))
+    q = dns.message.make_query(f"www.{Z}", "A", use_edns=0, want_dnssec=do,
+                               payload=max(payload, 1), options=[dns.edns.ECSOption(ip, srcp)])
+    wire = q.to_wire()
+    qe = wire.index(b"\x00", 12) + 5                      # end of the question: the OPT record
+    rest = wire[qe:]
+    full = a._parse_opt(wire, qe, len(wire), "127.0.0.1")
+    fast = a._ecs_opt(rest)
+    if srcp == 0:
+        assert fast is None                                  # left to _full (scope 0, no key)
+    else:
+        assert fast == full
+        assert fast[1] <= srcp and fast[0] == a._index.ecs(1 if v4 else 2, srcp, rest[19:])[0]
+
+
+_INDEXED = {}
+
+
+def _indexed(test_mmdb):
+    if test_mmdb not in _INDEXED:
+        a = make(test_mmdb)
+        a.geo.load_index()
+        assert a._index is a.geo.index is not None
+        _INDEXED[test_mmdb] = a
+    return _INDEXED[test_mmdb]
