@@ -73,19 +73,25 @@ def test_reopens_changed_file(tmp_path, test_mmdb):
     svc.stopService()
 
 
+def threads_of_changes(g: GeoLocator) -> list:
+    """The threads g's blocking reload step (open, compile) runs on, as they happen."""
+    seen = []
+    changes = g._changes
+
+    def spy():
+        seen.append(threading.current_thread())
+        return changes()
+
+    g._changes = spy
+    return seen
+
+
 @pytest_twisted.ensureDeferred
 async def test_reload_service_opens_the_file_off_the_reactor_thread(tmp_path, test_mmdb):
     path = tmp_path / "geo.mmdb"
     shutil.copy(test_mmdb, path)
     g = GeoLocator(str(path))
-    opened_on, swapped_on = [], []
-    read = g._changes
-
-    def spy():
-        opened_on.append(threading.current_thread())
-        return read()
-
-    g._changes = spy
+    opened_on, swapped_on = threads_of_changes(g), []
     g.on_reload(lambda: swapped_on.append(threading.current_thread()))
     svc = g.reload_service(0.05)
     svc.startService()
@@ -124,14 +130,7 @@ async def test_compiled_index_is_built_off_the_reactor_thread_and_follows_the_fi
     shutil.copy(test_mmdb, path)
     g = GeoLocator(str(path), compile=True, index_cache=str(tmp_path / "cache"))
     assert g.index is None                       # nothing blocks in the constructor
-    built_on, swapped = [], []
-    changes = g._changes
-
-    def spy():
-        built_on.append(threading.current_thread())
-        return changes()
-
-    g._changes = spy
+    built_on, swapped = threads_of_changes(g), []
     g.on_reload(lambda: swapped.append((threading.current_thread(), g.index)))
     svc = g.reload_service(0.05)
     svc.startService()
