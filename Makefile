@@ -9,7 +9,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DEBS  := chromium chromium-driver dnsutils
 BENCH_DEBS := dnsperf gdnsd pdns-server pdns-backend-bind pdns-backend-geoip dnsutils wrk
 
-.PHONY: run test bench bench-dns bench-probes bench-closer install install-test debs-test debs-bench lint clean
+.PHONY: run test fuzz bench bench-dns bench-probes bench-closer bench-tcp bench-rrl install install-test debs-test debs-bench lint clean
 
 $(PY):
 	python3 -m venv $(VENV) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
@@ -42,6 +42,11 @@ debs-bench:
 test: install-test debs-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The DNS fuzz properties of the suite (tests/dns_fuzz.py), with fresh seeds, for as long as asked.
+FUZZ_SECONDS ?= 600
+fuzz: install-test
+	$(PY) -m tests.dns_fuzz --seconds $(FUZZ_SECONDS)
+
 run: install
 	$(PY) -m admin.demo --config $(CONFIG)
 	MIRRORDNS_CONFIG=$(CONFIG) exec $(VENV)/bin/twistd -n --pidfile= -y twistd.tac
@@ -56,6 +61,13 @@ bench-probes: install-test
 
 bench-closer: install-test debs-bench
 	bench/closer
+
+# DNS limits (docs/benchmarks.md): TCP memory and held connections; rate limiting under a flood.
+bench-tcp: install-test
+	flock /tmp/mirrordns-bench.lock $(PY) bench/limits.py tcp
+
+bench-rrl: install-test
+	flock /tmp/mirrordns-bench.lock $(PY) bench/limits.py rrl
 
 lint: install-test
 	$(VENV)/bin/ruff check .

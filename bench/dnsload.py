@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["Result", "run_paced", "queries", "ecs_queries", "fresh_v4_subnets",
+__all__ = ["Result", "SourceResult", "run_paced", "queries", "ecs_queries", "fresh_v4_subnets",
            "fresh_v6_subnets", "TcpHolders", "cpu_seconds"]
 
 
@@ -175,6 +175,7 @@ class Result:
     rcodes: Counter = field(default_factory=Counter)
     truncated: int = 0
     unmatched: int = 0                   # replies with an ID nothing was waiting for
+    by_source: dict = field(default_factory=dict)   # source address -> SourceResult
 
     @property
     def lost(self) -> int:
@@ -201,6 +202,19 @@ class Result:
 
 def _r(v):
     return None if v is None else round(v, 3)
+
+
+@dataclass
+class SourceResult:
+    """What the queries sent from one source address saw (run_paced with `sources`)."""
+
+    sent: int = 0
+    answered: int = 0
+    truncated: int = 0
+    latencies: array = field(default_factory=lambda: array("d"))
+
+    def latency_ms(self, q: float) -> float | None:
+        return Result.latency_ms(self, q)
 
 
 PACINGS = ("steady", "poisson", "burst")
@@ -247,10 +261,13 @@ def run_paced(packets: list[bytes], server: tuple[str, int], rate: float, durati
         socks.append(s)
     ep = select.epoll()
     by_fd = {}
-    for s in socks:
-        ep.register(s.fileno(), select.EPOLLIN)
-        by_fd[s.fileno()] = s
     res = Result()
+    per = []                                 # SourceResult of each socket
+    for s, src in zip(socks, sources or [None]):
+        ep.register(s.fileno(), select.EPOLLIN)
+        sr = res.by_source.setdefault(src or "", SourceResult())
+        by_fd[s.fileno()] = (s, sr)
+        per.append(sr)
     sent_at = array("d", bytes(8 * 65536))
     pending = bytearray(65536)
     lat = res.latencies
@@ -262,7 +279,8 @@ def run_paced(packets: list[bytes], server: tuple[str, int], rate: float, durati
 
     def drain(events):
         for fd, _ev in events:
-            recv = by_fd[fd].recv
+            sock, sr = by_fd[fd]
+            recv = sock.recv
             while True:
                 try:
                     data = recv(65535)
@@ -280,10 +298,13 @@ def run_paced(packets: list[bytes], server: tuple[str, int], rate: float, durati
                     continue
                 pending[qid] = 0
                 res.answered += 1
+                sr.answered += 1
                 lat.append(now - sent_at[qid])
+                sr.latencies.append(now - sent_at[qid])
                 rcodes[data[3] & 0xF] += 1
                 if data[2] & 0x02:
                     res.truncated += 1
+                    sr.truncated += 1
                 if on_reply is not None:
                     on_reply(data)
 
@@ -302,6 +323,7 @@ def run_paced(packets: list[bytes], server: tuple[str, int], rate: float, durati
                 pending[qid] = 1             # an older query with this ID still pending: lost
                 sent_at[qid] = clock()
                 res.sent += 1
+                per[i % nsock].sent += 1
                 try:
                     sends[i % nsock](packets[i % npk])
                 except (BlockingIOError, ConnectionRefusedError):
@@ -362,20 +384,24 @@ class TcpHolders:
     """`count` TCP connections to `server` held open, each after sending `prefix` (b"" = nothing;
     b"\\x00" = half a length prefix, a query that never completes). `.closed()` counts how many
     the server has closed since. Use as a context manager; connections that fail to open are
-    counted in `.refused`."""
+    counted in `.refused`. With `sources`, connection i comes from local address
+    sources[i % len(sources)] (a server may cap connections per client address)."""
 
     def __init__(self, server: tuple[str, int], count: int, prefix: bytes = b"",
-                 timeout: float = 2.0):
+                 timeout: float = 2.0, sources: list[str] | None = None):
         self.server, self.count, self.prefix, self.timeout = server, count, prefix, timeout
+        self.sources = sources
         self.socks: list[socket.socket] = []
         self.refused = 0
 
     def __enter__(self):
         fam = socket.AF_INET6 if ":" in self.server[0] else socket.AF_INET
-        for _ in range(self.count):
+        for i in range(self.count):
             s = socket.socket(fam, socket.SOCK_STREAM)
             s.settimeout(self.timeout)
             try:
+                if self.sources:
+                    s.bind((self.sources[i % len(self.sources)], 0))
                 s.connect(self.server)
                 if self.prefix:
                     s.sendall(self.prefix)

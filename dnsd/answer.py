@@ -34,23 +34,43 @@ not depend on location).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import socket
 import struct
 
-from dnslib import QTYPE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import QTYPE, RR, DNSLabel
 from dnslib import SOA as SOA_RD
 
 from dnsd import countries
 from dnsd.picker import Drawer, Location, select_tier, weights_for
-from dnsd.zonefile import Zone
+from dnsd.plan import empty_plan
+from dnsd.rrl import ALLOW, DROP
+from dnsd.wire import (
+    FLAGS_OK,
+    answer_count,
+    encode_lookup,
+    flags,
+    rcode_of,
+    relocate,
+    stand_in,
+    triple,
+)
+from dnsd.zonefile import Zone, ZoneError
 
 T_A, T_NS, T_CNAME, T_SOA, T_AAAA, T_OPT, T_ANY, T_HINFO = 1, 2, 5, 6, 28, 41, 255, 13
+T_DS = 43
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
+BADCOOKIE = 23
 EDNS_PAYLOAD = 1232              # what we advertise (the DNS flag day 2020 value)
 ANY_KEY = -1                     # acts[ANY_KEY]: the answer for any qtype without its own entry
+DELEG_KEY = -2                   # acts[DELEG_KEY]: the cut a name is at or below
+WILD_KEY = -3                    # acts[WILD_KEY]: this name, when "*.<name>" exists (RFC 4592)
 OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
+MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
+# AXFR 252, IXFR 251, MAILB 253, MAILA 254: answered NOTIMP (see docs/dns.md, "Zone transfers")
+NOTIMP_TYPES = frozenset((251, 252, 253, 254))
 
 CONTINENT_LABELS = {
     "EU": ("eu", "europe"), "OC": ("oc", "oceania"), "AN": ("an", "antarctica"),
@@ -62,7 +82,8 @@ CONTINENT_LABELS = {
 _COUNTS = struct.Struct("!HHHH")
 _RRHEAD = struct.Struct("!HHHIH")       # pointer, type, class, ttl, rdlength
 _OPT = struct.Struct("!BHHBBHH")        # root, type, payload, ext-rcode, version, flags, rdlen
-_FLAGS_OK = (b"\x84\x00", b"\x85\x00")  # QR AA (+RD), rcode 0, indexed by the query's RD bit
+_FLAGS_OK = FLAGS_OK                   # QR AA (+RD), rcode 0, indexed by the query's RD bit
+_SERVFAIL_ACT = (0, triple(0, 0, b"", 0, flags(False, SERVFAIL)), None, None)
 _C_NOOPT = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _C_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 KNOWN_KEYS = frozenset(c.alpha2 for c in countries.all_countries())
@@ -97,31 +118,101 @@ def _location_of_key(key: str) -> Location:
 
 
 class WireTable:
-    """Everything the answer path reads, built once per plan (immutable by convention)."""
+    """Everything the answer path reads, built once per plan (immutable by convention, apart from
+    the caches of answers for names the zone answers whatever is asked below them)."""
 
-    def __init__(self, zone_wire, names, neg_soa_tail, version, serial):
+    def __init__(self, zone_wire, names, neg_soa_tail, version, serial, *, zone=None,
+                 neg_soa=None, dynamic=None, no_plan=False, any_ttl=0, collisions=()):
         self.zone_wire = zone_wire          # lower-case wire form of the zone apex
-        self.names = names                  # wire name -> {qtype | ANY_KEY: action}
+        self.names = names                  # wire name -> {qtype | ANY_KEY | ...: action}
         self.neg_soa_tail = neg_soa_tail    # SOA type..rdata for negative answers
         self.version = version
         self.serial = serial
+        self.zone = zone                    # the Zone (its lookup builds the cached answers)
+        self.neg_soa = neg_soa              # the SOA record negative answers carry
+        self.dynamic = dynamic or (lambda name, qtype: False)
+        self.no_plan = no_plan              # no plan yet: names that need one get SERVFAIL
+        self.any_ttl = any_ttl
+        self.collisions = tuple(collisions)  # generated names the zone file shadows, in words
+        self._miss: dict = {}
+
+    def miss_act(self, key: bytes, qtype: int):
+        """The action for a name not in `names`: a referral below a cut, a wildcard match, NXDOMAIN
+        (SERVFAIL for a possible mirror name while there is no plan); None when the name is not
+        in the zone or not a well-formed name of at most 255 octets."""
+        zw = self.zone_wire
+        n = len(key)
+        if n > 255:
+            return None
+        i = 0
+        first = -1
+        while i < n:                            # label-aligned suffix test
+            if key[i:] == zw:
+                break
+            ln = key[i]
+            if ln == 0 or ln > 63:
+                return None
+            i += ln + 1
+            if first < 0:
+                first = i
+        else:
+            return None
+        if first == i and self.no_plan:
+            return _SERVFAIL_ACT
+        names = self.names
+        s = first
+        acts = None
+        while s < i:                            # the closest encloser (RFC 4592 3.3.1)
+            acts = names.get(key[s:])
+            if acts is not None:
+                break
+            s += key[s] + 1
+        if acts is None:
+            acts = names[zw]
+        cut = acts.get(DELEG_KEY)
+        if cut is not None:
+            return self._cached(("ref", cut, n), cut, 0, n)
+        wild = acts.get(WILD_KEY)
+        if wild is not None:
+            return self._cached(("wild", wild, qtype, n), wild, qtype, n)
+        act = self._miss.get(n)
+        if act is None:
+            off = 12 + n - len(zw)
+            act = (0, _triple(0, 1, struct.pack("!H", 0xC000 | off) + self.neg_soa_tail,
+                              fl=flags(True, NXDOMAIN)), None, None)
+            self._remember(n, act)
+        return act
+
+    def _cached(self, ck, suffix: str, qtype: int, n: int):
+        act = self._miss.get(ck)
+        if act is None:
+            stand = "\x00." + suffix               # a name below `suffix` that cannot exist
+            lk = self.zone.lookup(stand, qtype, self.dynamic)
+            act = _action(lk, self.zone, stand_in(n, suffix), stand, qtype, self.neg_soa,
+                          self.any_ttl)
+            self._remember(ck, act)
+        return act
+
+    def _remember(self, ck, act) -> None:
+        if len(self._miss) > MISS_CACHE_MAX:
+            self._miss = {}
+        self._miss[ck] = act
 
 
-def _triple(an: int, ns: int, body: bytes, ar: int = 0):
-    """(counts without OPT, counts with OPT, body) of one reply."""
-    return (_COUNTS.pack(1, an, ns, ar), _COUNTS.pack(1, an, ns, ar + 1), bytes(body))
+def _triple(an: int, ns: int, body: bytes, ar: int = 0, fl=FLAGS_OK):
+    """(counts without OPT, counts with OPT, body, header flags) of one reply (dnsd.wire)."""
+    return triple(an, ns, body, ar, fl)
 
 
-def _encode_with_dnslib(qname: str, qtype: int, answers=(), auth=()):
-    """Sections after the question, compressed against a lower-case question at offset 12."""
-    rec = DNSRecord(DNSHeader(id=0, qr=1, aa=1, ra=0), q=DNSQuestion(qname + ".", qtype))
-    for rr in answers:
-        rec.add_answer(rr)
-    for rr in auth:
-        rec.add_auth(rr)
-    wire = bytes(rec.pack())
-    start = 12 + len(wire_name(qname)) + 4
-    return _triple(len(answers), len(auth), wire[start:])
+def _action(lk, zone: Zone, qlabel, qname: str, qtype: int, neg_soa, any_ttl: int):
+    """The answer path's action for a zone Lookup: a fixed reply (kind 0), or a CNAME chain that
+    ends at a name answered from the plan (kind 3: the chain's records, where the target's name
+    sits in them, and the target's wire name)."""
+    trip, target_at = encode_lookup(lk, zone, qlabel, qname, qtype, neg_soa, any_ttl)
+    if lk.dynamic is None:
+        return (0, trip, None, None)
+    return (3, (answer_count(trip), trip[2], struct.pack("!H", 0xC000 | target_at)),
+            wire_name(lk.dynamic), None)
 
 
 def _rr(rtype: int, ttl: int, rdata: bytes) -> bytes:
@@ -135,9 +226,15 @@ def _addr_rr(entry, family: str, ttl: int) -> bytes:
 
 
 def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> WireTable:
-    """Encode every answer of the zone for this plan. Pure CPU work: run it off the reactor."""
+    """Encode every answer of the zone for this plan. Pure CPU work: run it off the reactor.
+
+    `plan` None: no plan yet; the static zone is answered, names that need the plan get SERVFAIL.
+    """
     rng = rng or random.Random()
     d = cfg.dns
+    no_plan = plan is None
+    if no_plan:
+        plan = empty_plan(cfg)
     z = zone.origin
     ttl = d.ttl
     serial = (zone.serial + plan.version) % (1 << 32)
@@ -151,6 +248,8 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
     neg_soa_tail = struct.pack("!HHIH", T_SOA, 1, zone.negative_ttl, len(soa_rdata)) + soa_rdata
     zlen = len(wire_name(z))
     any_trip = _triple(1, 0, _rr(T_HINFO, ttl, b"\x07RFC8482\x00"))
+    neg_soa = RR(z + ".", T_SOA, ttl=zone.negative_ttl,
+                 rdata=SOA_RD(soa.rdata.mname, soa.rdata.rname, t))
 
     def nodata(name):
         # the SOA's owner is the zone suffix of the question: a pointer into it
@@ -162,19 +261,46 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
 
     names: dict[bytes, dict] = {}
 
-    # 1. static records from the zone file (the apex SOA carries the plan's serial)
+    # the names answered from the plan; the zone file's names win (and are a load-time error for
+    # everything but mirror names, see check_generated_names)
+    generated = dict(generated_names(cfg))
+    for mname in plan.by_name:
+        generated.setdefault(f"{mname}.{z}", f"the name of mirror {mname}")
+    collisions = _collisions(zone, generated, cfg)
+    dyn = {n for n in generated if n not in zone.names and zone.cut_for(n) is None}
+
+    def dynamic(name, qtype):
+        if name == z:
+            return d.apex_geo and qtype in (T_A, T_AAAA)
+        if name in dyn:
+            return True
+        # without a plan any one-label name may be a mirror's: the chain ends there (SERVFAIL)
+        return no_plan and name.endswith("." + z) and "." not in name[:-len(z) - 1] \
+            and name not in zone.names
+
+    # 1. static records from the zone file (RFC 1034 4.3.2 via Zone.lookup; the apex SOA carries
+    #    the plan's serial)
+    view = dataclasses.replace(zone, records={**zone.records, z: {**zone.records[z],
+                                                                   T_SOA: [soa_rr]}})
+    qtypes = sorted({qt for by_type in zone.records.values() for qt in by_type}
+                    | {T_A, T_AAAA, T_ANY, T_DS})
     for name in zone.names:
-        acts: dict = {ANY_KEY: (0, nodata(name), None, None)}
-        for qtype, rrs in zone.records.get(name, {}).items():
-            if qtype == T_SOA:
-                rrs = [soa_rr]
-            trip = _encode_with_dnslib(name, qtype, answers=rrs)
-            if qtype == T_CNAME:
-                acts = {ANY_KEY: (0, trip, None, None)}
-                break
-            acts[qtype] = (0, trip, None, None)
-        else:
-            acts[T_ANY] = (0, any_answer(name), None, None)
+        qlabel = DNSLabel(name + ".")
+
+        def act_for(qt, name=name, qlabel=qlabel):
+            return _action(view.lookup(name, qt, dynamic), view, qlabel, name, qt, neg_soa, ttl)
+
+        base = act_for(0)                       # type 0: any type the name has no records of
+        acts: dict = {ANY_KEY: base}
+        for qt in qtypes:
+            a = act_for(qt)
+            if a != base:
+                acts[qt] = a
+        cut = zone.cut_for(name)
+        if cut is not None:
+            acts[DELEG_KEY] = cut
+        if "*." + name in zone.records:
+            acts[WILD_KEY] = name
         names[wire_name(name)] = acts
 
     # 2. the mirrors' own names
@@ -256,6 +382,17 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
                 acts[qt] = (1, c if c is not None else itertools.repeat(nd), None, key)
         return acts
 
+    if no_plan:                                 # nothing below can be answered without the plan
+        for name in generated:
+            key = wire_name(name)
+            if key not in names:
+                names[key] = {ANY_KEY: _SERVFAIL_ACT}
+        if d.apex_geo:
+            apex = names[wire_name(z)]
+            apex[T_A] = apex[T_AAAA] = _SERVFAIL_ACT
+        return WireTable(wire_name(z), names, neg_soa_tail, 0, serial, zone=view,
+                         neg_soa=neg_soa, dynamic=dynamic, no_plan=True, any_ttl=ttl)
+
     # 4. the geo name and (optionally) the apex, by client location
     geo_names = [f"{d.geo_name}.{z}"] if d.geo_name else []
     for name in geo_names:
@@ -280,7 +417,53 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
                 if key not in names:
                     names[key] = loc_acts(name, "@" + code)
 
-    return WireTable(wire_name(z), names, neg_soa_tail, plan.version, serial)
+    return WireTable(wire_name(z), names, neg_soa_tail, plan.version, serial, zone=view,
+                     neg_soa=neg_soa, dynamic=dynamic, any_ttl=ttl, collisions=collisions)
+
+
+def generated_names(cfg) -> dict[str, str]:
+    """The names answered from the plan whatever the table holds (geo, country and continent
+    names), each with what it is, in the words a collision message uses."""
+    d = cfg.dns
+    z = d.zone.rstrip(".").lower()
+    out = {}
+    if d.geo_name:
+        out[f"{d.geo_name.lower()}.{z}"] = "the geo name"
+    for cc in sorted(KNOWN_KEYS):
+        out[f"{cc.lower()}.{z}"] = f"the country name of {cc}"
+    if d.continent_names:
+        for code, labels in CONTINENT_LABELS.items():
+            for lab in labels:
+                out.setdefault(f"{lab}.{z}", f"the continent name of {code}")
+    return out
+
+
+def _collisions(zone: Zone, generated: dict[str, str], cfg) -> list[str]:
+    out = []
+    where = zone.path or "the zone file"
+    for name, what in generated.items():
+        cut = zone.cut_for(name)
+        if cut == name:
+            out.append(f"{name} is {what} and is delegated (NS) in {where}")
+        elif cut is not None:
+            out.append(f"{name} is {what} and lies below the delegation {cut} in {where}")
+        elif name in zone.names:
+            out.append(f"{name} is {what} and also a name in {where}")
+    if cfg.dns.apex_geo:
+        apex = zone.records.get(zone.origin, {})
+        if apex.get(T_A) or apex.get(T_AAAA):
+            out.append(f"{zone.origin}: [dns] apex_geo = true answers the apex's A/AAAA by client "
+                       f"location, but {where} has A/AAAA records at the apex")
+    return out
+
+
+def check_generated_names(zone: Zone, cfg) -> None:
+    """A geo, country or continent name that the zone file also holds or delegates is a
+    configuration error (raised as ZoneError naming both). Mirror names come from the table
+    and are checked when a plan is compiled (WireTable.collisions)."""
+    problems = _collisions(zone, generated_names(cfg), cfg)
+    if problems:
+        raise ZoneError("; ".join(problems))
 
 
 # -- the answerer --------------------------------------------------------------------------------
@@ -290,6 +473,14 @@ class FormErr(Exception):
     pass
 
 
+class OptFormErr(FormErr):
+    """A malformed option inside a well-formed OPT record: FORMERR, with an OPT (RFC 6891 7)."""
+
+    def __init__(self, opt: bytes):
+        super().__init__()
+        self.opt = opt
+
+
 class Stats:
     """Plain counters the hot path bumps; dnsd.metrics exports them to Prometheus."""
 
@@ -297,6 +488,9 @@ class Stats:
         self.by_type_rcode: dict[tuple[int, int], int] = {}
         self.by_country: dict[str, int] = {}
         self.dropped = 0
+        self.rrl_dropped = 0            # responses response rate limiting did not send
+        self.rrl_slipped = 0            # ... sent truncated (or BADCOOKIE) instead
+        self.rrl_cookie_exempt = 0      # limited clients answered because of a valid cookie
 
     def reset(self):
         self.__init__()
@@ -305,6 +499,15 @@ class Stats:
 def _opt_rr(do: bool, options: bytes = b"", ext_rcode: int = 0) -> bytes:
     return _OPT.pack(0, T_OPT, EDNS_PAYLOAD, ext_rcode, 0, 0x8000 if do else 0,
                      len(options)) + options
+
+
+def _opt_plus(opt: bytes, extra: bytes = b"", ext_rcode: int | None = None) -> bytes:
+    """An OPT record we built, with more options appended and/or its extended rcode set."""
+    if not opt:
+        return opt
+    rdlen = int.from_bytes(opt[9:11], "big") + len(extra)
+    ext = opt[5:6] if ext_rcode is None else bytes((ext_rcode,))
+    return b"".join((opt[:5], ext, opt[6:9], rdlen.to_bytes(2, "big"), opt[11:], extra))
 
 
 _ECS_HEAD = struct.Struct("!BHHBBHHHHHBB")   # OPT RR head, then one option: code, length, ECS head
@@ -348,17 +551,28 @@ def _skip_name(data: bytes, p: int) -> int:
 
 
 class Answerer:
-    """answer(data, src, udp) -> reply bytes, or None to stay silent. Never raises."""
+    """answer(data, src, udp) -> reply bytes, or None to stay silent. Never raises.
 
-    def __init__(self, geo, table: WireTable | None = None):
+    `cookies` (dnsd.cookies.CookieJar) answers DNS Cookies (RFC 7873, RFC 9018), `nsid` is the
+    NSID (RFC 5001) sent to clients that ask, `rrl` (dnsd.rrl.RateLimiter) limits UDP responses
+    per client prefix; all three are optional.
+    """
+
+    def __init__(self, geo, table: WireTable | None = None, *, cookies=None, nsid: bytes = b"",
+                 rrl=None):
         self.geo = geo
         self.table = table
         self.stats = Stats()
+        self.cookies = cookies
+        self.nsid = nsid
+        self.rrl = rrl
         self._opt_cache: dict[bytes, tuple] = {}
         self._ecs_heads: dict[bytes, tuple | bool] = {}
         self._index = getattr(geo, "index", None)
         if geo is not None and hasattr(geo, "on_reload"):
             geo.on_reload(self.clear_caches)
+        if rrl is not None:
+            self.answer = self._answer_limited        # the plain path stays free of the check
 
     def clear_caches(self):
         """The geo database changed: forget locations, take its new compiled index."""
@@ -396,7 +610,7 @@ class Answerer:
         subnets the OPT cache mostly misses, so a miss must be cheap. Per distinct head (the 19
         bytes before the address: payload size, flags, family, prefix) the checks and the
         reply's OPT head are worked out once; then the address goes to the index. None: not
-        that form (or no index yet), let _full decode it."""
+        that form (a cookie or NSID too, or no index yet), let _full decode it."""
         ix = self._index
         if ix is None:
             return None
@@ -414,7 +628,7 @@ class Answerer:
             return None
         a = int.from_bytes(addr, "big") << shift
         rk, scope = ix.ecs4(a, srcp) if v4 else ix.ecs6(a, srcp)
-        o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize)
+        o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize, None)
         self._remember(rest, o)
         return o
 
@@ -448,7 +662,6 @@ class Answerer:
             if t is not None and not data[2] & 0xF8 and (counts == _C_OPT or counts == _C_NOOPT):
                 z = data.find(0, 12)
                 key = data[12:z + 1].lower()
-                acts = t.names.get(key)
                 if data[z + 3:z + 5] == b"\x00\x01":
                     qe = z + 5
                     if counts[7]:
@@ -456,29 +669,31 @@ class Answerer:
                         o = self._opt_cache.get(rest) or self._ecs_opt(rest)
                     else:
                         o = None if len(data) != qe else False
-                    if o is not None and acts is None:
-                        out = self._nxdomain(t, data, key, qe, o, udp)
-                        if out is not None:
-                            return out
-                    elif o is not None:
+                    if o is not None:
                         qtype = data[z + 1] << 8 | data[z + 2]
-                        trip, rk, ropt = self._choose(acts.get(qtype) or acts[ANY_KEY], o, src)
-                        if o:
-                            out = b"".join((data[:2], _FLAGS_OK[data[2] & 1], trip[1],
-                                            data[12:qe], trip[2], ropt))
-                            if udp and len(out) > o[4]:
-                                return self._truncated(data, qe, ropt)
-                        else:
-                            out = b"".join((data[:2], _FLAGS_OK[data[2] & 1], trip[0],
-                                            data[12:qe], trip[2]))
-                            if udp and len(out) > 512:
-                                return self._truncated(data, qe, b"")
-                        st = self.stats
-                        k = (min(256, qtype), 0)
-                        st.by_type_rcode[k] = st.by_type_rcode.get(k, 0) + 1
-                        if rk is not None:
-                            st.by_country[rk] = st.by_country.get(rk, 0) + 1
-                        return out
+                        acts = t.names.get(key)
+                        act = (acts.get(qtype) or acts[ANY_KEY]) if acts is not None \
+                            else t.miss_act(key, qtype)
+                        if act is not None and qtype not in NOTIMP_TYPES:
+                            if act[0] == 3:
+                                return self._chain(t, data, key, qe, act, o, src, udp, qtype, b"")
+                            trip, rk, ropt = self._choose(act, o, src)
+                            fl = trip[3][data[2] & 1]
+                            if o:
+                                out = b"".join((data[:2], fl, trip[1], data[12:qe], trip[2],
+                                                ropt))
+                                if udp and len(out) > o[4]:
+                                    return self._truncated(data, qe, ropt, fl)
+                            else:
+                                out = b"".join((data[:2], fl, trip[0], data[12:qe], trip[2]))
+                                if udp and len(out) > 512:
+                                    return self._truncated(data, qe, b"", fl)
+                            st = self.stats
+                            k = (min(256, qtype), fl[1])
+                            st.by_type_rcode[k] = st.by_type_rcode.get(k, 0) + 1
+                            if rk is not None:
+                                st.by_country[rk] = st.by_country.get(rk, 0) + 1
+                            return out
             return self._full(data, src, udp)
         except Exception:
             # garbage must never crash the server: answer FORMERR if there is a header at all
@@ -488,34 +703,72 @@ class Answerer:
                 self.stats.dropped += 1
                 return None
 
-    def _nxdomain(self, t: WireTable, data: bytes, key: bytes, qe: int, o, udp: bool):
-        """NXDOMAIN with the SOA for a well-formed name below the zone, else None."""
-        zw = t.zone_wire
-        i = 0
-        n = len(key)
-        if n > 255:
+    def _answer_limited(self, data: bytes, src: str, udp: bool = True) -> bytes | None:
+        """`answer` with response rate limiting (dnsd.rrl) in front, for UDP only: a limited
+        client gets nothing, or every `slip`-th time a truncated reply (BADCOOKIE when it sent
+        a cookie), unless it shows a valid server cookie (it is not spoofed, RFC 7873 5.2.5)."""
+        if not udp:
+            return Answerer.answer(self, data, src, False)
+        verdict = self.rrl.check(src)
+        if verdict == ALLOW:
+            return Answerer.answer(self, data, src, True)
+        if self.cookies is not None and b"\x00\x0a" in data[12:]:
+            valid: list[bool] = []
+            out = self._full(data, src, True, cookie_valid=valid)
+            if valid and valid[0]:
+                self.stats.rrl_cookie_exempt += 1
+                return out
+        if verdict == DROP:
+            self.stats.rrl_dropped += 1
             return None
-        while i < n:                            # label-aligned suffix test
-            if key[i:] == zw:
-                break
-            ln = key[i]
-            if ln == 0 or ln > 63:
-                return None
-            i += ln + 1
-        else:
-            return None
-        ropt = o[3] if o else b""
-        out = b"".join((data[:2], bytes((0x84 | (data[2] & 1), NXDOMAIN)),
-                        _COUNTS.pack(1, 0, 1, 1 if o else 0), data[12:qe],
-                        struct.pack("!H", 0xC000 | (12 + i)), t.neg_soa_tail, ropt))
+        self.stats.rrl_slipped += 1
+        counts = data[4:12]
+        if not data[2] & 0xF8 and (counts == _C_OPT or counts == _C_NOOPT):
+            # the common query, as on the fast path: its TC reply without a full decode
+            z = data.find(0, 12)
+            p = 12
+            while p < z:
+                p += data[p] + 1
+            qe = z + 5
+            o = ((self._opt_cache.get(data[qe:]) or self._ecs_opt(data[qe:])) if counts[7] else
+                 (False if len(data) == qe else None))
+            if p == z and z - 12 < 255 and data[z + 3:z + 5] == b"\x00\x01" and o is not None:
+                return self._truncated(data, qe, o[3] if o else b"", _FLAGS_OK[0])
+        return self._full(data, src, True, slip=True)
+
+    def _chain(self, t: WireTable, data: bytes, key: bytes, qe: int, act, o, src: str,
+               udp: bool, qtype: int, extra: bytes) -> bytes | None:
+        """A CNAME chain of the zone that ends at a name answered from the plan (RFC 1034
+        4.3.2 3a): the chain's records, then the target's records re-owned by its name."""
+        an, body, ptr = act[1]
+        rd = data[2] & 1
+        tacts = t.names.get(act[2])
+        tact = (tacts.get(qtype) or tacts[ANY_KEY]) if tacts is not None else _SERVFAIL_ACT
+        trip, rk, ropt = self._choose(tact, o, src)
+        if extra:
+            ropt = _opt_plus(ropt, extra)
+        if rcode_of(trip) == SERVFAIL:
+            return self._error(data, SERVFAIL, data[12:qe], ropt, qtype=qtype)
+        tan = answer_count(trip)
+        if tan:
+            sections = body + relocate(trip[2], ptr)
+            ns = 0
+        else:                                   # NODATA at the target: the SOA
+            off = 12 + len(key) - len(t.zone_wire)
+            sections = body + struct.pack("!H", 0xC000 | off) + t.neg_soa_tail
+            ns = 1
+        fl = _FLAGS_OK[rd]
+        out = b"".join((data[:2], fl, _COUNTS.pack(1, an + tan, ns, 1 if o else 0),
+                        data[12:qe], sections, ropt))
         if udp and len(out) > (o[4] if o else 512):
-            return self._truncated(data, qe, ropt)
-        qtype = data[qe - 4] << 8 | data[qe - 3]
-        self._count(qtype, NXDOMAIN)
+            return self._truncated(data, qe, ropt, fl)
+        self._count(qtype, NOERROR)
+        if rk is not None:
+            self.stats.by_country[rk] = self.stats.by_country.get(rk, 0) + 1
         return out
 
-    def _truncated(self, data: bytes, qe: int, ropt: bytes) -> bytes:
-        flags = bytes((0x86 | (data[2] & 1), 0))
+    def _truncated(self, data: bytes, qe: int, ropt: bytes, fl: bytes = b"\x84\x00") -> bytes:
+        flags = bytes((fl[0] | 0x02 | (data[2] & 1), fl[1]))
         return b"".join((data[:2], flags, _COUNTS.pack(1, 0, 0, 1 if ropt else 0),
                          data[12:qe], ropt))
 
@@ -525,11 +778,13 @@ class Answerer:
 
     def _error(self, data: bytes, rcode: int, question: bytes = b"", opt: bytes = b"",
                aa: bool = False, qtype: int = -1) -> bytes | None:
-        """A reply without answers: header (+ question) (+ OPT)."""
+        """A reply without answers: header (+ question) (+ OPT, whose extended rcode the caller
+        set for rcodes above 15)."""
         if len(data) < 12 or data[2] & 0x80:
             self.stats.dropped += 1
             return None
-        f1 = 0x80 | (data[2] & 0x79) | (0x04 if aa else 0)     # QR, opcode and RD copied
+        f1 = data[2] & 0x78                                     # the opcode copied
+        f1 |= 0x80 | (0x04 if aa else 0) | (0 if f1 else data[2] & 1)   # RD: QUERY's only
         self._count(qtype, rcode)
         return b"".join((data[:2], bytes((f1, rcode & 0xF)),
                          _COUNTS.pack(1 if question else 0, 0, 0, 1 if opt else 0),
@@ -541,7 +796,9 @@ class Answerer:
         """Decode one OPT RR's rdata; return the cache tuple or raise FormErr / return 'BADVERS'.
 
         Cache tuple: (ring key or None, scope, OPT bytes for location answers, OPT bytes for
-        location-independent answers, max UDP reply size).
+        location-independent answers, max UDP reply size, COOKIE option data or None).
+        A broken option list raises FormErr; a malformed option in a sound list raises
+        OptFormErr, whose reply keeps an OPT.
         """
         payload, _ext, version, flags, rdlen = struct.unpack_from("!HBBHH", data, p + 3)
         do = bool(flags & 0x8000)
@@ -550,7 +807,9 @@ class Answerer:
         q = p + 11
         if q + rdlen != end:
             raise FormErr
-        ecs = None
+        ecs = cookie = None
+        nsid = False
+        bad = False
         while q < end:
             if q + 4 > end:
                 raise FormErr
@@ -560,36 +819,49 @@ class Answerer:
                 raise FormErr
             if code == 8:
                 if ecs is not None or olen < 4:
-                    raise FormErr
-                fam, srcp, scope = struct.unpack_from("!HBB", data, q)
-                addr = data[q + 4:q + olen]
-                if fam == 1:
-                    bits = 32
-                elif fam == 2:
-                    bits = 128
+                    bad = True
                 else:
-                    raise FormErr
-                if srcp > bits or scope != 0 or len(addr) != (srcp + 7) // 8:
-                    raise FormErr
-                if srcp % 8 and addr[-1] & (0xFF >> (srcp % 8)):
-                    raise FormErr              # bits beyond the source prefix must be zero
-                ecs = (fam, srcp, addr)
+                    ecs = _ecs(data, q, olen)
+                    bad = bad or ecs is None
+            elif code == 10 and cookie is None:          # only the first COOKIE counts
+                if olen != 8 and not 16 <= olen <= 40:
+                    bad = True                          # RFC 7873 5.2.2
+                cookie = data[q:q + olen]
+            elif code == 3:
+                nsid = True
             q += olen
+        mine = b""
+        if nsid and self.nsid:                          # RFC 5001 2.3
+            mine = struct.pack("!HH", 3, len(self.nsid)) + self.nsid
+        plain = _opt_rr(do, mine)
+        if bad:
+            raise OptFormErr(plain)
+        if self.cookies is None:
+            cookie = None
         maxsize = max(512, min(payload, EDNS_PAYLOAD))
-        plain = _opt_rr(do)
         if ecs is None:
-            return (None, 0, plain, plain, maxsize)
+            return (None, 0, plain, plain, maxsize, cookie)
         fam, srcp, addr = ecs
         head = struct.pack("!HBB", fam, srcp, 0)
-        flat = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + head + addr)
+        flat = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + head + addr + mine)
         if srcp == 0:
-            return (None, 0, flat, flat, maxsize)
+            return (None, 0, flat, flat, maxsize, cookie)
         rk, scope = self._ecs_locate(fam, srcp, addr)
         geo = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + struct.pack("!HBB", fam, srcp,
-                                                                             scope) + addr)
-        return (rk, scope, geo, flat, maxsize)
+                                                                             scope) + addr + mine)
+        return (rk, scope, geo, flat, maxsize, cookie)
 
-    def _full(self, data: bytes, src: str, udp: bool) -> bytes | None:
+    def _cookie_option(self, cookie: bytes, src: str, note: list | None = None) -> bytes:
+        """The COOKIE option of our reply (client cookie + a server cookie); whether the query's
+        server cookie was valid is appended to `note` (a list of the caller's: nothing here is
+        shared between queries, which may be answered on several threads)."""
+        server, valid = self.cookies.respond(cookie[:8], cookie[8:], src)
+        if note is not None:
+            note.append(valid)
+        return struct.pack("!HH", 10, 8 + len(server)) + cookie[:8] + server
+
+    def _full(self, data: bytes, src: str, udp: bool, slip: bool = False,
+              cookie_valid: list | None = None) -> bytes | None:
         n = len(data)
         if n < 12:
             self.stats.dropped += 1
@@ -599,28 +871,38 @@ class Answerer:
             self.stats.dropped += 1            # a response: never answer it (no loops)
             return None
         opcode = (f1 >> 3) & 0xF
-        if opcode != 0:
-            return self._error(data, NOTIMP)
+        # other opcodes (NOTIFY, UPDATE, ...) get NOTIMP without their first section, whose
+        # meaning depends on the opcode (UPDATE's is a zone, RFC 2136 2.3)
         qd, an, ns, ar = _COUNTS.unpack_from(data, 4)
-        if qd != 1:
-            return self._error(data, FORMERR)
+        question = b""
+        qtype = qclass = -1
+        qe = 12
+        o = False
+        ropt = b""                              # the reply's OPT, once the query's parsed
+        opt_start = None
         try:
             p = 12
-            while True:                         # the question name: plain labels only
-                ln = data[p]
-                if ln == 0:
-                    break
-                if ln > 63:
-                    raise FormErr
-                p += ln + 1
-            if p - 12 > 255:
-                raise FormErr
-            qe = p + 5
-            if qe > n:
-                raise FormErr
-            qtype, qclass = struct.unpack_from("!HH", data, p + 1)
-            question = data[12:qe]
-            p = qe
+            for i in range(qd):
+                if i == 0:                      # the question name: plain labels only
+                    while True:
+                        ln = data[p]
+                        if ln == 0:
+                            break
+                        if ln > 63:
+                            raise FormErr
+                        p += ln + 1
+                    if p - 12 + 1 > 255:        # RFC 1035 2.3.4: at most 255 octets
+                        raise FormErr
+                    qe = p + 5
+                    if qe > n:
+                        raise FormErr
+                    qtype, qclass = struct.unpack_from("!HH", data, p + 1)
+                    question = data[12:qe]
+                    p = qe
+                else:
+                    p = _skip_name(data, p) + 4
+                    if p > n:
+                        raise FormErr
             for _ in range(an + ns):
                 p = _skip_name(data, p)
                 if p + 10 > n:
@@ -629,8 +911,6 @@ class Answerer:
                 p += 10 + rdlen
                 if p > n:
                     raise FormErr
-            o = False
-            opt_start = None
             for _ in range(ar):
                 start = p
                 p = _skip_name(data, p)
@@ -642,41 +922,86 @@ class Answerer:
                         raise FormErr          # a second OPT, or one not owned by the root
                     opt_start = start
                     o = self._parse_opt(data, start, p + 10 + rdlen, src)
+                    ropt = o[3] if o[0] != "BADVERS" else _opt_rr(o[1], ext_rcode=BADVERS >> 4)
                 p += 10 + rdlen
                 if p > n:
                     raise FormErr
             if p != n:
                 raise FormErr                  # trailing bytes
+        except OptFormErr as e:
+            if opcode:
+                return self._error(data, NOTIMP, b"", e.opt, qtype=qtype)
+            return self._error(data, FORMERR, question, e.opt, qtype=qtype)
         except (FormErr, IndexError, struct.error, ValueError):
-            return self._error(data, FORMERR)
-        if isinstance(o, tuple) and o and o[0] == "BADVERS":
+            # RFC 6891 7: an OPT that could be read is answered with one, even in an error
+            if opcode:
+                return self._error(data, NOTIMP, b"", ropt, qtype=qtype)
+            return self._error(data, FORMERR, question if qe <= n else b"", ropt, qtype=qtype)
+        if opcode:
+            question = b""
+        if o and o[0] == "BADVERS":
             # the header keeps BADVERS's low 4 bits (0), the OPT its high bits; counted as 16
-            return self._error(data, BADVERS, question, _opt_rr(o[1], ext_rcode=BADVERS >> 4),
-                               qtype=qtype)
-        if o and opt_start is not None and an == ns == 0 and ar == 1:
+            return self._error(data, BADVERS, question, ropt, qtype=qtype)
+        cookie = o[5] if o else None
+        extra = self._cookie_option(cookie, src, cookie_valid) if cookie is not None else b""
+        if opcode != 0:
+            return self._error(data, NOTIMP, b"", _opt_plus(ropt, extra), qtype=qtype)
+        if qd != 1:
+            if qd == 0 and cookie is not None and an == ns == 0:
+                # RFC 7873 5.4: a query for a server cookie alone
+                return self._error(data, NOERROR, b"", _opt_plus(ropt, extra))
+            return self._error(data, FORMERR, b"", _opt_plus(ropt, extra))
+        if o and cookie is None and opt_start is not None and an == ns == 0 and ar == 1:
             self._remember(data[opt_start:], o)
-        ropt_flat = o[3] if o else b""
+        if slip:                                # rate limited: make the client come back
+            if cookie is not None:              # ... with the cookie it now has (RFC 7873 5.2.3)
+                return self._error(data, BADCOOKIE, question,
+                                   _opt_plus(ropt, extra, BADCOOKIE >> 4), qtype=qtype)
+            return self._truncated(data, qe, ropt, _FLAGS_OK[0])
+        ropt_flat = _opt_plus(ropt, extra)
         t = self.table
         if t is None:
             return self._error(data, SERVFAIL, question, ropt_flat, qtype=qtype)
         if qclass != 1:
             return self._error(data, REFUSED, question, ropt_flat, qtype=qtype)
+        if qtype in NOTIMP_TYPES:
+            # zone transfers and MAILA/MAILB are not served (docs/dns.md, "Zone transfers")
+            return self._error(data, NOTIMP, question, ropt_flat, qtype=qtype)
         key = question[:-4].lower()
         acts = t.names.get(key)
-        if acts is None:
-            out = self._nxdomain(t, data, key, qe, o, udp)
-            if out is None:
-                return self._error(data, REFUSED, question, ropt_flat, qtype=qtype)
-            return out
-        trip, rk, ropt = self._choose(acts.get(qtype) or acts[ANY_KEY], o, src)
-        out = b"".join((data[:2], _FLAGS_OK[f1 & 1], trip[1] if o else trip[0], question,
-                        trip[2], ropt))
+        act = (acts.get(qtype) or acts[ANY_KEY]) if acts is not None else t.miss_act(key, qtype)
+        if act is None:
+            return self._error(data, REFUSED, question, ropt_flat, qtype=qtype)
+        if act[0] == 3:
+            return self._chain(t, data, key, qe, act, o, src, udp, qtype, extra)
+        trip, rk, ropt = self._choose(act, o, src)
+        if extra:
+            ropt = _opt_plus(ropt, extra)
+        fl = trip[3][f1 & 1]
+        out = b"".join((data[:2], fl, trip[1] if o else trip[0], question, trip[2], ropt))
         if udp and len(out) > (o[4] if o else 512):
-            return self._truncated(data, qe, ropt)
-        self._count(qtype, NOERROR)
+            return self._truncated(data, qe, ropt, fl)
+        self._count(qtype, fl[1])
         if rk is not None:
             self.stats.by_country[rk] = self.stats.by_country.get(rk, 0) + 1
         return out
+
+
+def _ecs(data: bytes, q: int, olen: int):
+    """(family, source prefix, address bytes) of a well-formed ECS option (RFC 7871 6), or None."""
+    fam, srcp, scope = struct.unpack_from("!HBB", data, q)
+    addr = data[q + 4:q + olen]
+    if fam == 1:
+        bits = 32
+    elif fam == 2:
+        bits = 128
+    else:
+        return None
+    if srcp > bits or scope != 0 or len(addr) != (srcp + 7) // 8:
+        return None
+    if srcp % 8 and addr[-1] & (0xFF >> (srcp % 8)):
+        return None                             # bits beyond the source prefix must be zero
+    return fam, srcp, addr
 
 
 def qtype_name(qtype: int) -> str:

@@ -8,6 +8,7 @@ an operator's typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -47,7 +48,20 @@ class DNSConfig:
     poll_interval: float = 1.0            # seconds between table version checks
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 0          # TCP connections held (0: half the fd limit, <= 4096)
+    tcp_max_per_address: int = 64         # ... from one client address
+    tcp_max_unsent: int = 65536           # reply bytes queued per connection before reads pause
+    tcp_backlog: int = 1024               # listen backlog of the TCP sockets
     workers: int = 1                      # DNS worker processes sharing the port (SO_REUSEPORT)
+    snapshot_dir: str = "var/snapshot"    # where each DNS process keeps the last plan it served
+    cookies: bool = True                  # answer DNS Cookies (RFC 7873, RFC 9018)
+    cookie_secret_file: str = ""          # secrets, one per line, 32 hex digits; "" = random
+    nsid: str = ""                        # NSID (RFC 5001) sent to clients that ask; "" = none
+    rrl_rate: float = 0.0                 # UDP responses per second per client prefix; 0 = off
+    rrl_slip: int = 2                     # every Nth limited response goes out truncated
+    rrl_ipv4_prefix: int = 24
+    rrl_ipv6_prefix: int = 56
+    rrl_exempt: tuple[str, ...] = ()      # prefixes never limited
 
 
 @dataclass(frozen=True)
@@ -230,6 +244,25 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [dns] share_cap: must be between 0 and 1")
     if d.workers < 1:
         raise ConfigError(f"{fname}: [dns] workers: must be at least 1")
+    if d.tcp_max_connections < 0 or d.tcp_max_per_address < 1 or d.tcp_max_unsent < 1024:
+        raise ConfigError(f"{fname}: [dns] tcp_max_connections must be 0 or more, "
+                          f"tcp_max_per_address at least 1, tcp_max_unsent at least 1024")
+    if d.tcp_backlog < 1:
+        raise ConfigError(f"{fname}: [dns] tcp_backlog: must be at least 1")
+    if d.rrl_rate < 0 or d.rrl_slip < 0:
+        raise ConfigError(f"{fname}: [dns] rrl_rate and rrl_slip must be 0 or more")
+    if not 8 <= d.rrl_ipv4_prefix <= 32 or not 16 <= d.rrl_ipv6_prefix <= 128:
+        raise ConfigError(f"{fname}: [dns] rrl_ipv4_prefix: 8..32, rrl_ipv6_prefix: 16..128")
+    for net in d.rrl_exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{fname}: [dns] rrl_exempt: '{net}' is not an address or "
+                              f"prefix") from None
+    try:
+        d.nsid.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{fname}: [dns] nsid: ASCII only") from None
     p = cfg.probes
     if p.fail_after < 1 or p.pass_after < 1:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")

@@ -3,10 +3,19 @@
 `make_engine` is the one place that knows dialects (SQLite pragmas; PostgreSQL through psycopg 3).
 `DBPool` is the one way Twisted code touches the table: `pool.run(thd)` calls `thd(conn)` inside a
 transaction on a thread pool of its own and fires with whatever plain data `thd` returned.
+
+A SQLite file is followed by path, as an operator expects: before each unit of work the pool
+checks the file. If it is missing, the work fails with `DatabaseFileMissing` (SQLite would
+otherwise create an empty file and keep a connection to it); if it is another file than the one
+the pooled connections have open (restored, or replaced by a rename), those connections are closed
+first, so the work sees the file now at the path. PostgreSQL connections are checked with a ping
+when taken from the pool, so a restarted server is reconnected to.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +26,18 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
+
+
+class DatabaseFileMissing(Exception):
+    """The SQLite file is not there (moved away, not restored yet, never created)."""
+
+
+def sqlite_file(engine: sa.Engine) -> str | None:
+    """The path of a file-backed SQLite engine's database, else None."""
+    if engine.dialect.name != "sqlite":
+        return None
+    db = engine.url.database
+    return None if not db or db == ":memory:" else db
 
 
 def normalise_url(url: str, base_dir: Path | None = None) -> str:
@@ -76,6 +97,28 @@ class DBPool:
         n = 1 if memory else max(1, threads_max)
         self._pool = ThreadPool(minthreads=1, maxthreads=n, name="mirrordns-db")
         self._started = False
+        self._file = sqlite_file(engine)
+        self._file_id = None
+        self._file_lock = threading.Lock()
+        self.generation = 0             # moves when the SQLite file at the path is another one
+
+    def _follow_file(self) -> None:
+        """See the module docstring. Runs on a pool thread, before each unit of work."""
+        if self._file is None:
+            return
+        try:
+            st = os.stat(self._file)
+            ident = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            ident = None
+        with self._file_lock:
+            if ident != self._file_id:
+                if self._file_id is not None:
+                    self.engine.dispose()       # connections to the file that was there
+                    self.generation += 1
+                self._file_id = ident
+        if ident is None:
+            raise DatabaseFileMissing(f"the database file {self._file} does not exist")
 
     def start(self) -> None:
         if not self._started:
@@ -95,6 +138,7 @@ class DBPool:
             self.start()
 
         def in_thread():
+            self._follow_file()
             with self.engine.begin() as conn:
                 return thd(conn)
 
@@ -106,6 +150,7 @@ class DBPool:
             self.start()
 
         def in_thread():
+            self._follow_file()
             with self.engine.connect() as conn:
                 conn.execution_options(mirrordns_readonly=True)
                 try:

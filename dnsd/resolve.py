@@ -37,6 +37,9 @@ def _kind(plan, zone, cfg, name: str) -> tuple[str, Location | None, str]:
     rel = name[: -len(z) - 1] if name.endswith("." + z) else ("" if name == z else None)
     if rel is None:
         return "none", None, "outside the zone"
+    cut = zone.cut_for(name)
+    if cut is not None:
+        return "static", None, f"delegated: {cut} is a child zone (a referral)"
     if (name in zone.records or name in zone.names) and not (rel == "" and cfg.dns.apex_geo):
         return "static", None, "static record from the zone file"
     if rel == "" and cfg.dns.apex_geo:
@@ -51,6 +54,9 @@ def _kind(plan, zone, cfg, name: str) -> tuple[str, Location | None, str]:
         for code, labels in CONTINENT_LABELS.items():
             if rel in labels:
                 return "continent", Location.of_continent(code), f"continent name for {code}"
+    ce = zone.closest_encloser(name)
+    if "*." + ce in zone.records:
+        return "static", None, f"matched by the wildcard *.{ce}"
     return "none", None, "no such name"
 
 

@@ -1,9 +1,25 @@
-"""The DNS listeners: thin shells around the pure `Answerer` (dnsd.answer).
+"""The DNS listeners: thin shells around the pure `Answerer` (dnsd.answer), and the ports they
+listen on.
 
 UDP: one datagram in, at most one out, on a thread per socket (UDPAnswerThread). TCP: a Twisted
 protocol on the reactor, RFC 1035 4.2.2 / RFC 7766 framing (2-byte length), any number of queries
-per connection, answered in order, closed after `idle_timeout` seconds without a query. Neither
-ever raises: `Answerer.answer` returns None for what it drops.
+per connection, answered in order. Neither ever raises: `Answerer.answer` returns None for what it
+drops.
+
+TCP is bounded so that no client can hold memory or file descriptors (RFC 7766 6.2):
+
+* at most `max_connections` connections, and `max_per_address` from one address; a new one over
+  either limit closes the least recently active connection of that group (RFC 7766 6.2.3), so a
+  client falling back from a truncated UDP answer always gets in;
+* a connection whose client does not read its replies stops being read once `max_unsent` reply
+  bytes wait for it (the transport pauses the protocol as its producer), and the idle timeout
+  aborts it (a reset), dropping what waits, instead of closing it after a drain that may never
+  come; an idle connection with nothing unsent is closed in order;
+* at the file-descriptor limit Twisted closes new connections at once (its reserved-descriptor
+  recovery); that is logged once, then once a minute, instead of once per connection.
+
+Listeners set IPV6_V6ONLY on IPv6 sockets, so `0.0.0.0:53` and `[::]:53` can both be listed; a
+port that cannot be bound is a `ListenError` naming the address and the cause.
 """
 
 from __future__ import annotations
@@ -12,13 +28,44 @@ import contextlib
 import errno
 import socket
 import threading
+import time
+from collections import OrderedDict
 
-from twisted.internet import protocol
-from twisted.logger import Logger
+from twisted.internet import protocol, tcp
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
 
 _log = Logger()
+
+
+class ListenError(Exception):
+    """A listen address that cannot be bound, worded in one line for the operator."""
+
+
+def listen_error(host: str, port: int, kind: str, err: BaseException) -> ListenError:
+    """'cannot listen on [::]:53/udp: Address already in use' (with a hint for EACCES)."""
+    hp = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cause = err
+    if isinstance(err, CannotListenError) and err.socketError is not None:
+        cause = err.socketError
+    code = getattr(cause, "errno", None)
+    text = getattr(cause, "strerror", None) or str(cause)
+    hint = ""
+    if code in (errno.EACCES, errno.EPERM) and port < 1024:
+        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif code == errno.EADDRINUSE:
+        hint = " (another program, or another listen entry, holds it)"
+    elif code == errno.EADDRNOTAVAIL:
+        hint = " (no interface has this address)"
+    return ListenError(f"cannot listen on {hp}/{kind}: {text}{hint}")
+
+
+def _v6only(skt: socket.socket) -> socket.socket:
+    if skt.family == socket.AF_INET6:
+        skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return skt
 
 
 class UDPAnswerThread:
@@ -89,21 +136,18 @@ UDP_RCVBUF = 1 << 20            # bytes asked for (gdnsd allows at most this); c
 
 
 def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A bound UDP socket for a listener (SO_REUSEPORT for N workers on one port). Its receive
-    buffer is raised towards UDP_RCVBUF: the default (~280 small datagrams) is 19 ms at 15,000
-    q/s, and a Python process can pause that long (the scheduler on a busy machine, a garbage
-    collection); queries then wait instead of being dropped."""
+    """A bound UDP socket for a listener (IPV6_V6ONLY; SO_REUSEPORT for N workers on one port).
+    Its receive buffer is raised towards UDP_RCVBUF: the default (~280 small datagrams) is 19 ms
+    at 15,000 q/s, and a Python process can pause that long (the scheduler on a busy machine, a
+    garbage collection); queries then wait instead of being dropped."""
     if reuse_port:
         s = reuseport_socket(host, port, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         return s
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-        if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        s.bind((host, port))
+        _v6only(s).bind((host, port))
     except OSError:
         s.close()
         raise
@@ -112,11 +156,16 @@ def udp_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 
 class DNSStreamProtocol(Int16StringReceiver, TimeoutMixin):
     def connectionMade(self):
-        self.setTimeout(self.factory.idle_timeout)
+        f = self.factory
+        self.setTimeout(f.idle_timeout)
         self._peer = getattr(self.transport.getPeer(), "host", "")
+        # the transport pauses us (stops reading) when more than max_unsent bytes wait to be sent
+        self.transport.bufferSize = f.max_unsent
+        self.transport.registerProducer(self, True)
 
     def stringReceived(self, data):
         self.resetTimeout()
+        self.factory.touched(self)
         out = self.factory.answerer.answer(data, self._peer, False)
         if out is None:
             self.transport.loseConnection()
@@ -125,20 +174,118 @@ class DNSStreamProtocol(Int16StringReceiver, TimeoutMixin):
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.setTimeout(None)
+        self.factory.forget(self)
 
     def timeoutConnection(self):
-        self.transport.loseConnection()
+        self.factory.stats_idle += 1
+        t = self.transport
+        unsent = (len(getattr(t, "dataBuffer", b"")) - getattr(t, "offset", 0)
+                  + getattr(t, "_tempDataLen", 0))
+        if unsent:
+            t.abortConnection()                 # drop what waits: never wait for a drain
+        else:
+            t.loseConnection()                  # nothing waits: an orderly close
 
 
 class DNSStreamFactory(protocol.ServerFactory):
+    """Builds DNSStreamProtocol and keeps the connections in order of last activity."""
+
     protocol = DNSStreamProtocol
 
-    def __init__(self, answerer, idle_timeout: float = 10.0):
+    def __init__(self, answerer, idle_timeout: float = 10.0, max_connections: int = 1000,
+                 max_per_address: int = 64, max_unsent: int = 65536):
         self.answerer = answerer
         self.idle_timeout = idle_timeout
+        self.max_connections = max(1, max_connections)
+        self.max_per_address = max(1, max_per_address)
+        self.max_unsent = max_unsent
+        self._conns: OrderedDict = OrderedDict()        # protocol -> host, oldest activity first
+        self._by_host: dict[str, OrderedDict] = {}
+        self.stats_evicted = 0
+        self.stats_idle = 0
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", "")
+        mine = self._by_host.get(host)
+        if mine is not None and len(mine) >= self.max_per_address:
+            self._evict(next(iter(mine)))
+        if len(self._conns) >= self.max_connections:
+            self._evict(next(iter(self._conns)))
+        p = super().buildProtocol(addr)
+        self._conns[p] = host
+        self._by_host.setdefault(host, OrderedDict())[p] = None
+        return p
+
+    def touched(self, p) -> None:
+        if p in self._conns:
+            self._conns.move_to_end(p)
+            self._by_host[self._conns[p]].move_to_end(p)
+
+    def forget(self, p) -> None:
+        host = self._conns.pop(p, None)
+        if host is not None:
+            mine = self._by_host[host]
+            mine.pop(p, None)
+            if not mine:
+                del self._by_host[host]
+
+    def _evict(self, p) -> None:
+        """Make room (RFC 7766 6.2.3): the least recently active connection of the group goes."""
+        self.forget(p)
+        self.stats_evicted += 1
+        if p.transport is not None:
+            p.transport.abortConnection()
 
 
-def reuseport_socket(host: str, port: int, kind: int) -> socket.socket:
+class _AcceptLog:
+    """Log observer of a TCP port: Twisted logs its file-descriptor (EMFILE) recovery once per
+    closed connection; this turns that into one line, then one a minute while it lasts."""
+
+    _log = Logger()
+
+    def __init__(self, where: str, clock=time.monotonic):
+        self.where = where
+        self.clock = clock
+        self._last = None
+        self._count = 0
+
+    def __call__(self, event):
+        fmt = event.get("log_format") or ""
+        if "EMFILE" not in fmt and "Could not accept" not in fmt:
+            globalLogPublisher(event)
+            return
+        if "Closed socket" in fmt or "Could not accept" in fmt:
+            self._count += 1
+        now = self.clock()
+        if self._last is None or now - self._last >= 60:
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self._log.error("dns_fd_limit: DNS over TCP on {where} is out of file descriptors "
+                            "(the process may open {limit}); new connections are closed at once "
+                            "until some are free; UDP keeps answering ({n} closed since the last "
+                            "report)", where=self.where, limit=limit, n=self._count)
+            self._last = now
+            self._count = 0
+
+
+class DNSTCPPort(tcp.Port):
+    """tcp.Port with IPV6_V6ONLY and one log line at the file-descriptor limit."""
+
+    def __init__(self, port, factory, backlog=1024, interface="", reactor=None):
+        super().__init__(port, factory, backlog, interface, reactor)
+        hp = f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
+        self._logger = Logger(namespace=type(self).__module__, observer=_AcceptLog(hp))
+
+    def createInternetSocket(self):
+        return _v6only(super().createInternetSocket())
+
+
+def reuseport_socket(host: str, port: int, kind: int, backlog: int = 1024) -> socket.socket:
     """A bound (and, for TCP, listening) socket with SO_REUSEPORT, for N workers on one port."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, kind)
@@ -148,6 +295,6 @@ def reuseport_socket(host: str, port: int, kind: int) -> socket.socket:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind((host, port))
     if kind == socket.SOCK_STREAM:
-        s.listen(128)
+        s.listen(backlog)
     s.setblocking(False)
     return s

@@ -9,6 +9,13 @@ Queries in flight see either the old or the new table, never a mix.
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
+Life without the database (dnsd.snapshot): every plan swapped in from the database is written to
+this process's snapshot file (off the reactor thread). At start, until the database answers, the
+newest valid snapshot of `[dns] snapshot_dir` is served (`dns_plan_from_snapshot`, with its age;
+`dnsd_plan_source` and `dnsd_plan_data_age_seconds` on /metrics). With no snapshot either, the
+static zone is served from the start and only names that need the plan (mirror, country,
+continent and geo names) get SERVFAIL.
+
 With `[dns] workers = N > 1`, every listener socket is opened with SO_REUSEPORT and N-1 extra
 processes (`python -m dnsd.worker --config FILE --single`) serve the same port, each following the
 table with its own plan; the kernel spreads queries over them.
@@ -18,25 +25,37 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import socket
 import sys
 import time
 
 from twisted.application import internet, service
 from twisted.internet import defer, threads
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from dnsd import models
-from dnsd.answer import Answerer, compile_table
+from dnsd import models, rrl, snapshot
+from dnsd.answer import Answerer, check_generated_names, compile_table
 from dnsd.config import split_hostport
+from dnsd.cookies import CookieJar, SecretError, SecretFile
 from dnsd.geo import GeoLocator
-from dnsd.plan import build_plan, empty_plan, load_rows, load_version
-from dnsd.server import DNSStreamFactory, UDPAnswerThread, reuseport_socket, udp_socket
+from dnsd.plan import build_plan, empty_plan, fmt_age, load_rows, load_version
+from dnsd.server import (
+    DNSStreamFactory,
+    DNSTCPPort,
+    ListenError,
+    UDPAnswerThread,
+    listen_error,
+    reuseport_socket,
+    udp_socket,
+)
 from dnsd.zonefile import ZoneError, load_zone, zone_for
 
 _log = Logger()
+COOKIE_SECRET_ENV = "MIRRORDNS_COOKIE_SECRET"   # hands a random cookie secret to the workers
+AUTO_TCP_MAX = 4096            # tcp_max_connections = 0: half the fd limit, at most this many
 
 
 class PlanHolder:
@@ -50,6 +69,14 @@ class PlanHolder:
         self.builds = 0
         self.db_ok = True
         self.last_error = ""
+        self.source = "none"           # where `current` came from: none, snapshot, database
+        self.snapshot_path = ""
+
+    def data_age(self) -> float | None:
+        """Seconds since the live plan's data was read from the table (None: no plan yet)."""
+        if self.source == "none":
+            return None
+        return max(0.0, (models.utcnow() - self.current.built_at).total_seconds())
 
     @property
     def version(self) -> int:
@@ -57,6 +84,71 @@ class PlanHolder:
 
     def age(self) -> float | None:
         return None if self.built_monotonic is None else time.monotonic() - self.built_monotonic
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
+class _Listener(service.Service):
+    """One UDP or TCP listen address. UDP is answered on a thread of its own
+    (dnsd.server.UDPAnswerThread), TCP on DNSTCPPort (IPV6_V6ONLY, bounded backlog, one line at
+    the fd limit); with `reuse` both are opened on sockets with SO_REUSEPORT (for several worker
+    processes). Binds in privilegedStartService, so port 53 is taken before twistd drops
+    privileges; a port that cannot be bound raises ListenError (one line: the address and the
+    cause). For UDP, `proto` is the Answerer."""
+
+    def __init__(self, reactor, kind, host, port, proto, reuse=False, backlog=1024):
+        self._reactor, self._kind, self._host, self._port_no = reactor, kind, host, port
+        self._proto, self._reuse, self._backlog = proto, reuse, backlog
+        self._port = None             # TCP: the listening port; UDP: the bound socket
+        self._thread = None
+
+    def _open(self):
+        if self._kind == "udp":
+            return udp_socket(self._host, self._port_no, self._reuse)
+        if self._reuse:
+            s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM, self._backlog)
+            try:
+                return DNSTCPPort._fromListeningDescriptor(self._reactor, s.fileno(), s.family,
+                                                           self._proto)
+            finally:
+                s.close()
+        return DNSTCPPort(self._port_no, self._proto, self._backlog, self._host, self._reactor)
+
+    def privilegedStartService(self):
+        try:
+            p = self._open()
+            if self._kind == "tcp":
+                p.startListening()
+        except (OSError, CannotListenError) as e:
+            raise listen_error(self._host, self._port_no, self._kind, e) from None
+        self._port = p
+        service.Service.privilegedStartService(self)
+
+    def startService(self):
+        if self._port is None:
+            self.privilegedStartService()
+        if self._kind == "udp":
+            self._thread = UDPAnswerThread(self._port, self._proto,
+                                           f"dns-udp {self._host}:{self._port_no}")
+            self._thread.start()
+        service.Service.startService(self)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        p, self._port = self._port, None
+        t, self._thread = self._thread, None
+        if t is not None:
+            return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), t.stop)
+        if self._kind == "udp" and p is not None:
+            p.close()                 # bound but never started
+        elif p is not None:
+            return p.stopListening()
 
 
 def freeze_startup_objects() -> None:
@@ -77,70 +169,18 @@ def freeze_startup_objects() -> None:
 _frozen = False
 
 
-def _stamp(path):
-    try:
-        st = os.stat(path)
-        return st.st_mtime_ns, st.st_size
-    except OSError:
-        return None
-
-
-class _UDPListener(service.Service):
-    """UDP answered on a thread of its own (dnsd.server.UDPAnswerThread), on a socket bound in
-    privilegedStartService, so port 53 is taken before twistd drops privileges; with `reuse`
-    the socket has SO_REUSEPORT (worker processes on one port)."""
-
-    def __init__(self, reactor, host, port, answerer, reuse=False):
-        self._reactor, self._host, self._port_no, self._answerer = reactor, host, port, answerer
-        self._reuse = reuse
-        self._sock = None
-        self._thread = None
-
-    def privilegedStartService(self):
-        if self._sock is None:
-            self._sock = udp_socket(self._host, self._port_no, self._reuse)
-        service.Service.privilegedStartService(self)
-
-    def startService(self):
-        if self._sock is None:
-            self.privilegedStartService()
-        self._thread = UDPAnswerThread(self._sock, self._answerer,
-                                       f"dns-udp {self._host}:{self._port_no}")
-        self._thread.start()
-        service.Service.startService(self)
-
-    def stopService(self):
-        service.Service.stopService(self)
-        t, self._thread, self._sock = self._thread, None, None
-        if t is not None:
-            return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), t.stop)
-
-
-class _TCPAdopted(service.Service):
-    """TCP on a socket we open with SO_REUSEPORT (Twisted's TCPServer cannot set it)."""
-
-    def __init__(self, reactor, host, port, factory):
-        self._reactor, self._host, self._port_no, self._factory = reactor, host, port, factory
-        self._port = None
-
-    def privilegedStartService(self):
-        s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM)
+def raise_fd_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit (at most 65536), as
+    servers do; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65536, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
         try:
-            self._port = self._reactor.adoptStreamPort(s.fileno(), s.family, self._factory)
-        finally:
-            s.close()
-        service.Service.privilegedStartService(self)
-
-    def startService(self):
-        if self._port is None:
-            self.privilegedStartService()
-        service.Service.startService(self)
-
-    def stopService(self):
-        service.Service.stopService(self)
-        if self._port is not None:
-            d, self._port = self._port.stopListening(), None
-            return d
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class _Worker(ProcessProtocol):
@@ -162,8 +202,10 @@ class DNSService(service.MultiService):
     """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`."""
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
-                 spawn_workers=True, rng=None, geo_interval: float | None = None, registry=None):
+                 spawn_workers=True, rng=None, geo_interval: float | None = None, registry=None,
+                 slot: int = 0, exit_on_listen_error: bool = False):
         super().__init__()
+        self.exit_on_listen_error = exit_on_listen_error
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
@@ -174,38 +216,78 @@ class DNSService(service.MultiService):
             geo = GeoLocator(path, g.cache_size, compile=True, index_cache=str(
                 cfg.resolve_path(g.index_cache)) if g.index_cache else None)
         self.geo = geo
+        if geo_interval is None:
+            geo_interval = g.reload_interval
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
         else:
             self._zone_path = None
+        check_generated_names(zone, cfg)
         self.zone = zone
         self._zone_stamp = _stamp(self._zone_path) if self._zone_path else None
         self._rng = rng
+        self.slot = slot
+        self.snapshot_dir = cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir else None
         self.plan = PlanHolder(empty_plan(cfg))
-        self.answerer = Answerer(geo)            # table None -> SERVFAIL until the first plan
+        self._secrets = None
+        cookies = None
+        if d.cookies:
+            # without a secret file the workers of one server share the secret of the first
+            inherited = os.environ.get(COOKIE_SECRET_ENV, "")
+            cookies = CookieJar([bytes.fromhex(inherited)] if len(inherited) == 32 else None)
+            if d.cookie_secret_file:   # read now: a bad secret file fails at startup
+                self._secrets = SecretFile(str(cfg.resolve_path(d.cookie_secret_file)), cookies)
+                try:
+                    self._secrets.check()
+                except (OSError, SecretError) as e:
+                    raise SecretError(str(e)) from None
+        # until a plan arrives: the static zone, SERVFAIL only for names that need the plan
+        self.answerer = Answerer(geo, compile_table(None, zone, cfg), cookies=cookies,
+                                 nsid=d.nsid.encode("ascii"), rrl=rrl.from_config(d))
         self.reuse_port = (d.workers > 1) if reuse_port is None else reuse_port
         self._spawn = spawn_workers and d.workers > 1
         self._workers: set = set()
         self._last_build = None
+        self._pool_gen = 0
         self._last_db_log = 0.0
-        self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout)
+        self._collisions: tuple = ()
+        self.fd_limit = raise_fd_limit()
+        max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
+        self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
+                                    d.tcp_max_per_address, d.tcp_max_unsent)
         for hp in d.listen:
             host, port = split_hostport(hp, "[dns] listen")
-            _UDPListener(reactor, host, port, self.answerer, self.reuse_port).setServiceParent(self)
-            if self.reuse_port:
-                _TCPAdopted(reactor, host, port, self.tcp).setServiceParent(self)
-            else:
-                internet.TCPServer(port, self.tcp, interface=host,
-                                   reactor=reactor).setServiceParent(self)
+            _Listener(reactor, "udp", host, port, self.answerer,
+                      self.reuse_port).setServiceParent(self)
+            _Listener(reactor, "tcp", host, port, self.tcp, self.reuse_port,
+                      d.tcp_backlog).setServiceParent(self)
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
-        georeload = geo.reload_service(
-            g.reload_interval if geo_interval is None else geo_interval, clock=reactor,
+        georeload = geo.reload_service(geo_interval, clock=reactor,
                                        in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
         if georeload is not None:
             georeload.setServiceParent(self)
+        if self._secrets is not None:
+            secrets = internet.TimerService(geo_interval, self._check_secrets)
+            secrets.clock = reactor
+            secrets.setServiceParent(self)
+
+    def _check_secrets(self):
+        d = self._in_thread(self._secrets.check)
+
+        def done(changed):
+            if changed:
+                _log.info("dns cookie secrets reloaded from {path} ({n} secrets)",
+                          path=self._secrets.path, n=len(self.answerer.cookies.keys))
+
+        def failed(f):
+            _log.error("dns cookie secrets not reloaded, keeping the old ones: {err}",
+                       err=f.getErrorMessage())
+
+        d.addCallbacks(done, failed)
+        return d
 
     # -- plan refresh ------------------------------------------------------------------------------
 
@@ -218,9 +300,11 @@ class DNSService(service.MultiService):
 
     def _maybe_rebuild(self, version):
         now = self.reactor.seconds()
+        gen = getattr(self.pool, "generation", 0)      # another SQLite file at the path
         due = (self.plan.table is None or version != self.plan.version
-               or self._last_build is None
+               or self._last_build is None or gen != self._pool_gen
                or now - self._last_build >= self.cfg.dns.rebuild_interval)
+        self._pool_gen = gen
         if not due:
             return None
         d = self.pool.run_readonly(load_rows)      # a failure here is the database's
@@ -244,37 +328,92 @@ class DNSService(service.MultiService):
     def build(self, rows):
         """Plan + wire table from rows (runs on a pool thread). Re-reads a changed zone file."""
         t0 = time.perf_counter()
+        zone = self._current_zone()
+        plan = build_plan(rows, self.cfg, models.utcnow())
+        table = compile_table(plan, zone, self.cfg, self._rng)
+        return plan, table, zone, time.perf_counter() - t0
+
+    def _current_zone(self):
+        """The zone, re-read when its file changed (on a pool thread); a broken new file is
+        logged and the old zone kept."""
         zone = self.zone
         if self._zone_path is not None:
             st = _stamp(self._zone_path)
             if st is not None and st != self._zone_stamp:
                 try:
                     zone = load_zone(self._zone_path, self.cfg.dns.zone)
+                    check_generated_names(zone, self.cfg)
                     self._zone_stamp = st
                     _log.info("zone file {path} reloaded", path=str(self._zone_path))
                 except ZoneError as e:
+                    zone = self.zone
                     self._zone_stamp = st      # do not retry the same broken file every second
                     _log.error("zone file not reloaded, keeping the old one: {err}", err=str(e))
-        plan = build_plan(rows, self.cfg, models.utcnow())
-        table = compile_table(plan, zone, self.cfg, self._rng)
-        return plan, table, zone, time.perf_counter() - t0
+        return zone
 
-    def _swap(self, built):
+    def _swap(self, built, source: str = "database"):
         plan, table, zone, secs = built
         h = self.plan
         old = h.current.version
+        was = h.source
         self.zone = zone
         h.current, h.table = plan, table
+        h.source = source
         self.answerer.set_table(table)
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
         h.builds += 1
-        self._last_build = self.reactor.seconds()
         if h.builds == 1:
             freeze_startup_objects()
-        _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
-                  "serving; was {old})", version=plan.version, ms=secs * 1000,
-                  serving=len(plan.serving), total=len(plan.mirrors), old=old)
+        if source == "database":
+            self._last_build = self.reactor.seconds()
+            _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
+                      "serving; was {old}{src})", version=plan.version, ms=secs * 1000,
+                      serving=len(plan.serving), total=len(plan.mirrors), old=old,
+                      src=", from the snapshot" if was == "snapshot" else "")
+            if self.snapshot_dir is not None:
+                d = self._in_thread(snapshot.write, self.snapshot_dir, self.slot, plan)
+                d.addErrback(lambda f: _log.error("dns plan snapshot not written to {dir}: {err}",
+                                                  dir=str(self.snapshot_dir),
+                                                  err=f.getErrorMessage()))
+        if table.collisions != self._collisions:
+            self._collisions = table.collisions
+            for c in table.collisions:
+                _log.error("dns name collision: {what}; the zone file's name is served",
+                           what=c)
+
+    # -- the snapshot at start -------------------------------------------------------------------
+
+    def load_snapshot(self):
+        """Read the newest valid snapshot and compile it (on a pool thread); None if none."""
+        problems: list[str] = []
+        snap = snapshot.newest(self.snapshot_dir, problems)
+        for p in problems:
+            _log.warn("dns plan snapshot skipped: {problem}", problem=p)
+        if snap is None:
+            return None
+        t0 = time.perf_counter()
+        zone = self._current_zone()
+        table = compile_table(snap.plan, zone, self.cfg, self._rng)
+        return snap, (snap.plan, table, zone, time.perf_counter() - t0)
+
+    def _snapshot_loaded(self, loaded):
+        if loaded is None:
+            if self.plan.source == "none":
+                _log.warn("dns_no_plan: no plan snapshot in {dir} and no plan from the database "
+                          "yet; answering the static zone, SERVFAIL for names that need the plan",
+                          dir=str(self.snapshot_dir))
+            return
+        snap, built = loaded
+        if self.plan.source != "none":
+            return                      # the database answered first
+        self._swap(built, source="snapshot")
+        self.plan.snapshot_path = snap.path
+        _log.warn("dns_plan_from_snapshot: answering from {path} (plan version {version}, "
+                  "{serving} of {total} mirrors serving, written {age} ago) until the database "
+                  "answers", path=snap.path, version=snap.plan_version,
+                  serving=len(snap.plan.serving), total=len(snap.plan.mirrors),
+                  age=fmt_age(snap.age()))
 
     def _db_good(self, _):
         if not self.plan.db_ok:
@@ -285,21 +424,38 @@ class DNSService(service.MultiService):
 
     def _db_bad(self, failure):
         now = self.reactor.seconds()
-        self.plan.last_error = failure.getErrorMessage()
-        if self.plan.db_ok or now - self._last_db_log >= 60:
+        h = self.plan
+        h.last_error = failure.getErrorMessage()
+        if h.db_ok or now - self._last_db_log >= 60:
             self._last_db_log = now
-            _log.error("dns_db_unreachable: cannot refresh the plan ({err}); still answering from "
-                       "plan version {version}", err=self.plan.last_error,
-                       version=self.plan.version)
-        self.plan.db_ok = False
+            if h.source == "none":
+                what = "answering the static zone only"
+            else:
+                what = (f"still answering from plan version {h.version} ({h.source}, data "
+                        f"{fmt_age(h.data_age())} old)")
+            _log.error("dns_db_unreachable: cannot refresh the plan ({err}); {what}",
+                       err=h.last_error, what=what, version=h.version)
+        h.db_ok = False
 
     # -- workers ------------------------------------------------------------------------------------
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            if not self.exit_on_listen_error:
+                raise
+            raise SystemExit(f"mirrordns: {e}") from None    # one line, no traceback
 
     def startService(self):
         super().startService()
         from dnsd import metrics
 
         self._collector = metrics.register(self, self._registry)
+        if self.snapshot_dir is not None:
+            d = self._in_thread(self.load_snapshot)
+            d.addCallbacks(self._snapshot_loaded,
+                           lambda f: _log.failure("dns plan snapshot not loaded", f))
         if self._spawn:
             if not self.cfg.path:
                 _log.error("[dns] workers > 1 needs a config file; serving with one process")
@@ -308,8 +464,11 @@ class DNSService(service.MultiService):
                 w = _Worker(self, n)
                 self._workers.add(w)
                 args = [sys.executable, "-m", "dnsd.worker", "--config",
-                        str(os.path.abspath(self.cfg.path)), "--single"]
-                self.reactor.spawnProcess(w, sys.executable, args, env=os.environ.copy())
+                        str(os.path.abspath(self.cfg.path)), "--single", "--slot", str(n)]
+                env = os.environ.copy()
+                if self.answerer.cookies is not None:
+                    env[COOKIE_SECRET_ENV] = self.answerer.cookies.keys[0].hex()
+                self.reactor.spawnProcess(w, sys.executable, args, env=env)
 
     def stopService(self):
         if self._collector is not None:
@@ -327,4 +486,7 @@ class DNSService(service.MultiService):
 
 
 def makeService(cfg, pool, reactor, **kw) -> DNSService:
+    """The DNS service for twistd: a listen address that cannot be bound ends the process with
+    one line naming it and the cause."""
+    kw.setdefault("exit_on_listen_error", True)
     return DNSService(cfg, pool, reactor, **kw)

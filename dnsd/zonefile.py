@@ -1,10 +1,23 @@
-"""Static zone data (SOA, NS, apex records, MX, TXT, static names) from an RFC 1035 master file.
+"""Static zone data (SOA, NS, apex records, MX, TXT, static names) from an RFC 1035 master file,
+and what an authoritative server answers from it (`Zone.lookup`).
 
 Records are parsed with `dnslib.RR.fromZone`, one logical record at a time, so an error names the
 file and line ("zones/m.zone:12: bad record 'foo IN MX mail': ..."); dnslib alone gives neither.
 `$ORIGIN`, `$TTL`, `@`, relative names, owners inherited from the previous record and parenthesised
 multi-line records are handled here; `$INCLUDE` and `$GENERATE` are refused. After parsing, the
 apex must have exactly one SOA and at least one NS, and every name must lie inside the zone.
+
+NS records below the apex are zone cuts (delegations to child zones). The checks that keep them
+meaningful: at a cut only NS, DS and glue addresses; below a cut only glue addresses (A/AAAA of the
+child's name servers); no cut below another; DS only at a cut (RFC 4035 2.4); an NS target below
+its cut must have glue (RFC 9471); no NS at a wildcard (RFC 4592 4.2); no DNAME (not implemented).
+
+`Zone.lookup` is RFC 1034 4.3.2 over these records: referrals at cuts (RFC 1034 4.3.2 3b,
+RFC 2181 6.1), DS at a cut answered by the parent (RFC 4035 3.1.4.1), in-zone CNAME chains
+followed (RFC 1034 3.6.2, 4.3.2 3a; the rcode of the last name, RFC 6604 2.1), wildcards by the
+closest-encloser rule (RFC 4592 3.3), NXDOMAIN and NODATA with the SOA (RFC 2308). Names the
+server generates from the mirror table are leaves of it: a chain that reaches one stops there
+and says so (`Lookup.dynamic`), and the answer path adds the plan's records.
 """
 
 from __future__ import annotations
@@ -14,7 +27,11 @@ from pathlib import Path
 
 from dnslib import QTYPE, RR
 
-SOA, NS, CNAME = QTYPE.SOA, QTYPE.NS, QTYPE.CNAME
+SOA, NS, CNAME, A, AAAA, DS, DNAME, ANY = (QTYPE.SOA, QTYPE.NS, QTYPE.CNAME, QTYPE.A,
+                                          QTYPE.AAAA, QTYPE.DS, 39, QTYPE.ANY)
+MAX_CHAIN = 8                  # CNAMEs followed in one answer (loops end here too)
+_GLUE = frozenset((A, AAAA))
+_AT_CUT = frozenset((NS, DS, A, AAAA))
 
 
 class ZoneError(Exception):
@@ -43,8 +60,103 @@ class Zone:
         """RFC 2308: the smaller of the SOA's TTL and its MINIMUM field."""
         return min(int(self.soa.ttl), int(self.soa.rdata.times[4]))
 
+    cuts: frozenset = frozenset()                      # delegation points (NS below the apex)
+
     def rrset(self, name: str, qtype: int) -> list[RR]:
         return self.records.get(name, {}).get(qtype, [])
+
+    def contains(self, name: str) -> bool:
+        return name == self.origin or name.endswith("." + self.origin)
+
+    def cut_for(self, name: str) -> str | None:
+        """The delegation point at or above `name` (inside this zone), else None."""
+        if not self.cuts:
+            return None
+        n = name
+        while n != self.origin and "." in n:
+            if n in self.cuts:
+                return n
+            n = n.split(".", 1)[1]
+        return None
+
+    def closest_encloser(self, name: str) -> str:
+        """The longest existing ancestor of `name` (names and empty non-terminals, RFC 4592 3.3.1)."""
+        n = name
+        while n not in self.names and n != self.origin:
+            n = n.split(".", 1)[1]
+        return n
+
+    def glue(self, cut: str) -> list[RR]:
+        """Addresses for the NS targets of a cut that this zone holds: the glue below the cut,
+        and the addresses of in-zone targets elsewhere (RFC 9471: in-domain and sibling glue)."""
+        out = []
+        for ns in self.rrset(cut, NS):
+            target = norm(ns.rdata.label)
+            if self.contains(target):
+                out += self.rrset(target, A) + self.rrset(target, AAAA)
+        return out
+
+    def lookup(self, qname: str, qtype: int, dynamic=lambda name, qtype: False) -> Lookup:
+        """RFC 1034 4.3.2 step 3 for `qname` (normalised, inside the zone) and `qtype`.
+
+        `dynamic(name, qtype)` tells which names the server answers from the mirror table; a chain
+        that reaches one ends with `Lookup.dynamic` set. Owners of records synthesised from a
+        wildcard are the name asked for (RFC 4592 3.3.1), which may be `qname` itself.
+        """
+        answer: list[tuple[str, RR]] = []
+        name, seen = qname, set()
+        while True:
+            cut = self.cut_for(name)
+            if cut is not None and not (name == cut and qtype == DS):
+                return Lookup(bool(answer), NOERROR, tuple(answer), referral=cut)
+            if name in self.names:
+                rrsets = self.records.get(name, {})
+            else:
+                ce = self.closest_encloser(name)
+                rrsets = self.records.get("*." + ce)
+                if rrsets is None:
+                    return Lookup(True, NXDOMAIN, tuple(answer), negative=True)
+            cname = rrsets.get(CNAME)
+            if cname and qtype not in (CNAME, ANY):
+                answer.append((name, cname[0]))
+                seen.add(name)
+                target = norm(cname[0].rdata.label)
+                if target in seen or len(seen) >= MAX_CHAIN or not self.contains(target):
+                    return Lookup(True, NOERROR, tuple(answer))
+                if dynamic(target, qtype):
+                    return Lookup(True, NOERROR, tuple(answer), dynamic=target)
+                name = target
+                continue
+            if qtype == ANY:                   # RFC 8482: the CNAME, or one synthesised record
+                return Lookup(True, NOERROR, tuple(answer) + tuple((name, r) for r in cname or ()),
+                              minimal_any=not cname)
+            rrs = rrsets.get(qtype)
+            if rrs:
+                return Lookup(True, NOERROR, tuple(answer) + tuple((name, r) for r in rrs))
+            return Lookup(True, NOERROR, tuple(answer), negative=True)
+
+
+NOERROR, NXDOMAIN = 0, 3
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the zone answers for one (name, type), before encoding.
+
+    `answer` holds (owner, record) pairs: the owner is the name the record is served under (the
+    asked name for a wildcard match). `negative`: the SOA goes in the authority section (NXDOMAIN
+    or NODATA). `referral`: the cut whose NS records go in the authority section, their glue in
+    the additional one. `dynamic`: the generated name a CNAME chain ends at. `minimal_any`: the
+    one record RFC 8482 lets an ANY query get.
+    """
+
+    aa: bool
+    rcode: int
+    answer: tuple = ()
+    negative: bool = False
+    referral: str | None = None
+    dynamic: str | None = None
+    minimal_any: bool = False
 
 
 def _logical_records(text: str):
@@ -151,6 +263,7 @@ def parse_zone(text: str, origin: str, fname: str = "<zone>", default_ttl: int =
     for name, by_type in records.items():
         if CNAME in by_type and (len(by_type) > 1 or len(by_type[CNAME]) > 1):
             raise ZoneError(f"{fname}: {name} has a CNAME and other data")
+    cuts = _check_cuts(records, zone, fname)
     names = set()
     for name in records:
         n = name
@@ -159,7 +272,49 @@ def parse_zone(text: str, origin: str, fname: str = "<zone>", default_ttl: int =
             if n == zone:
                 break
             n = n.split(".", 1)[1]
-    return Zone(zone, apex[SOA][0], records, names, fname)
+    return Zone(zone, apex[SOA][0], records, names, fname, cuts)
+
+
+def _check_cuts(records: dict, zone: str, fname: str) -> frozenset:
+    """The delegation points, after the checks listed in the module docstring."""
+    cuts = {n for n, by_type in records.items() if NS in by_type and n != zone}
+    for name, by_type in records.items():
+        if DNAME in by_type:
+            raise ZoneError(f"{fname}: {name}: DNAME records are not supported")
+        if name.startswith("*.") and NS in by_type:
+            raise ZoneError(f"{fname}: {name}: a wildcard cannot own NS records (RFC 4592 4.2)")
+        if DS in by_type and name not in cuts:
+            raise ZoneError(f"{fname}: {name}: DS records belong at a delegation point "
+                            f"(a name with NS records below the apex)")
+        above = name.split(".", 1)[1] if "." in name else zone
+        parent_cut = None
+        while above != zone and "." in above:
+            if above in cuts:
+                parent_cut = above
+                break
+            above = above.split(".", 1)[1]
+        if parent_cut is not None:
+            if name in cuts:
+                raise ZoneError(f"{fname}: {name}: a delegation below the delegation {parent_cut}")
+            extra = set(by_type) - _GLUE
+            if extra:
+                types = ", ".join(sorted(QTYPE.get(t) for t in extra))
+                raise ZoneError(f"{fname}: {name}: only glue (A, AAAA) may be below the "
+                                f"delegation {parent_cut}, not {types}")
+        elif name in cuts:
+            extra = set(by_type) - _AT_CUT
+            if extra:
+                types = ", ".join(sorted(QTYPE.get(t) for t in extra))
+                raise ZoneError(f"{fname}: {name} is delegated (NS): only NS, DS and glue may be "
+                                f"there, not {types}")
+    for cut in sorted(cuts):
+        for ns in records[cut][NS]:
+            target = norm(ns.rdata.label)
+            if (target == cut or target.endswith("." + cut)) and not (
+                    set(records.get(target, {})) & _GLUE):
+                raise ZoneError(f"{fname}: {cut} is delegated to {target}, which is below the "
+                                f"delegation and has no glue (A or AAAA records)")
+    return frozenset(cuts)
 
 
 def load_zone(path: str | Path, origin: str) -> Zone:

@@ -63,22 +63,30 @@ def write_table(url: str) -> None:
     engine.dispose()
 
 
-def make_env(tmp_path: Path, mmdb: str, dns_extra: str = "") -> tuple:
-    """(config, port): a SQLite table, a zone file and a config file in tmp_path."""
+def make_env(tmp_path: Path, mmdb: str, dns_extra: str = "", *, zone: str = ZONE,
+             zone_text: str = ZONE_TEXT, db_url: str | None = None, listen=None,
+             table: bool = True) -> tuple:
+    """(config, port): a SQLite table (or `db_url`'s), a zone file and a config file in tmp_path."""
     db = tmp_path / "mirrors.sqlite"
-    write_table(f"sqlite:///{db}")
-    (tmp_path / "zone").write_text(ZONE_TEXT)
+    url = db_url or f"sqlite:///{db}"
+    if table:
+        write_table(url)
+    (tmp_path / "zone").write_text(zone_text)
     port = free_port()
+    listen = listen or [f"127.0.0.1:{port}"]
+    listen_toml = ", ".join(f'"{hp}"'.replace("{port}", str(port)) for hp in listen)
     cfgpath = tmp_path / "mirrordns.toml"
+    given = {line.split("=")[0].strip() for line in dns_extra.splitlines() if "=" in line}
+    defaults = "\n".join(f"{k} = {v}" for k, v in (("poll_interval", 0.2),
+                                                    ("tcp_idle_timeout", 0.5)) if k not in given)
     cfgpath.write_text(f"""
 [database]
-url = "sqlite:///{db}"
+url = "{url}"
 [dns]
-zone = "{ZONE}"
+zone = "{zone}"
 zone_file = "zone"
-listen = ["127.0.0.1:{port}"]
-poll_interval = 0.2
-tcp_idle_timeout = 0.5
+listen = [{listen_toml}]
+{defaults}
 {dns_extra}
 [geoip]
 database = "{mmdb}"

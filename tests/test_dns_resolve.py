@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import dns.edns
 import dns.message
 import dns.query
 
@@ -75,6 +77,25 @@ def test_worker_launcher_two_processes_share_the_port(tmp_path, test_mmdb):
             r = dns.query.udp(dns.message.make_query(f"de2.{ZONE}", "A"), "127.0.0.1",
                               port=port, timeout=3)
             assert r.answer[0][0].address == ADDR["de2"]
+        # the workers share one cookie secret: a server cookie from one is valid on the other
+        # (each query from a new socket, so the kernel spreads them over both processes)
+        client = b"\x05" * 8
+        cookies = set()
+        server = b""
+        for _ in range(40):
+            q = dns.message.make_query(f"de2.{ZONE}", "A", use_edns=0,
+                                       options=[dns.edns.GenericOption(10, client + server)])
+            r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
+            server = [o.server for o in r.options if o.otype == 10][0]
+            cookies.add(server)
+        assert len(cookies) == 1
+        # and each keeps its own plan snapshot
+        snaps = cfg.resolve_path(cfg.dns.snapshot_dir)
+        for _ in range(50):
+            if {f.name for f in snaps.glob("plan-*.json")} == {"plan-0.json", "plan-1.json"}:
+                break
+            time.sleep(0.1)
+        assert {f.name for f in snaps.glob("plan-*.json")} == {"plan-0.json", "plan-1.json"}
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
         assert not any(_alive(c) for c in children)       # reaped before the launcher exits

@@ -141,23 +141,24 @@ class ProxiedMetricsTests(MetricsTests):
 def test_switch_and_real_dns_collector(sqlite_engine):
     """[admin] metrics = false leaves /metrics out; on, dnsd's real collector shows through."""
     from admin.web import build_root
+    from dnsd.answer import Stats
     from dnsd.metrics import DNSCollector
-
-    class Stats:
-        def __init__(self):
-            self.by_type_rcode = {(1, 0): 5}
-            self.by_country = {"DE": 5}
-            self.dropped = 0
 
     class Answerer:
         stats = Stats()
+        stats.by_type_rcode = {(1, 0): 5}
+        stats.by_country = {"DE": 5}
+        rrl = None
 
     class Holder:
-        version, build_seconds, db_ok = 3, 0.01, True
+        version, build_seconds, db_ok, source = 3, 0.01, True, "database"
         current = build_plan({"version": 3, "mirrors": []}, make_ctx(sqlite_engine).cfg, T0)
 
         def age(self):
             return 2.0
+
+        def data_age(self):
+            return 2.5
 
     reg = CollectorRegistry()
     reg.register(DNSCollector(Answerer(), Holder()))
@@ -181,6 +182,8 @@ def test_switch_and_real_dns_collector(sqlite_engine):
     s = samples(text)
     assert s[("dnsd_queries_total", (("qtype", "A"), ("rcode", "NOERROR")))] == 5
     assert s[("dnsd_plan_age_seconds", ())] == 2.0
+    assert s[("dnsd_plan_source", (("source", "database"),))] == 1
+    assert s[("dnsd_plan_data_age_seconds", ())] == 2.5
     off = make_ctx(sqlite_engine, "[admin]\nmetrics = false\n")
     code, _ = get(StubTreq(build_root(off)))
     assert code == 404
