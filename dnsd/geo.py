@@ -21,6 +21,7 @@ but enough for a demo); production points `[geoip] database` at a maintained Geo
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import subprocess
 import time
@@ -224,12 +225,14 @@ class GeoLocator:
         cache = self._cache
         hit = cache.get(key)
         if hit is not None:
-            cache.move_to_end(key)
+            with contextlib.suppress(KeyError):     # emptied by a reload on another thread
+                cache.move_to_end(key)
             return hit
         res = self._lookup(ip, key[1])
         cache[key] = res
         if len(cache) > self.cache_size:
-            cache.popitem(last=False)
+            with contextlib.suppress(KeyError):
+                cache.popitem(last=False)
         return res
 
     def _lookup(self, ip: str, bucket_prefix: int) -> tuple[Location, int]:
