@@ -1,12 +1,22 @@
 """Sending the outbox: a Twisted service that delivers queued mail over SMTP, with retries.
 
 Rows are written by `dnsd.outbox.queue_mail` in the same transaction as the change that causes
-them; this service only reads due rows, hands each to `twisted.mail.smtp.sendmail`, and marks it
-sent *after* the SMTP server accepted it. So the guarantee is at-least-once: if the process dies
-between the server's 250 and our mark, the mail goes again on restart; it is never lost. While the
-SMTP server is down, each row's `next_attempt_at` moves back exponentially (`[mail] retry_base`
-seconds, doubling, capped at 6 hours) and its `last_error` says why; after `retry_max` attempts the
-row is parked (`failed`) for an admin to look at.
+them. A sender first *claims* due rows (`claim_due`: who, and a lease of `[mail] claim_lease`
+seconds; on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so two senders claiming at once take
+different rows; SQLite's single writer serialises the claims by itself), then hands each to
+`twisted.mail.smtp.sendmail`, and marks it sent *after* the SMTP server accepted it. So N senders
+on one table deliver each mail once, and the guarantee stays at-least-once: a sender that dies
+between the server's 250 and its mark, or whose lease ran out mid-send, may make a mail go twice;
+a sender that dies holding claims leaves those mails to another sender once the lease is over;
+nothing is lost. A claim is renewed before a send that could outlast it, and a row whose claim
+went to another sender meanwhile is left to that sender.
+
+While the SMTP server is down, each row's `next_attempt_at` moves back exponentially
+(`[mail] retry_base` seconds, doubling, capped at 6 hours) and its `last_error` says why; after
+`retry_max` attempts the row is parked (`failed`) for an admin to look at.
+
+Stopping: no new send starts; the one in flight gets `STOP_GRACE` seconds, then it is cancelled
+(not counted as an attempt), and the rows still claimed are released for the next sender.
 
 `sendmail` is a constructor argument (STYLE E14), so tests can swap in a recorder; the end-to-end
 tests use a real aiosmtpd server on loopback instead.
@@ -15,6 +25,8 @@ tests use a real aiosmtpd server on loopback instead.
 from __future__ import annotations
 
 import datetime as _dt
+import enum
+import os
 import random
 
 import sqlalchemy as sa
@@ -28,6 +40,7 @@ from dnsd.models import outbox
 
 MAX_BACKOFF = 6 * 3600
 SEND_TIMEOUT = 120            # seconds for one SMTP conversation
+STOP_GRACE = 2.0              # seconds a send in flight may finish in once the node stops
 
 
 def _now(reactor) -> _dt.datetime:
@@ -41,19 +54,65 @@ def backoff(attempts: int, base: float, rng: random.Random | None = None) -> flo
     return delay * (1 + (rng or random).uniform(0, 0.1))
 
 
+_DUE_COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.message, outbox.c.attempts,
+                outbox.c.kind, outbox.c.subject)
+
+
+def _due(now: _dt.datetime):
+    return (outbox.c.sent_at.is_(None), outbox.c.failed.is_(False),
+            outbox.c.next_attempt_at <= now)
+
+
 def due_rows(conn: sa.Connection, now: _dt.datetime, limit: int) -> list[dict]:
-    rows = conn.execute(
-        sa.select(outbox.c.id, outbox.c.recipients, outbox.c.message, outbox.c.attempts,
-                  outbox.c.kind, outbox.c.subject)
-        .where(outbox.c.sent_at.is_(None), outbox.c.failed.is_(False),
-               outbox.c.next_attempt_at <= now)
-        .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)).mappings().all()
+    """The due rows, claimed or not (for counting and for the tests)."""
+    rows = conn.execute(sa.select(*_DUE_COLUMNS).where(*_due(now))
+                        .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)).mappings()
     return [dict(r) for r in rows]
+
+
+def claim_due(conn: sa.Connection, now: _dt.datetime, limit: int, me: str,
+              lease: float) -> list[dict]:
+    """Claim up to `limit` due rows nobody holds (or whose holder's lease ran out) for `me` until
+    now + lease; returns them oldest first, each with its `claimed_until`."""
+    free = sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now)
+    rows = conn.execute(
+        sa.select(*_DUE_COLUMNS).where(*_due(now), free)
+        .order_by(outbox.c.next_attempt_at, outbox.c.id).limit(limit)
+        .with_for_update(skip_locked=True)).mappings().all()    # PostgreSQL; SQLite ignores it
+    if not rows:
+        return []
+    until = now + _dt.timedelta(seconds=lease)
+    conn.execute(outbox.update().where(outbox.c.id.in_([r["id"] for r in rows]))
+                 .values(claimed_by=me, claimed_until=until))
+    return [dict(r, claimed_until=until) for r in rows]
+
+
+def renew_claim(conn: sa.Connection, row_id: int, now: _dt.datetime, me: str,
+                lease: float) -> _dt.datetime | None:
+    """Extend `me`'s claim on an unsent row; None when the row is sent or another sender holds
+    it now (after `me`'s lease ran out)."""
+    until = now + _dt.timedelta(seconds=lease)
+    res = conn.execute(outbox.update().where(
+        outbox.c.id == row_id, outbox.c.sent_at.is_(None), outbox.c.failed.is_(False),
+        sa.or_(outbox.c.claimed_by == me, outbox.c.claimed_until.is_(None),
+               outbox.c.claimed_until <= now))
+        .values(claimed_by=me, claimed_until=until))
+    return until if res.rowcount else None
+
+
+def release_claims(conn: sa.Connection, row_ids: list[int], me: str) -> int:
+    """Give back `me`'s claims on rows it will not send now (the node stops, the server is down)."""
+    if not row_ids:
+        return 0
+    return conn.execute(outbox.update().where(
+        outbox.c.id.in_(row_ids), outbox.c.claimed_by == me, outbox.c.sent_at.is_(None))
+        .values(claimed_by=None, claimed_until=None)).rowcount
 
 
 def mark_sent(conn: sa.Connection, row_id: int, now: _dt.datetime) -> None:
     conn.execute(outbox.update().where(outbox.c.id == row_id).values(
-        sent_at=now, attempts=outbox.c.attempts + 1, last_error=""))
+        sent_at=now, attempts=outbox.c.attempts + 1, last_error="", claimed_by=None,
+        claimed_until=None))
 
 
 def mark_failed(conn: sa.Connection, row_id: int, now: _dt.datetime, error: str, retry_max: int,
@@ -64,8 +123,15 @@ def mark_failed(conn: sa.Connection, row_id: int, now: _dt.datetime, error: str,
     parked = attempts >= retry_max
     conn.execute(outbox.update().where(outbox.c.id == row_id).values(
         attempts=attempts, last_error=error[:2000], failed=parked,
-        next_attempt_at=now + _dt.timedelta(seconds=delay)))
+        next_attempt_at=now + _dt.timedelta(seconds=delay), claimed_by=None, claimed_until=None))
     return parked
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    FAILED = "failed"          # the server refused or is down: the rest of the batch waits
+    SKIPPED = "skipped"        # another sender holds the row now
+    STOPPED = "stopped"        # the node is stopping: not sent, not counted as an attempt
 
 
 class OutboxSender(service.Service):
@@ -82,19 +148,35 @@ class OutboxSender(service.Service):
         m = cfg.mail
         self._password = (cfg.resolve_path(m.password_file).read_text().strip()
                           if m.password_file else None)
-        self._loop = None
+        self.me = f"{cfg.node.identity}:{os.getpid()}"       # the claimant's name in the table
+        self._loop = self._loop_done = None
+        self._stopping = False
+        self._inflight: defer.Deferred | None = None
 
     def startService(self):
         super().startService()
+        self._stopping = False
         self._loop = task.LoopingCall(self.send_due)
         self._loop.clock = self.reactor
-        self._loop.start(self.cfg.mail.poll_interval, now=True).addErrback(
+        self._loop_done = self._loop.start(self.cfg.mail.poll_interval, now=True).addErrback(
             lambda f: self._log.failure("outbox loop stopped", f))
 
     def stopService(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        return super().stopService()
+        """Fires once the round in flight is over (a send gets STOP_GRACE s) and its claims
+        are released."""
+        super().stopService()
+        self._stopping = True
+        if self._loop is None or not self._loop.running:
+            return None
+        self._loop.stop()
+        if self._inflight is not None:
+            grace = self.reactor.callLater(STOP_GRACE, self._cancel_inflight)
+            self._loop_done.addBoth(lambda r: (grace.active() and grace.cancel(), r)[1])
+        return self._loop_done
+
+    def _cancel_inflight(self):
+        if self._inflight is not None:
+            self._inflight.cancel()
 
     def send(self, recipients: list[str], message: bytes) -> defer.Deferred:
         """One SMTP conversation (the seam tests can replace through `sendmail`)."""
@@ -106,32 +188,61 @@ class OutboxSender(service.Service):
         return d.addTimeout(SEND_TIMEOUT, self.reactor)
 
     def send_due(self) -> defer.Deferred:
-        """Send the due rows, oldest first, until none is due or one fails; never raises."""
+        """Claim and send the due rows, oldest first, until none is due or one fails; never
+        raises. Fires with the number sent."""
         return defer.ensureDeferred(self._send_due())
 
     async def _send_due(self) -> int:
         sent = 0
+        lease = self.cfg.mail.claim_lease
         try:
-            while True:
+            while not self._stopping:
                 now = _now(self.reactor)
-                rows = await self.pool.run_readonly(
-                    lambda conn, now=now: due_rows(conn, now, self.batch))
+                rows = await self.pool.run(
+                    lambda conn, now=now: claim_due(conn, now, self.batch, self.me, lease))
                 if not rows:
                     return sent
-                for row in rows:
-                    if not await self._one(row):
-                        return sent       # the server is likely down: the rest waits for next poll
-                    sent += 1
-                if len(rows) < self.batch:
+                done: set[int] = set()
+                outcome = Outcome.SENT
+                try:
+                    for row in rows:
+                        if self._stopping:
+                            break
+                        outcome = await self._one(row)
+                        if outcome is Outcome.SENT:
+                            sent += 1
+                        if outcome in (Outcome.SENT, Outcome.FAILED, Outcome.SKIPPED):
+                            done.add(row["id"])
+                        if outcome in (Outcome.FAILED, Outcome.STOPPED):
+                            break   # the server is likely down: the rest waits for the next poll
+                finally:
+                    rest = [r["id"] for r in rows if r["id"] not in done]
+                    if rest:
+                        await self.pool.run(lambda conn, rest=rest: release_claims(
+                            conn, rest, self.me))
+                if outcome in (Outcome.FAILED, Outcome.STOPPED) or len(rows) < self.batch:
                     return sent
         except Exception:
             self._log.failure("outbox round failed")
-            return sent
+        return sent
 
-    async def _one(self, row: dict) -> bool:
+    async def _one(self, row: dict) -> Outcome:
+        lease = self.cfg.mail.claim_lease
+        now = _now(self.reactor)
+        if (row["claimed_until"] - now).total_seconds() < SEND_TIMEOUT:
+            until = await self.pool.run(lambda conn: renew_claim(conn, row["id"], now, self.me,
+                                                                 lease))
+            if until is None:
+                return Outcome.SKIPPED
+            row["claimed_until"] = until
         to = [a for a in row["recipients"].split(",") if a]
         try:
-            await self.send(to, row["message"])
+            self._inflight = self.send(to, row["message"])
+            await self._inflight
+        except defer.CancelledError:
+            self._log.info("mail {id} ({kind}) not sent: the node is stopping", id=row["id"],
+                           kind=row["kind"])
+            return Outcome.STOPPED
         except Exception as e:
             err = f"{type(e).__name__}: {e}"
             delay = backoff(row["attempts"] + 1, self.cfg.mail.retry_base, self.rng)
@@ -143,12 +254,14 @@ class OutboxSender(service.Service):
                 + (" (given up)" if parked else " (retry in {delay:.0f} s)"),
                 id=row["id"], kind=row["kind"], to=row["recipients"], attempt=row["attempts"] + 1,
                 error=err, delay=delay)
-            return False
+            return Outcome.FAILED
+        finally:
+            self._inflight = None
         now = _now(self.reactor)
         await self.pool.run(lambda conn: mark_sent(conn, row["id"], now))
         self._log.info("mail {id} ({kind}) sent to {to}", id=row["id"], kind=row["kind"],
                        to=row["recipients"])
-        return True
+        return Outcome.SENT
 
 
 def makeService(cfg, pool, reactor) -> OutboxSender:

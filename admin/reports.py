@@ -1,9 +1,10 @@
 """Scheduled mails: the weekly status report to the list, the daily reminders to maintainers and
 the periodic "are you still willing?" mails to the waiting list (admin.waitinglist).
 
-Each job runs inside one transaction that checks `job_runs`, queues its mails and moves
-`job_runs.last_run_at`, so a restart (or a second admin node) never sends a report twice and a
-crash mid-job sends nothing rather than half. The reminder job runs hourly and each mirror carries
+Each job runs through `dnsd.jobs.run_once`: one transaction that holds the job's `job_runs` row,
+queues its mails and moves `last_run_at`, so a restart or a second admin node never sends a
+report twice and a crash mid-job sends nothing rather than half. A fresh install sends its first
+weekly report a week after it starts. The reminder job runs hourly and each mirror carries
 its own `reminder_mailed_at`, so a maintainer gets one reminder a day counted from the outage, not
 from whenever the job happened to run.
 
@@ -20,12 +21,12 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from admin import waitinglist
+from dnsd.jobs import Job, run_once
 from dnsd.models import (
     ACTIVE,
     DISABLED_ADMIN,
     DISABLED_PROBES,
     PENDING,
-    job_runs,
     mirror_health,
     mirrors,
 )
@@ -33,31 +34,13 @@ from dnsd.plan import fmt_age
 from probes import mails
 from probes.verdicts import freshness_class
 
-WEEKLY = "weekly-report"
-REMINDERS = "daily-reminders"
-JOBS = {
-    WEEKLY: _dt.timedelta(days=7),
-    REMINDERS: _dt.timedelta(hours=1),
-    waitinglist.JOB: _dt.timedelta(days=1),   # each applicant is due on its own schedule
-}
+WEEKLY = Job("weekly-report", _dt.timedelta(days=7), wait_first_period=True)
+REMINDERS = Job("daily-reminders", _dt.timedelta(hours=1))
+WAITING_LIST = Job(waitinglist.JOB, _dt.timedelta(days=1))  # each applicant is due on its own
 
 
 def _now(reactor) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(reactor.seconds(), _dt.UTC).replace(tzinfo=None)
-
-
-def run_job(conn: sa.Connection, job: str, period: _dt.timedelta, now: _dt.datetime, fn):
-    """Run fn(conn) if `job` last ran `period` ago or never; record the run in the same transaction.
-    Returns fn's result, or None when the job was not due."""
-    last = conn.execute(sa.select(job_runs.c.last_run_at).where(job_runs.c.job == job)).scalar()
-    if last is not None and now - last < period:
-        return None
-    result = fn(conn)
-    if last is None:
-        conn.execute(job_runs.insert().values(job=job, last_run_at=now))
-    else:
-        conn.execute(job_runs.update().where(job_runs.c.job == job).values(last_run_at=now))
-    return result
 
 
 def _mirror_rows(conn):
@@ -147,19 +130,22 @@ class ReportsService(service.Service):
     def __init__(self, cfg, pool, reactor, check_interval: float = 300.0):
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         self.check_interval = check_interval
-        self._loop = None
+        self._loop = self._loop_done = None
 
     def startService(self):
         super().startService()
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.reactor
-        self._loop.start(self.check_interval, now=True).addErrback(
+        self._loop_done = self._loop.start(self.check_interval, now=True).addErrback(
             lambda f: self._log.failure("reports loop stopped", f))
 
     def stopService(self):
+        """Fires when the job in flight (one transaction) has ended."""
+        super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        return super().stopService()
+            return self._loop_done
+        return None
 
     def tick(self) -> defer.Deferred:
         return defer.ensureDeferred(self._tick())
@@ -167,18 +153,19 @@ class ReportsService(service.Service):
     async def _tick(self) -> dict:
         done = {}
         for job, fn in ((WEEKLY, weekly_report), (REMINDERS, daily_reminders),
-                        (waitinglist.JOB, waitinglist.application_reminders)):
+                        (WAITING_LIST, waitinglist.application_reminders)):
             now = _now(self.reactor)
             try:
                 res = await self.pool.run(
-                    lambda conn, job=job, fn=fn, now=now: run_job(
-                        conn, job, JOBS[job], now, lambda c: fn(c, self.cfg, now)))
+                    lambda conn, job=job, fn=fn, now=now: run_once(
+                        conn, job, now, lambda c: fn(c, self.cfg, now)))
             except Exception:
-                self._log.failure("scheduled job {job} failed", job=job)
+                self._log.failure("scheduled job {job} failed", job=job.name)
                 continue
-            done[job] = res
+            done[job.name] = res
             if res:
-                self._log.info("scheduled job {job} queued {result}", job=job, result=res)
+                self._log.info("scheduled job {job} queued {result}", job=job.name, result=res)
+        self._log.debug("scheduled jobs checked: {done}", done=done)
         return done
 
 

@@ -270,7 +270,7 @@ JOB = "application-reminders"          # the job_runs name, when run by admin.re
 def application_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> int:
     """The scheduled job, with admin.reports' job signature fn(conn, cfg, now) -> result.
 
-    Wire it into admin.reports (JOBS[JOB] = 1 day; run_job records job_runs). It decides on its
+    admin.reports runs it daily through dnsd.jobs.run_once (job_runs bookkeeping). It decides on its
     own who is due, so running it more often than daily never sends more mail.
     """
     return send_reminders(conn, days=cfg.admin.application_reminder_days,

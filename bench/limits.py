@@ -7,7 +7,9 @@ thousands of connections held) and response rate limiting (a flood from one /24)
 
 Each run starts `python -m dnsd.worker` (the DNS server alone) on the bench/dns zone, table and
 geo database, pinned to core 0, and drives it from this process pinned to core 1, with the load
-generator of bench/dnsload.py. Figures are printed as one JSON object per scenario and a summary;
+generator of bench/dnsload.py. The TCP scenarios run against gdnsd too (the reference of
+bench/dns.sh, on the same names as static records, one UDP and one TCP thread, 4,096 TCP clients
+allowed), when it is installed. Figures are printed as one JSON object per scenario and a summary;
 docs/benchmarks.md has the latest ones. Run under `flock /tmp/mirrordns-bench.lock` on a shared
 machine. Environment: BENCH_LIMITS_PORT (default 15340), BENCH_LIMITS_KEEP=1 keeps the temp dir.
 
@@ -115,6 +117,52 @@ class Server:
         self.err.close()
 
 
+class Gdnsd(Server):
+    """gdnsd 3 (the speed reference of bench/dns.sh) on the same names as static records: de with
+    both DE mirrors, the big TXT; one UDP and one TCP thread, pinned to core 0."""
+
+    def __init__(self, work: Path, port: int, tcp_clients: int, tcp_timeout: int):
+        self.work, self.port = work / "gdnsd", port
+        shutil.rmtree(self.work, ignore_errors=True)
+        (self.work / "zones").mkdir(parents=True)
+        for d in ("run", "state"):
+            (self.work / d).mkdir()
+        chunk = "x" * 250
+        (self.work / "zones" / ZONE).write_text(
+            "$TTL 3600\n@ SOA ns1 hostmaster ( 1 3600 600 604800 60 )\n@ NS ns1\n"
+            "ns1 A 127.0.0.1\nde 60 A 127.10.1.1\nde 60 A 127.10.1.2\n"
+            f"{BIG} 300 TXT " + " ".join(f'"{chunk}"' for _ in range(6)) + "\n")
+        (self.work / "config").write_text(
+            "options => {\n"
+            f"  listen => [ 127.0.0.1:{port} ]\n"
+            "  udp_threads => 1\n  tcp_threads => 1\n"
+            f"  tcp_clients_per_thread => {tcp_clients}\n  tcp_timeout => {tcp_timeout}\n"
+            f"  run_dir => {self.work}/run\n  state_dir => {self.work}/state\n}}\n")
+        self.proc = None
+
+    def __enter__(self):
+        cmd = ["gdnsd", "-c", str(self.work), "start"]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", "0"] + cmd
+        self.err = open(self.work / "server.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.err, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        import dns.message
+        import dns.query
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                dns.query.udp(dns.message.make_query(f"de.{ZONE}", "A"), "127.0.0.1",
+                              port=self.port, timeout=0.5)
+                return self
+            except Exception:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise SystemExit(f"gdnsd did not start: see {self.work / 'server.log'}")
+
+
 def frame(wire: bytes) -> bytes:
     return struct.pack("!H", len(wire)) + wire
 
@@ -127,33 +175,37 @@ def slow_readers(srv: Server, conns: int = 10, total_bytes: int = 4_700_000,
     q = dns.message.make_query(f"{BIG}.{ZONE}", "TXT").to_wire()
     per_conn = total_bytes // conns
     data = frame(q) * (per_conn // (len(q) + 2) + 1)
-    socks = []
-    for _ in range(conns):
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(conns)]
+    for s in socks:
         s.setblocking(False)
-        socks.append([s, 0])
+    offs = [0] * conns                           # bytes each connection took
+    done = [False] * conns                       # all sent, or reset by the server
     time.sleep(0.2)
     before = srv.rss_mb()
     srv.reset_peak()
     deadline = time.monotonic() + push_seconds
     peak = before
-    while time.monotonic() < deadline and any(off < len(data) for _s, off in socks):
-        for entry in socks:
-            s, off = entry
-            if off >= len(data):
+    cut = 0                                      # connections the server reset meanwhile
+    while time.monotonic() < deadline and not all(done):
+        for i, s in enumerate(socks):
+            if done[i]:
                 continue
             try:
-                entry[1] += s.send(data[off:off + 65536])
+                offs[i] += s.send(data[offs[i]:offs[i] + 65536])
+                done[i] = offs[i] >= len(data)
             except BlockingIOError:
                 pass
+            except OSError:
+                cut += 1
+                done[i] = True
         peak = max(peak, srv.rss_mb())
         time.sleep(0.005)
-    sent = sum(off for _s, off in socks)
+    sent = sum(offs)
     hwm = srv.rss_mb("VmHWM")
-    # the idle timeout (3 s here) resets the connections and drops what waited for them
-    time.sleep(4.0)
+    # the idle timeout (5 s here, gdnsd's shortest) ends the connections
+    time.sleep(6.5)
     reset = 0
-    for s, _off in socks:
+    for s in socks:
         try:
             s.setblocking(True)
             s.settimeout(1)
@@ -167,7 +219,8 @@ def slow_readers(srv: Server, conns: int = 10, total_bytes: int = 4_700_000,
             "bytes_offered": len(data) * conns, "bytes_the_server_took": sent,
             "rss_before_mb": round(before, 1), "rss_peak_mb": round(max(peak, hwm), 1),
             "rss_growth_mb": round(max(peak, hwm) - before, 1), "bar_mb": 20,
-            "connections_reset_at_idle_timeout": reset, "rss_after_mb": round(after, 1)}
+            "connections_reset_while_pushing": cut,
+            "connections_ended_by_server": reset, "rss_after_mb": round(after, 1)}
 
 
 def udp_latency(srv: Server, rate: float, seconds: float, name: str = f"de.{ZONE}") -> dict:
@@ -326,16 +379,25 @@ def main(argv=None) -> int:
     out = []
     try:
         if args.what == "tcp":
-            extra = ("tcp_idle_timeout = 3.0\ntcp_max_connections = 4096\n"
+            gdnsd = shutil.which("gdnsd") is not None
+            extra = ("tcp_idle_timeout = 5.0\ntcp_max_connections = 4096\n"
                      "snapshot_dir = \"\"")
             with Server(work, port, extra) as srv:
                 log(f"slow readers (server pid {srv.pid})")
-                out.append(slow_readers(srv))
+                out.append({"server": "mirrordns", **slow_readers(srv)})
+            if gdnsd:
+                with Gdnsd(work, port, 4096, 5) as srv:
+                    log("slow readers, gdnsd")
+                    out.append({"server": "gdnsd", **slow_readers(srv)})
             extra = ("tcp_idle_timeout = 120.0\ntcp_max_connections = 4096\n"
                      "snapshot_dir = \"\"")
             with Server(work, port, extra) as srv:
                 log("2,000 held connections")
-                out.append(held(srv))
+                out.append({"server": "mirrordns", **held(srv)})
+            if gdnsd:
+                with Gdnsd(work, port, 4096, 120) as srv:
+                    log("2,000 held connections, gdnsd")
+                    out.append({"server": "gdnsd", **held(srv)})
         else:
             with Server(work, port, "rrl_rate = 50\nrrl_slip = 2\nsnapshot_dir = \"\"") as srv:
                 log("a 20,000 q/s flood from one /24")

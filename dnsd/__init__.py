@@ -8,3 +8,10 @@ def makeService(cfg, pool, reactor, **kw):
     from dnsd.service import makeService as _make
 
     return _make(cfg, pool, reactor, **kw)
+
+
+def makeGeo(cfg):
+    """The client locator from `[geoip]`, for a node that runs no DNS service (a probe vantage)."""
+    from dnsd.service import geo_from_config
+
+    return geo_from_config(cfg)

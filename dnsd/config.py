@@ -24,6 +24,22 @@ class ConfigError(Exception):
     """A configuration problem, worded for the operator (file, key, what was expected)."""
 
 
+ROLES = ("dns", "probes", "admin")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    roles: tuple[str, ...] = ROLES        # the parts this process runs (twistd.tac composes them)
+    name: str = ""                        # this node's name in claims and logs ("" = host name)
+
+    @property
+    def identity(self) -> str:
+        """Who this node is in outbox claims and logs: `name`, else the host name."""
+        import socket
+
+        return self.name or socket.gethostname()
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///var/mirrordns.sqlite"
@@ -46,6 +62,7 @@ class DNSConfig:
     max_sync_age: int = 86400             # seconds; older mirrors are not serving
     ring_size: int = 64                   # pre-encoded answers per (name, type, location)
     poll_interval: float = 1.0            # seconds between table version checks
+    notify: bool = True                   # PostgreSQL: also follow the version by LISTEN/NOTIFY
     rebuild_interval: float = 60.0        # rebuild even without a version change (sync ages move)
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 0          # TCP connections held (0: half the fd limit, <= 4096)
@@ -125,6 +142,7 @@ class MailConfig:
     retry_max: int = 20                   # attempts before a mail is parked as failed
     retry_base: float = 60.0              # seconds before the first retry; doubles, capped at 6 h
     poll_interval: float = 5.0            # seconds between outbox checks
+    claim_lease: float = 300.0            # seconds a sender holds the mails it claimed
     reminder_hours: int = 24              # daily reminder while disabled / out of sync this long
 
 
@@ -143,6 +161,7 @@ class CloserConfig:
 
 @dataclass(frozen=True)
 class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
@@ -229,6 +248,11 @@ def parse_config(text: str, fname: str = "<string>") -> Config:
 
 
 def _validate(cfg: Config, fname: str) -> None:
+    roles = cfg.node.roles
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles or len(set(roles)) != len(roles):
+        raise ConfigError(f"{fname}: [node] roles: a list of distinct roles out of "
+                          f"{', '.join(ROLES)} (got {list(roles)})")
     d = cfg.dns
     if not d.zone or d.zone.startswith(".") or " " in d.zone:
         raise ConfigError(f"{fname}: [dns] zone: '{d.zone}' is not a domain name")
@@ -263,6 +287,8 @@ def _validate(cfg: Config, fname: str) -> None:
         d.nsid.encode("ascii")
     except UnicodeEncodeError:
         raise ConfigError(f"{fname}: [dns] nsid: ASCII only") from None
+    if cfg.mail.claim_lease <= 0:
+        raise ConfigError(f"{fname}: [mail] claim_lease must be positive")
     p = cfg.probes
     if p.fail_after < 1 or p.pass_after < 1:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")

@@ -87,6 +87,10 @@ def make_engine(url: str, base_dir: Path | None = None) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+class PoolClosed(Exception):
+    """Work handed to the table's pool after it closed."""
+
+
 class DBPool:
     """A thread pool of its own for the table; the reactor's pool stays free for everything else."""
 
@@ -97,6 +101,7 @@ class DBPool:
         n = 1 if memory else max(1, threads_max)
         self._pool = ThreadPool(minthreads=1, maxthreads=n, name="mirrordns-db")
         self._started = False
+        self._closed = False
         self._file = sqlite_file(engine)
         self._file_id = None
         self._file_lock = threading.Lock()
@@ -129,13 +134,22 @@ class DBPool:
     def stop(self) -> None:
         if self._started:
             self._started = False
+            self._closed = True
             self._pool.stop()
             self.engine.dispose()
 
+    def _ensure_started(self) -> None:
+        if not self._started:
+            if self._closed:
+                raise PoolClosed("the table's thread pool has been closed (the node is stopping)")
+            self.start()
+
     def run(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
         """Fire with thd(conn)'s result; thd runs in one transaction, committed if it returns."""
-        if not self._started:
-            self.start()
+        try:
+            self._ensure_started()
+        except PoolClosed:
+            return defer.fail()
 
         def in_thread():
             self._follow_file()
@@ -146,8 +160,10 @@ class DBPool:
 
     def run_readonly(self, thd: Callable[[sa.Connection], T]) -> defer.Deferred[T]:
         """Same as run, without the write lock SQLite would take (for the plan poller, pages)."""
-        if not self._started:
-            self.start()
+        try:
+            self._ensure_started()
+        except PoolClosed:
+            return defer.fail()
 
         def in_thread():
             self._follow_file()
@@ -200,19 +216,23 @@ def schema_is_current(engine: sa.Engine) -> bool:
 
 
 
-class DBPoolService(service.Service):
-    """The pool as a service: added first to the application, it starts first and, since a
-    MultiService stops its children in reverse order, stops last (after web and probes)."""
+class DBPoolService(service.MultiService):
+    """The pool as the parent of every part of a node: it starts before its children and closes
+    only once all of them have stopped (their stopService Deferreds fired), so a part that
+    writes its last results while stopping (the probes' pending batch, an outbox mark) still
+    finds the pool open, and nothing is handed to a pool that has closed."""
 
     name = "db-pool"
 
     def __init__(self, pool: DBPool):
+        super().__init__()
         self.pool = pool
 
     def startService(self):
-        super().startService()
         self.pool.start()
+        super().startService()
 
     def stopService(self):
-        super().stopService()
-        self.pool.stop()
+        d = defer.maybeDeferred(super().stopService)
+        d.addBoth(lambda _: self.pool.stop())
+        return d

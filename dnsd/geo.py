@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import subprocess
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,7 +36,14 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from dnsd.geoindex import GeoIndex, GeoIndexError, client_country, load_or_build, stamp_of
+from dnsd.geoindex import (
+    BuildCancelled,
+    GeoIndex,
+    GeoIndexError,
+    client_country,
+    load_or_build,
+    stamp_of,
+)
 from dnsd.mmdbtree import MMDBError
 from dnsd.picker import Location
 
@@ -59,6 +67,23 @@ def network_key(ip: str, v4_prefix: int = 24, v6_prefix: int = 56) -> tuple[int,
     if a.ipv4_mapped:
         return network_key(str(a.ipv4_mapped), v4_prefix, v6_prefix)
     return 6, v6_prefix, int(a) >> (128 - v6_prefix) << (128 - v6_prefix)
+
+
+class _ReloadService(TimerService):
+    """The reload timer; stopping it also stops a geo index build in progress, so a server that
+    is told to stop does not wait seconds for a build it will never use."""
+
+    def __init__(self, cancel: threading.Event, *args):
+        super().__init__(*args)
+        self._cancel = cancel
+
+    def startService(self):
+        self._cancel.clear()
+        super().startService()
+
+    def stopService(self):
+        self._cancel.set()
+        return super().stopService()
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,7 @@ class GeoLocator:
         self.index_cache = index_cache or None
         self.index: GeoIndex | None = None
         self._index_failed = None          # stamp of the file version whose index failed
+        self._cancel = threading.Event()   # set: a build in progress stops (the service stops)
         self._cache: OrderedDict[tuple, tuple[Location, int]] = OrderedDict()
         self._listeners: list[Callable[[], None]] = []
         self._reader = None
@@ -114,7 +140,9 @@ class GeoLocator:
             return _Changes(stamp, reader) if reader is not None else None
         t0 = time.monotonic()
         try:
-            index, how = load_or_build(self.path, self.index_cache)
+            index, how = load_or_build(self.path, self.index_cache, cancel=self._cancel)
+        except BuildCancelled:
+            return _Changes(stamp, reader) if reader is not None else None
         except (OSError, MMDBError, GeoIndexError, subprocess.SubprocessError) as e:
             return _Changes(stamp, reader, seconds=time.monotonic() - t0, error=str(e))
         return _Changes(stamp, reader, index, how, time.monotonic() - t0)
@@ -185,12 +213,13 @@ class GeoLocator:
             def in_thread(f):
                 return threads.deferToThreadPool(r, r.getThreadPool(), f)
 
-        svc = TimerService(interval, self.check_reload, in_thread)
+        svc = _ReloadService(self._cancel, interval, self.check_reload, in_thread)
         if clock is not None:
             svc.clock = clock
         return svc
 
     def close(self) -> None:
+        self._cancel.set()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
@@ -320,19 +321,40 @@ def build(path: str | os.PathLike) -> GeoIndex:
     return GeoIndex(keys, aliases, s4, k4, h6, l6, k6, stamp)
 
 
-def build_in_child(path: str | os.PathLike, out: str | os.PathLike,
-                   timeout: float = 600.0) -> None:
+class BuildCancelled(Exception):
+    """The build was stopped through its `cancel` event (the service is stopping)."""
+
+
+def build_in_child(path: str | os.PathLike, out: str | os.PathLike, timeout: float = 600.0,
+                   cancel: threading.Event | None = None) -> None:
     """Run `build` in a child process at lower CPU priority, writing the index to `out`, so a
-    long build neither holds this process's GIL nor takes its CPU from the DNS answers."""
+    long build neither holds this process's GIL nor takes its CPU from the DNS answers. Setting
+    `cancel` kills the child within a tenth of a second (BuildCancelled): a stopping server does
+    not wait for a build it will not use."""
     pkg_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                     else "")
-    proc = subprocess.run([sys.executable, "-m", "dnsd.geoindex", "build", str(path), str(out)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise MMDBError(f"building the geo index of {path} failed: {err}")
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
+            [sys.executable, "-m", "dnsd.geoindex", "build", str(path), str(out)], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err) as proc:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rc = proc.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if (cancel is not None and cancel.is_set()) or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    if cancel is not None and cancel.is_set():
+                        raise BuildCancelled(f"building the geo index of {path}") from None
+                    raise MMDBError(f"building the geo index of {path} took over "
+                                    f"{timeout:.0f} s") from None
+        if rc != 0:
+            err.seek(0)
+            last = (err.read().strip().splitlines() or [f"exit status {rc}"])[-1]
+            raise MMDBError(f"building the geo index of {path} failed: {last}")
 
 
 def _cache_prefix(path: str | os.PathLike) -> str:
@@ -348,10 +370,19 @@ def cache_file(cache_dir: str | os.PathLike, path: str | os.PathLike,
 
 
 @contextlib.contextmanager
-def _locked(cache_dir: Path):
-    """One builder at a time per cache directory (DNS worker processes start together)."""
+def _locked(cache_dir: Path, cancel: threading.Event | None = None):
+    """One builder at a time per cache directory (DNS worker processes start together); waiting
+    for another builder ends when `cancel` is set (BuildCancelled)."""
     with open(cache_dir / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if cancel is not None and cancel.wait(0.1):
+                    raise BuildCancelled(f"waiting for another build in {cache_dir}") from None
+                if cancel is None:
+                    time.sleep(0.1)
         try:
             yield
         finally:
@@ -359,11 +390,12 @@ def _locked(cache_dir: Path):
 
 
 def load_or_build(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                  in_child: bool | None = None) -> tuple[GeoIndex, str]:
+                  in_child: bool | None = None,
+                  cancel: threading.Event | None = None) -> tuple[GeoIndex, str]:
     """(index of the mmdb at `path`, how it was got: "cache" or "built"). Blocking: run it on
     a thread. With `cache_dir`, a kept index of this exact file version is read; else the index is
     built (in a child process when `in_child`, by default for files over SUBPROCESS_ABOVE) and
-    kept there, older versions' files removed."""
+    kept there, older versions' files removed. `cancel`: see build_in_child."""
     stamp = stamp_of(path)
     if in_child is None:
         in_child = stamp[0] > SUBPROCESS_ABOVE
@@ -372,16 +404,19 @@ def load_or_build(path: str | os.PathLike, cache_dir: str | os.PathLike | None =
             return build(path), "built"
         with tempfile.TemporaryDirectory(prefix="mirrordns-geoindex-") as d:
             out = Path(d) / "index.idx"
-            build_in_child(path, out)
+            build_in_child(path, out, cancel=cancel)
             return GeoIndex.load(out, stamp), "built"
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f = cache_file(cache_dir, path, stamp)
-    with _locked(cache_dir):
+    with _locked(cache_dir, cancel):
         with contextlib.suppress(FileNotFoundError, GeoIndexError):
             return GeoIndex.load(f, stamp), "cache"
+        for tmp in cache_dir.glob(f.name + ".*.tmp"):  # a builder killed mid-write (we hold the lock)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if in_child:
-            build_in_child(path, f)
+            build_in_child(path, f, cancel=cancel)
             ix = GeoIndex.load(f, stamp)
         else:
             ix = build(path)

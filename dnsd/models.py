@@ -5,7 +5,9 @@ rows (dicts, tuples), so nothing lazy ever escapes to the reactor thread.
 
 Anything that can change a DNS answer (a mirror's addresses, country, name, status, weight, backup
 flag, health) must call `bump_version(conn)` in the same transaction; the DNS nodes poll that one
-integer and rebuild their plan when it moves.
+integer and rebuild their plan when it moves. On PostgreSQL the bump also sends
+`NOTIFY mirrordns_version` with the new version, delivered when the transaction commits, so
+listening nodes (dnsd.follow) rebuild at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -248,6 +250,10 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime, nullable=True),
     sa.Column("failed", sa.Boolean, nullable=False, default=False),  # gave up after retry_max
     sa.Column("last_error", sa.Text, nullable=False, default=""),
+    # A sender claims a row before it sends it (admin.outbox): another sender skips the row until
+    # `claimed_until`, so N senders deliver each mail once, and a dead sender's mail goes after.
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", sa.DateTime, nullable=True),
 )
 sa.Index("ix_outbox_due", outbox.c.sent_at, outbox.c.next_attempt_at)
 
@@ -265,13 +271,17 @@ audit = sa.Table(
 )
 sa.Index("ix_audit_mirror", audit.c.mirror_id, audit.c.at)
 
-# Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend.
+# Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend;
+# a node holds the job's row locked while it runs it, so one node runs it per period (dnsd.jobs).
 job_runs = sa.Table(
     "job_runs",
     metadata,
     sa.Column("job", sa.String(64), primary_key=True),
     sa.Column("last_run_at", sa.DateTime, nullable=False),
 )
+
+
+VERSION_CHANNEL = "mirrordns_version"      # the NOTIFY channel; the payload is the new version
 
 
 def bump_version(conn: sa.Connection) -> int:
@@ -283,7 +293,10 @@ def bump_version(conn: sa.Connection) -> int:
     )
     if res.rowcount == 0:
         conn.execute(table_version.insert().values(id=1, version=1, changed_at=utcnow()))
-    return current_version(conn)
+    version = current_version(conn)
+    if conn.dialect.name == "postgresql":      # sent at commit, never for a rolled-back change
+        conn.execute(sa.select(sa.func.pg_notify(VERSION_CHANNEL, str(version))))
+    return version
 
 
 def current_version(conn: sa.Connection) -> int:

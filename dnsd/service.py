@@ -6,6 +6,13 @@ change), it loads the rows (same pool, one read transaction), builds the plan an
 table on a reactor pool thread, and swaps both in with one assignment on the reactor thread.
 Queries in flight see either the old or the new table, never a mix.
 
+On PostgreSQL (with `[dns] notify`) a listener (dnsd.follow) also refreshes at once when a
+NOTIFY says the version moved, so a change reaches every listening node well within 2 s; the
+poll stays as the fallback (replicas, SQLite). Refreshes never overlap (one asked for while
+another runs is done right after it), and a node never moves back to an older version than one
+it already took from the table (a lagging replica, a poll racing a notification): it keeps its
+plan and logs `dns_version_behind`.
+
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
@@ -199,25 +206,26 @@ class _Worker(ProcessProtocol):
 
 
 class DNSService(service.MultiService):
-    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`."""
+    """dnsd's service tree; `.plan` (PlanHolder), `.geo` (GeoLocator), `.answerer`.
+
+    With `serve=False` (a node without the `dns` role that still needs the live plan, such as
+    the admin node's closer and pages) it follows the table but opens no listeners."""
+
+    name = "dns"
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
                  spawn_workers=True, rng=None, geo_interval: float | None = None, registry=None,
-                 slot: int = 0, exit_on_listen_error: bool = False):
+                 slot: int = 0, exit_on_listen_error: bool = False, serve: bool = True):
         super().__init__()
         self.exit_on_listen_error = exit_on_listen_error
         self._registry = registry              # prometheus registry (None: the global one)
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         d = cfg.dns
-        g = cfg.geoip
-        if geo is None:
-            path = str(cfg.resolve_path(g.database)) if g.database else ""
-            geo = GeoLocator(path, g.cache_size, compile=True, index_cache=str(
-                cfg.resolve_path(g.index_cache)) if g.index_cache else None)
-        self.geo = geo
+        # the compiled index is for the answer path: only a serving node needs it
+        self.geo = geo = geo if geo is not None else geo_from_config(cfg, compile=serve)
         if geo_interval is None:
-            geo_interval = g.reload_interval
+            geo_interval = cfg.geoip.reload_interval
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
         else:
@@ -227,7 +235,9 @@ class DNSService(service.MultiService):
         self._zone_stamp = _stamp(self._zone_path) if self._zone_path else None
         self._rng = rng
         self.slot = slot
-        self.snapshot_dir = cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir else None
+        # a node that only follows the plan (serve=False) keeps no snapshot: none to answer from
+        self.snapshot_dir = (cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir and serve
+                             else None)
         self.plan = PlanHolder(empty_plan(cfg))
         self._secrets = None
         cookies = None
@@ -245,17 +255,20 @@ class DNSService(service.MultiService):
         self.answerer = Answerer(geo, compile_table(None, zone, cfg), cookies=cookies,
                                  nsid=d.nsid.encode("ascii"), rrl=rrl.from_config(d))
         self.reuse_port = (d.workers > 1) if reuse_port is None else reuse_port
-        self._spawn = spawn_workers and d.workers > 1
+        self._spawn = serve and spawn_workers and d.workers > 1
         self._workers: set = set()
         self._last_build = None
         self._pool_gen = 0
         self._last_db_log = 0.0
+        self._refreshing = self._refresh_again = False
+        self._db_version = 0                   # the newest version taken from the table
+        self._last_behind_log = None
         self._collisions: tuple = ()
         self.fd_limit = raise_fd_limit()
         max_conns = d.tcp_max_connections or min(AUTO_TCP_MAX, max(100, self.fd_limit // 2))
         self.tcp = DNSStreamFactory(self.answerer, d.tcp_idle_timeout, max_conns,
                                     d.tcp_max_per_address, d.tcp_max_unsent)
-        for hp in d.listen:
+        for hp in d.listen if serve else ():
             host, port = split_hostport(hp, "[dns] listen")
             _Listener(reactor, "udp", host, port, self.answerer,
                       self.reuse_port).setServiceParent(self)
@@ -264,6 +277,14 @@ class DNSService(service.MultiService):
         refresher = internet.TimerService(d.poll_interval, self.refresh)
         refresher.clock = reactor
         refresher.setServiceParent(self)
+        self.listener = None
+        engine = getattr(pool, "engine", None)
+        if d.notify and engine is not None and engine.dialect.name == "postgresql":
+            from dnsd.follow import VersionListener
+
+            self.listener = VersionListener(engine, reactor, self._notified,
+                                            poll_interval=d.poll_interval)
+            self.listener.setServiceParent(self)
         georeload = geo.reload_service(geo_interval, clock=reactor,
                                        in_thread=lambda f: self._in_thread(f)) if hasattr(
             geo, "reload_service") else None
@@ -292,15 +313,49 @@ class DNSService(service.MultiService):
     # -- plan refresh ------------------------------------------------------------------------------
 
     def refresh(self) -> defer.Deferred:
-        """One poll: rebuild when the version moved or the plan is old. Never fails."""
+        """One poll: rebuild when the version moved or the plan is old. Never fails. Asked for
+        while one runs, it runs once more right after that one."""
+        if self._refreshing:
+            self._refresh_again = True
+            return defer.succeed(None)
+        self._refreshing = True
         d = self.pool.run_readonly(load_version)
         d.addCallback(self._maybe_rebuild)
         d.addCallbacks(self._db_good, self._db_bad)
-        return d
+
+        def done(_):
+            self._refreshing = False
+            if self._refresh_again:
+                self._refresh_again = False
+                return self.refresh()
+
+        return d.addBoth(done)
+
+    def _notified(self, version):
+        """A NOTIFY (or the listener's reconnection, version None): refresh now if it is news."""
+        if version is None or version > self.plan.version:
+            self.refresh()
+
+    def _behind(self, version) -> bool:
+        """True (and a log line, once a minute) when the table says an older version than one
+        this node already took from it."""
+        if version >= self._db_version:
+            return False
+        now = self.reactor.seconds()
+        if self._last_behind_log is None or now - self._last_behind_log >= 60:
+            self._last_behind_log = now
+            _log.warn("dns_version_behind: the table says version {version}, older than version "
+                      "{newest} this node already serves (a lagging replica?); keeping it",
+                      version=version, newest=self._db_version)
+        return True
 
     def _maybe_rebuild(self, version):
-        now = self.reactor.seconds()
         gen = getattr(self.pool, "generation", 0)      # another SQLite file at the path
+        if gen != self._pool_gen:
+            self._db_version = 0                       # another table: its own versions
+        if self._behind(version):
+            return None
+        now = self.reactor.seconds()
         due = (self.plan.table is None or version != self.plan.version
                or self._last_build is None or gen != self._pool_gen
                or now - self._last_build >= self.cfg.dns.rebuild_interval)
@@ -316,6 +371,8 @@ class DNSService(service.MultiService):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     def _build_and_swap(self, rows):
+        if self._behind(rows["version"]):
+            return None
         d = self._in_thread(self.build, rows)
         d.addCallback(self._swap)
         d.addErrback(self._build_failed)           # ... and a failure here is ours, not the DB's
@@ -359,6 +416,8 @@ class DNSService(service.MultiService):
         self.zone = zone
         h.current, h.table = plan, table
         h.source = source
+        if source == "database":               # a snapshot's version says nothing about the table
+            self._db_version = max(self._db_version, plan.version)
         self.answerer.set_table(table)
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
@@ -483,6 +542,15 @@ class DNSService(service.MultiService):
             except ProcessExitedAlready:
                 pass
         return super().stopService()
+
+
+def geo_from_config(cfg, compile: bool = False) -> GeoLocator:
+    """The client locator `[geoip]` describes (the bundled GeoLite2 when `database` is empty);
+    with `compile`, one that also keeps the compiled index the DNS answer path reads."""
+    g = cfg.geoip
+    path = str(cfg.resolve_path(g.database)) if g.database else ""
+    return GeoLocator(path, g.cache_size, compile=compile,
+                      index_cache=str(cfg.resolve_path(g.index_cache)) if g.index_cache else None)
 
 
 def makeService(cfg, pool, reactor, **kw) -> DNSService:

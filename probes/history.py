@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from dnsd.jobs import Job
 from dnsd.models import mirror_health, probe_results, probe_rollups
 
 HOUR = _dt.timedelta(hours=1)
@@ -117,6 +118,19 @@ def rollup(conn: sa.Connection, cfg, now: _dt.datetime, max_hours: int = 48) -> 
     day_cut = _floor_day(now - _dt.timedelta(days=p.keep_daily_days))
     done["daily_deleted"] = conn.execute(probe_rollups.delete().where(
         probe_rollups.c.period == "day", probe_rollups.c.start < day_cut)).rowcount
+    return done
+
+
+def maintenance_job(cfg) -> Job:
+    """Roll-ups and score inputs run once per `[probes] stats_interval` across all probe nodes:
+    two vantages rolling up the same raw rows at once would count them twice."""
+    return Job("probe-history", _dt.timedelta(seconds=cfg.probes.stats_interval))
+
+
+def maintain(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
+    """One maintenance run (dnsd.jobs.run_once calls it): roll up, then refresh the score inputs."""
+    done = rollup(conn, cfg, now)
+    refresh_stats(conn, now)
     return done
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import ipaddress
+import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -28,6 +29,7 @@ from OpenSSL import SSL
 from service_identity.exceptions import CertificateError, VerificationError
 from twisted.internet import defer, protocol
 from twisted.internet import error as ierror
+from twisted.internet._resolver import GAIResolver
 from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -37,6 +39,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web import client as wclient
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
@@ -275,6 +278,24 @@ class _Addresses:
         self.done.callback(self.found)
 
 
+class _DaemonThreadPool(ThreadPool):
+    """Threads that never hold up the process's exit. A getaddrinfo call cannot be cancelled and
+    can hang for 30 s and more on a dead resolver; on the reactor's own pool it would keep a
+    stopping node waiting for it (the reactor joins that pool), here it is simply abandoned."""
+
+    def threadFactory(self, *args, **kwargs):
+        t = threading.Thread(*args, **kwargs)
+        t.daemon = True
+        return t
+
+
+def system_resolver(reactor, threads: int = 10) -> GAIResolver:
+    """The system's resolver (getaddrinfo: /etc/hosts, resolv.conf) on a daemon thread pool."""
+    pool = _DaemonThreadPool(minthreads=0, maxthreads=threads, name="mirrordns-probe-resolve")
+    pool.start()
+    return GAIResolver(reactor, getThreadPool=lambda: pool)
+
+
 class _ResolvedEndpoint:
     """A host name (a redirect's, or a mirror's without table addresses) resolved here, so that
     a private address is refused before a single packet goes to it, and a name that resolves to
@@ -285,7 +306,7 @@ class _ResolvedEndpoint:
 
     def connect(self, factory):
         receiver = _Addresses()
-        self.p.reactor.nameResolver.resolveHostName(receiver, self.host, portNumber=self.port)
+        self.p.resolver.resolveHostName(receiver, self.host, portNumber=self.port)
 
         def chosen(found):
             if not found:
@@ -416,9 +437,10 @@ class Prober:
     """Probes one mirror at a time (`probe(target)` returns a Deferred); holds no state between
     probes except its configuration, so one instance serves the whole loop."""
 
-    def __init__(self, cfg, reactor, geo=None, trust_root=None):
+    def __init__(self, cfg, reactor, geo=None, trust_root=None, resolver=None):
         p = cfg.probes
         self.reactor = reactor
+        self._resolver = resolver
         self.geo = geo
         self.trust_root = trust_root            # None = the platform's CAs
         self.timeout = p.timeout
@@ -432,7 +454,16 @@ class Prober:
         self.user_agent = p.user_agent.encode()
         self._pool = wclient.HTTPConnectionPool(reactor, persistent=False)
 
+    @property
+    def resolver(self):
+        """Made on first use: most mirrors have table addresses and never need it."""
+        if self._resolver is None:
+            self._resolver = system_resolver(self.reactor)
+        return self._resolver
+
     def probe(self, target: Target) -> defer.Deferred[ProbeResult]:
+        """Cancelling the Deferred abandons the probe at once (sockets closed, a host name
+        lookup left to finish on its own thread)."""
         return defer.ensureDeferred(self._probe(target))
 
     def timestamp_url(self, base: str) -> str:

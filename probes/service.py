@@ -10,6 +10,12 @@ because one transaction per probe is what limits a SQLite table, not the network
 The cycle's Deferred fires when every probe of it is recorded, and LoopingCall waits for it, so
 cycles never overlap; a cycle that runs long only delays the next. Every step catches and logs per
 mirror, so one bad row or one bug in one probe never stops the loop. Time comes from the reactor.
+
+Stopping (SIGTERM) takes as long as one batch write, not as long as the slowest probe: probes not
+started yet are dropped, probes in flight are cancelled (sockets closed, a host-name lookup
+abandoned on its daemon thread) and their outcome is not recorded, since a probe cut short says
+nothing about the mirror; results that were complete are written before the pool closes (the pool
+service is this service's parent and waits for the Deferred stopService returns).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from dnsd.jobs import run_once
 from probes import history, store
 from probes.probe import Prober, ProbeResult, utc_from_ts
 
@@ -38,32 +45,50 @@ class ProbeService(service.Service):
         self._pending: list[tuple[ProbeResult, defer.Deferred]] = []
         self._flush_call = None
         self._loop = self._stats = None
-        self._delayed: set = set()
+        self._loop_done = self._stats_done = None
+        self._delayed: dict = {}             # each mirror's callLater -> its d, until d fires
+        self._inflight: set[defer.Deferred] = set()
+        self._stopping = False
+        self.dropped = 0                     # probes cut short by a stop, not recorded
         self.cycles = 0
         self.last_cycle_seconds: float | None = None
 
     # --- service ---------------------------------------------------------------------------------
     def startService(self):
         super().startService()
+        self._stopping = False
         self._loop = task.LoopingCall(self.run_cycle)
         self._loop.clock = self.reactor
-        self._loop.start(self.cfg.probes.interval, now=True).addErrback(
+        self._loop_done = self._loop.start(self.cfg.probes.interval, now=True).addErrback(
             lambda f: self._log.failure("probe loop stopped", f))
         self._stats = task.LoopingCall(self.run_maintenance)
         self._stats.clock = self.reactor
-        self._stats.start(self.cfg.probes.stats_interval, now=False).addErrback(
+        self._stats_done = self._stats.start(self.cfg.probes.stats_interval, now=False).addErrback(
             lambda f: self._log.failure("history loop stopped", f))
 
     def stopService(self):
-        for lc in (self._loop, self._stats):
+        """Fires once the cycle in flight has ended (see the module docstring) and every complete
+        result is written."""
+        super().stopService()
+        self._stopping = True
+        waits = []
+        for lc, done in ((self._loop, self._loop_done), (self._stats, self._stats_done)):
             if lc is not None and lc.running:
                 lc.stop()
-        for c in list(self._delayed):
-            if c.active():
-                c.cancel()
-        self._delayed.clear()
-        super().stopService()
-        return self._flush() if self._pending else None
+                waits.append(done)
+        for call, d in list(self._delayed.items()):
+            if call.active():               # not started: drop it (a started one is in flight)
+                call.cancel()
+                d.callback(None)
+        inflight = list(self._inflight)
+        for d in inflight:
+            d.cancel()
+        if inflight:
+            self._log.info("stopping: {n} probes in flight cancelled, not recorded",
+                           n=len(inflight))
+        if self._pending:                   # the cycle waits for these: write them now
+            waits.append(self._flush())
+        return defer.DeferredList(waits)
 
     # --- one cycle -------------------------------------------------------------------------------
     def run_cycle(self) -> defer.Deferred:
@@ -85,12 +110,14 @@ class ProbeService(service.Service):
             delay = i * slot + self.rng.uniform(0, slot) if slot else 0
             d = defer.Deferred()
             call = self.reactor.callLater(delay, self._start_one, t, d)
-            self._delayed.add(call)
-            d.addBoth(lambda r, call=call: (self._delayed.discard(call), r)[1])
+            self._delayed[call] = d
+            d.addBoth(lambda r, call=call: (self._delayed.pop(call, None), r)[1])
             done.append(d)
         await defer.DeferredList(done, consumeErrors=True)
         if self._pending:
             await self._flush()
+        if self._stopping:
+            return
         self.cycles += 1
         self.last_cycle_seconds = self.reactor.seconds() - start
         self._log.info("probe cycle {cycle} done: {n} mirrors in {seconds:.1f} s",
@@ -108,11 +135,26 @@ class ProbeService(service.Service):
         defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)
 
     async def probe_and_record(self, t) -> dict | None:
-        """Probe one mirror and record it; never raises (the loop must not die)."""
+        """Probe one mirror and record it; never raises (the loop must not die). A probe cut
+        short by stopService is not recorded."""
+        if self._stopping:
+            return None
+        running = self.sem.run(self.prober.probe, t)
+        self._inflight.add(running)
         try:
-            r = await self.sem.run(self.prober.probe, t)
+            r = await running
+        except defer.CancelledError:
+            r = None
         except Exception:
-            self._log.failure("probe of {mirror} crashed", mirror=t.name or t.hostname)
+            if self._stopping:
+                r = None
+            else:
+                self._log.failure("probe of {mirror} crashed", mirror=t.name or t.hostname)
+                return None
+        finally:
+            self._inflight.discard(running)
+        if self._stopping or r is None:
+            self.dropped += 1
             return None
         # passes at debug level: 5,000 mirrors make 17 probes a second
         (self._log.debug if r.ok else self._log.info)(
@@ -180,11 +222,13 @@ class ProbeService(service.Service):
         return defer.ensureDeferred(self._maintenance())
 
     async def _maintenance(self):
+        """Roll-ups and the score inputs, once per `stats_interval` across all probe nodes."""
         now = utc_from_ts(self.reactor.seconds())
+        job = history.maintenance_job(self.cfg)
         try:
-            done = await self.pool.run(lambda conn: history.rollup(conn, self.cfg, now))
-            if any(done.values()):
+            done = await self.pool.run(lambda conn: run_once(
+                conn, job, now, lambda c: history.maintain(c, self.cfg, now)))
+            if done and any(done.values()):
                 self._log.info("probe history rolled up: {done}", done=done)
-            await self.pool.run(lambda conn: history.refresh_stats(conn, now))
         except Exception:
             self._log.failure("probe history maintenance failed")

@@ -13,6 +13,7 @@ import datetime as _dt
 
 import sqlalchemy as sa
 
+from dnsd.jobs import Job, run_once
 from dnsd.models import (
     ACTIVE,
     DISABLED_ADMIN,
@@ -20,7 +21,6 @@ from dnsd.models import (
     PENDING,
     RETIRED,
     bump_version,
-    job_runs,
     mirror_health,
     mirrors,
     notes,
@@ -166,7 +166,7 @@ def _mail_recovered(conn, cfg, m, r: ProbeResult, v, now):
         outage_text=fmt_age(out) if out is not None else "", log_lines=r.log_lines()[:8])
 
 
-PASS_SHARE_JOB = "probes-pass-share-warning"
+PASS_SHARE_JOB = Job("probes-pass-share-warning", _dt.timedelta(days=1))
 
 
 def check_pass_share(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
@@ -183,21 +183,13 @@ def check_pass_share(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
     res = {"total": total, "passing": passing, "share": share, "mailed": None}
     if not total or share >= cfg.probes.min_pass_share:
         return res
-    last = conn.execute(sa.select(job_runs.c.last_run_at).where(job_runs.c.job == PASS_SHARE_JOB)
-                        ).scalar()
-    if last is not None and (now - last).total_seconds() < 86400:
-        return res
     classes: dict[str, int] = {}
     for x in rows:
         if x.failures_in_row:
             c = (x.last_error or "error").split(":", 1)[0]
             classes[c] = classes.get(c, 0) + 1
-    res["mailed"] = mails.queue(
-        conn, cfg, "pass-share", "pass_share.txt", [cfg.mail.list], passing=passing, total=total,
+    res["mailed"] = run_once(conn, PASS_SHARE_JOB, now, lambda c: mails.queue(
+        c, cfg, "pass-share", "pass_share.txt", [cfg.mail.list], passing=passing, total=total,
         share=share, min_share=cfg.probes.min_pass_share, now=now.strftime("%Y-%m-%d %H:%M"),
-        fail_after=cfg.probes.fail_after, classes=sorted(classes.items(), key=lambda kv: -kv[1]))
-    if last is None:
-        conn.execute(job_runs.insert().values(job=PASS_SHARE_JOB, last_run_at=now))
-    else:
-        conn.execute(job_runs.update().where(job_runs.c.job == PASS_SHARE_JOB).values(last_run_at=now))
+        fail_after=cfg.probes.fail_after, classes=sorted(classes.items(), key=lambda kv: -kv[1])))
     return res

@@ -198,7 +198,9 @@ async def test_no_snapshot_and_no_database_serve_the_static_zone(tmp_path, test_
         assert r.rcode() == dns.rcode.NXDOMAIN
         assert s.registry.get_sample_value("dnsd_plan_source", {"source": "none"}) == 1
         await threads.deferToThread(write_table, f"sqlite:///{db}")
-        await until(lambda: s.svc.plan.source == "database", timeout=5)
+        # the first read may catch the new file between its schema and its rows: wait for them
+        await until(lambda: s.svc.plan.source == "database" and addrs_now(s) == {ADDR["de2"]},
+                    timeout=5)
         assert addrs(await s.udp(query(f"de2.{Z}", "A"))) == {ADDR["de2"]}
     finally:
         await s.stop()

@@ -12,6 +12,8 @@ import bisect
 import ipaddress
 import os
 import random
+import threading
+import time
 
 import geoip2.database
 import geoip2.errors
@@ -305,3 +307,26 @@ def test_bundled_geolite2_city_agrees_with_geoip2(tmp_path):
                 assert ix.key6(a) == expected(reader, ip6)[0], ip6
     finally:
         reader.close()
+
+
+def test_a_build_in_a_child_stops_when_cancelled(tmp_path):
+    """A stopping server does not wait for the seconds a GeoLite2 City build takes: the child is
+    killed, and a build waiting for another process's lock gives up too."""
+    from dnsd.geo import bundled_database
+    from dnsd.geoindex import BuildCancelled, _locked
+
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(BuildCancelled):
+        load_or_build(bundled_database(), tmp_path / "c", in_child=True, cancel=cancel)
+    assert time.monotonic() - t0 < 3.0               # the full build takes 6 s or more
+    assert not list((tmp_path / "c").glob("*.idx"))  # nothing half-written left
+    # another builder holds the cache folder's lock: waiting ends with the cancel too
+    (tmp_path / "d").mkdir()
+    cancel2 = threading.Event()
+    with _locked(tmp_path / "d"):
+        threading.Timer(0.2, cancel2.set).start()
+        with pytest.raises(BuildCancelled):
+            with _locked(tmp_path / "d", cancel2):
+                pass

@@ -10,12 +10,13 @@ from twisted.internet.task import Clock
 
 from admin.reports import ReportsService
 from dnsd.config import Config, MailConfig
-from dnsd.models import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, PENDING, mirror_health
+from dnsd.models import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, PENDING, job_runs, mirror_health
 from probes import mails as probe_mails
 from tests.probe_support import SyncPool, add_mirror, body_of, mails
 
 T0 = _dt.datetime(2026, 11, 2, 8, 0)          # a Monday
 HOUR = 3600
+DAY = _dt.timedelta(days=1)
 
 
 def clock_at(t: _dt.datetime) -> Clock:
@@ -55,9 +56,27 @@ def network(sqlite_engine):
     return e, ids
 
 
+def test_a_fresh_install_sends_its_first_weekly_report_a_week_after_it_starts(sqlite_engine):
+    e = sqlite_engine
+    with e.begin() as c:
+        add_mirror(c, name="de1", status=ACTIVE)
+    clock = clock_at(T0)
+    svc = ReportsService(Config(), SyncPool(e), clock, check_interval=300)
+    svc.startService()
+    assert mails(e, "weekly") == []
+    clock.pump([300, 7 * 24 * 3600 - 900, 300])             # ticks up to a week less one tick
+    assert mails(e, "weekly") == []
+    clock.advance(300)
+    (weekly,) = mails(e, "weekly")
+    assert weekly["created_at"] >= T0 + _dt.timedelta(days=7) - _dt.timedelta(minutes=5)
+    svc.stopService()
+
+
 def test_weekly_report_lists_every_group_and_is_not_resent_after_restart(network):
     e, _ids = network
     cfg = Config()
+    with e.begin() as c:                                    # installed a week ago
+        c.execute(job_runs.insert().values(job="weekly-report", last_run_at=T0 - 7 * DAY))
     clock = clock_at(T0)
     svc = ReportsService(cfg, SyncPool(e), clock, check_interval=300)
     svc.startService()

@@ -123,8 +123,9 @@ def test_update_and_closed_applications(sqlite_engine):
 
 
 def test_runs_as_a_reports_job(sqlite_engine):
-    """The job fits admin.reports.run_job (job_runs bookkeeping) as the scheduler will call it."""
+    """The job fits dnsd.jobs.run_once (job_runs bookkeeping) as admin.reports calls it."""
     from admin import reports
+    from dnsd.jobs import run_once
 
     cfg = parse_config('[admin]\napplication_reminder_days = 30\n')
     with sqlite_engine.begin() as conn:
@@ -133,9 +134,10 @@ def test_runs_as_a_reports_job(sqlite_engine):
 
     def tick(at):
         with sqlite_engine.begin() as conn:
-            return reports.run_job(conn, wl.JOB, day, at,
-                                   lambda c: wl.application_reminders(c, cfg, at))
+            return run_once(conn, reports.WAITING_LIST, at,
+                            lambda c: wl.application_reminders(c, cfg, at))
 
+    assert reports.WAITING_LIST.period == day
     assert tick(T0 + 30 * day) == 1
     assert tick(T0 + 30 * day + _dt.timedelta(hours=1)) is None      # not due: ran today
     assert tick(T0 + 31 * day) == 0
