@@ -1,8 +1,11 @@
 """mirrorctl: the admin command line, working on the mirror table directly.
 
 Synchronous SQLAlchemy, no reactor: each command opens one transaction, calls one `admin.store`
-operation (the same functions the admin web runs on its thread pool) and prints the result. Every
-error is one line on stderr and a non-zero exit; a failed command leaves the table as it was.
+operation (the same functions the admin web runs on its thread pool, with the same
+dnsd.validation rules) and prints the result. Every error is one line on stderr and a non-zero
+exit; a failed command leaves the table as it was. Only `db upgrade` creates a table: any other
+command on a SQLite file that is not there says so and creates nothing. "Serving" in `list` and
+`show` is dnsd.serving's verdict, from a plan built from the table as the DNS builds it.
 
 Adding a subcommand (other parts do: `resolve`, `probe`, `mail test`): write a
 `register_NAME(sub)` that calls `sub.add_parser(...)` and `set_defaults(func=cmd_NAME)`, where
@@ -25,7 +28,10 @@ import sqlalchemy as sa
 
 from admin import importers, store
 from admin.store import MailSettings, StoreError
+from dnsd import statuses, validation
 from dnsd.config import ConfigError, load_config
+from dnsd.db import NoDatabase
+from dnsd.records._base import plain
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -61,8 +67,20 @@ class Ctx:
         if self._engine is None:
             from dnsd.db import make_engine
 
-            self._engine = make_engine(self.cfg.database.url, self.cfg.base_dir)
+            create = getattr(self.args, "creates_table", False)
+            self._engine = make_engine(self.cfg.database.url, self.cfg.base_dir, create=create)
         return self._engine
+
+    @property
+    def rules(self) -> validation.Rules:
+        return validation.Rules.from_config(self.cfg)
+
+    def plan(self, conn):
+        """The plan the DNS would build from the table now (dnsd.plan), for "serving"."""
+        from dnsd.models import utcnow
+        from dnsd.plan import build_plan, load_rows
+
+        return build_plan(load_rows(conn), self.cfg, utcnow())
 
     def transaction(self):
         """`with ctx.transaction() as conn:` -- committed when the block ends without error."""
@@ -116,10 +134,14 @@ def _when(v) -> str:
 # --- db ----------------------------------------------------------------------------------------
 
 def register_db(sub):
-    p = sub.add_parser("db", help="the table's schema")
+    p = sub.add_parser("db", help="the table's schema and backups")
     dsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dsub.add_parser("upgrade", help="create or migrate the schema to the current version")
-    up.set_defaults(func=cmd_db_upgrade)
+    up.set_defaults(func=cmd_db_upgrade, creates_table=True)
+    bk = dsub.add_parser("backup", help="a consistent copy of the table while it runs (SQLite "
+                                        "online backup; pg_dump for PostgreSQL)")
+    bk.add_argument("file", metavar="FILE", help="a new file to write")
+    bk.set_defaults(func=cmd_db_backup)
 
 
 def cmd_db_upgrade(args, ctx):
@@ -127,6 +149,17 @@ def cmd_db_upgrade(args, ctx):
 
     upgrade(ctx.engine)
     print(f"schema is current ({ctx.engine.url.render_as_string(hide_password=True)})")
+
+
+def cmd_db_backup(args, ctx):
+    from dnsd.db import backup
+
+    try:
+        how = backup(ctx.engine, Path(args.file))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CliError(str(e)) from None
+    print(f"backed up {ctx.engine.url.render_as_string(hide_password=True)} to {args.file}")
+    print(f"to restore: {how}", file=sys.stderr)
 
 
 # --- add / edit --------------------------------------------------------------------------------
@@ -170,7 +203,7 @@ _FIELD_ARGS = ("ipv4", "ipv6", "http_url", "https_url", "ftp_url", "rsync_url", 
 def _fields_from(args) -> dict:
     fields = {k: getattr(args, k) for k in _FIELD_ARGS if getattr(args, k, None) is not None}
     for url in args.url:
-        f = store.url_field(url)
+        f = validation.url_field(url)
         if f in fields:
             raise CliError(f"two {f.split('_')[0]} URLs given: {fields[f]} and {url}")
         fields[f] = url
@@ -182,8 +215,9 @@ def register_add(sub):
     p.add_argument("--country", required=True, help="ISO 3166 alpha-2 code, like DE")
     p.add_argument("--host", required=True, help="host name of the mirror")
     _mirror_field_options(p, adding=True)
-    p.add_argument("--status", choices=("active", "pending"), default="active",
-                   help="active (default) serves as soon as it is healthy; pending waits")
+    p.add_argument("--status", choices=("active", "pending"), default=None,
+                   help="active serves once a probe passed; pending waits (default: active, "
+                        "or pending for a mirror without an http or https URL)")
     p.add_argument("--note", help="a first line for the mirror's notes log")
     p.set_defaults(func=cmd_add)
 
@@ -193,10 +227,10 @@ def cmd_add(args, ctx):
     with ctx.transaction() as conn:
         m = store.add_mirror(conn, actor=ctx.actor, mail=ctx.mail, country=args.country,
                              hostname=args.host, name=args.name, status=args.status,
-                             maintainers_=args.maintainer or [], **fields)
+                             maintainers_=args.maintainer or [], rules=ctx.rules, **fields)
         if args.note:
-            store.add_note(conn, m["name"], ctx.actor, args.note)
-    print(f"{m['name']}: added {m['hostname']} in {m['country']} ({m['status']})")
+            store.add_note(conn, f"#{m.id}", ctx.actor, args.note)
+    print(f"{m.name}: added {m.hostname} in {m.country} ({m.status})")
 
 
 def register_edit(sub):
@@ -214,29 +248,28 @@ def cmd_edit(args, ctx):
     if not fields and args.maintainer is None:
         raise CliError("nothing to change: give at least one option (see mirrorctl edit --help)")
     with ctx.transaction() as conn:
-        ref = args.mirror
+        ref = f"#{store.find(conn, args.mirror).id}"
         changed = {}
         if fields:
-            res = store.edit_mirror(conn, ref, ctx.actor, **fields)
-            changed = res["changed"]
-            ref = f"#{res['mirror']['id']}"
+            changed = dict(store.edit_mirror(conn, ref, ctx.actor, rules=ctx.rules,
+                                             **fields).changed)
         if args.maintainer is not None:
-            before = store.get_mirror(conn, ref)["maintainers"]
+            before = store.get_mirror(conn, ref).maintainers
             after = store.set_maintainers(conn, ref, ctx.actor, args.maintainer)
             if after != before:
-                changed["maintainers"] = [before, after]
-        m = store.get_mirror(conn, ref)
+                changed["maintainers"] = (before, after)
+        m = store.find(conn, ref)
     if not changed:
-        print(f"{store.label(m)}: nothing changed")
+        print(f"{m.label}: nothing changed")
     for k, (old, new) in changed.items():
-        print(f"{store.label(m)}: {k}: {_show_value(old)} -> {_show_value(new)}")
+        print(f"{m.label}: {k}: {_show_value(old)} -> {_show_value(new)}")
 
 
 def _show_value(v) -> str:
     if v is None or v == "":
         return "-"
-    if isinstance(v, list):
-        return ", ".join(f"{x['name']} <{x['email']}>" if x.get("name") else x["email"] for x in v) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v) or "-"
     return str(v)
 
 
@@ -245,91 +278,108 @@ def _show_value(v) -> str:
 def register_list(sub):
     p = sub.add_parser("list", help="list mirrors")
     p.add_argument("--country", help="only this country (alpha-2)")
-    p.add_argument("--status", choices=store.STATUSES, help="only this status")
+    p.add_argument("--status", choices=statuses.STATUSES, help="only this status")
     p.add_argument("--json", action="store_true", help="all fields as JSON, for scripts")
     p.set_defaults(func=cmd_list)
+
+
+def _serving_text(e) -> str:
+    if e is None:
+        return "no: not in the plan"
+    return "yes" if e.serving else f"no: {e.reason}"
 
 
 def cmd_list(args, ctx):
     with ctx.transaction() as conn:
         ms = store.list_mirrors(conn, country=args.country, status=args.status)
+        plan = ctx.plan(conn)
     if args.json:
-        print_json(ms)
+        out = []
+        for d in ms:
+            e = plan.by_id.get(d.mirror.id)
+            out.append({**plain(d.mirror), "maintainers": plain(d.maintainers),
+                        "serving": bool(e and e.serving),
+                        "not_serving_reason": e.reason if e else "not in the plan"})
+        print_json(out)
         return
-    rows = [[m["name"] or f"#{m['id']}", m["country"], m["status"], m["hostname"],
-             m["ipv4"] or "-", m["ipv6"] or "-", "backup" if m["backup"] else ""] for m in ms]
-    print_table(rows, ["NAME", "CC", "STATUS", "HOST", "IPV4", "IPV6", ""])
-    print(f"{len(ms)} mirror{'s' if len(ms) != 1 else ''}", file=sys.stderr)
+    rows = []
+    for d in ms:
+        m, e = d.mirror, plan.by_id.get(d.mirror.id)
+        rows.append([m.name or f"#{m.id}", m.country, m.status, m.hostname,
+                     (e.ipv4 if e else None) or "-", (e.ipv6 if e else None) or "-",
+                     "backup" if m.backup else "", _serving_text(e)])
+    print_table(rows, ["NAME", "CC", "STATUS", "HOST", "IPV4", "IPV6", "", "SERVING"])
+    print(f"{len(ms)} mirror{'s' if len(ms) != 1 else ''}, {len(plan.serving)} serving",
+          file=sys.stderr)
 
 
 def register_show(sub):
-    p = sub.add_parser("show", help="one mirror: fields, maintainers, health, score, notes")
+    p = sub.add_parser("show", help="one mirror: fields, maintainers, health, serving, score, "
+                                    "notes")
     p.add_argument("mirror", metavar="NAME", help="mirror name (de2), #id or host name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
 
-def score_of(m: dict, max_age: float, now: _dt.datetime | None = None):
-    """The picker's score for a mirror dict from store.get_mirror (dnsd.score)."""
-    from dnsd.models import utcnow
-    from dnsd.score import ScoreInputs, compute
-
-    h = m.get("health") or {}
-    sync_at = h.get("last_sync_at")
-    age = ((now or utcnow()) - sync_at).total_seconds() if sync_at else None
-    return compute(ScoreInputs(
-        bandwidth_mbit=m["bandwidth_mbit"], cores=m["cores"], memory_gb=m["memory_gb"],
-        has_https=m["has_https"], has_ipv6=m["has_ipv6"], uptime_7d=h.get("uptime_7d"),
-        rtt_p95_ms=h.get("rtt_p95_ms"), sync_age=age, weight=m["weight"]), max_age)
-
-
 def cmd_show(args, ctx):
+    from dnsd import countries, serving
+    from dnsd.models import utcnow
+
     with ctx.transaction() as conn:
-        m = store.get_mirror(conn, args.mirror)
-    score = score_of(m, ctx.cfg.dns.max_sync_age)
+        d = store.get_mirror(conn, args.mirror)
+        plan = ctx.plan(conn)
+    m, h, e = d.mirror, d.health, plan.by_id.get(d.mirror.id)
+    addr = serving.addresses(m, h)
     if args.json:
-        print_json({**m, "score": score.total, "score_explained": score.explain()})
+        print_json({**plain(m), "maintainers": plain(d.maintainers), "health": plain(h),
+                    "notes": plain(d.notes), "serving": bool(e and e.serving),
+                    "not_serving_reason": e.reason if e else "not in the plan",
+                    "score": e.score if e else None,
+                    "score_explained": e.score_explain if e else ""})
         return
     zone = ctx.cfg.dns.zone
-    print(f"{m['name'] or '#' + str(m['id'])}.{zone}  ({m['hostname']})")
-    since = _when(m["status_since"])
-    print(f"  status      {m['status']} since {since}"
-          + (f": {m['status_reason']}" if m["status_reason"] else ""))
-    c = __import__("dnsd.countries", fromlist=["get"]).get(m["country"])
-    print(f"  country     {m['country']} {c.name if c else ''}")
-    print(f"  addresses   {m['ipv4'] or '-'}  {m['ipv6'] or '-'}")
-    for f in store.URL_FIELDS:
-        if m[f]:
-            print(f"  {f.split('_')[0]:<11} {m[f]}")
-    print(f"  provider    {m['provider_name'] or '-'}  {m['provider_url']}"
-          + (f"  logo {m['provider_logo']}" if m["provider_logo"] else ""))
-    print(f"  backup      {'yes' if m['backup'] else 'no'}    weight {m['weight']:g}")
-    specs = [f"{m['bandwidth_mbit'] or '?'} Mbit/s", f"{m['cores'] or '?'} cores",
-             f"{m['memory_gb'] or '?'} GB memory", f"{m['disk_gb'] or '?'} GB disk",
-             "IPv6" if m["has_ipv6"] else "no IPv6", "HTTPS" if m["has_https"] else "no HTTPS"]
+    print(f"{m.name or '#' + str(m.id)}.{zone}  ({m.hostname})")
+    print(f"  status      {m.status} since {_when(m.status_since)}"
+          + (f": {m.status_reason}" if m.status_reason else ""))
+    print(f"  serving     {_serving_text(e)}")
+    c = countries.get(m.country)
+    print(f"  country     {m.country} {c.name if c else ''}")
+    how = "pinned" if addr.pinned else f"resolved from {m.hostname} by the probes"
+    print(f"  addresses   {addr.ipv4 or '-'}  {addr.ipv6 or '-'}  ({how})")
+    for proto, url in m.urls.items():
+        print(f"  {proto:<11} {url}")
+    print(f"  provider    {m.provider_name or '-'}  {m.provider_url}"
+          + (f"  logo {m.provider_logo}" if m.provider_logo else ""))
+    print(f"  backup      {'yes' if m.backup else 'no'}    weight {m.weight:g}")
+    specs = [f"{m.bandwidth_mbit or '?'} Mbit/s", f"{m.cores or '?'} cores",
+             f"{m.memory_gb or '?'} GB memory", f"{m.disk_gb or '?'} GB disk",
+             "IPv6" if m.has_ipv6 else "no IPv6", "HTTPS" if m.has_https else "no HTTPS"]
     print(f"  declared    {', '.join(specs)}")
-    print(f"  source      {m['source'] or '-'}   created {_when(m['created_at'])}, "
-          f"updated {_when(m['updated_at'])}")
-    print("  maintainers " + (_show_value(m["maintainers"]) if m["maintainers"] else "-"))
-    h = m["health"]
-    if h:
-        print(f"  health      last probe {_when(h['last_probe_at'])}, last ok {_when(h['last_ok_at'])}"
-              f", synced {_when(h['last_sync_at'])}, {h['failures_in_row']} failures in a row")
+    print(f"  source      {m.source or '-'}   created {_when(m.created_at)}, "
+          f"updated {_when(m.updated_at)}")
+    print("  maintainers " + (_show_value(d.maintainers) if d.maintainers else "-"))
+    if h.last_probe_at is not None:
+        print(f"  health      last probe {_when(h.last_probe_at)}, last ok {_when(h.last_ok_at)}"
+              f", synced {_when(h.last_sync_at)} "
+              f"({serving.freshness(serving.sync_age(h.last_sync_at, utcnow()), ctx.cfg)}), "
+              f"{h.failures_in_row} failures in a row")
+
         def up(v):
             return "-" if v is None else f"{v * 100:.1f}%"
-        print(f"              uptime 24h {up(h['uptime_24h'])} 7d {up(h['uptime_7d'])} "
-              f"30d {up(h['uptime_30d'])}; rtt p50 {h['rtt_p50_ms'] or '-'} ms "
-              f"p95 {h['rtt_p95_ms'] or '-'} ms")
-        if h["last_error"]:
-            print(f"              last error: {h['last_error']}")
-        if h["geo_check"]:
-            print(f"              geo check: {h['geo_check']}")
+        print(f"              uptime 24h {up(h.uptime_24h)} 7d {up(h.uptime_7d)} "
+              f"30d {up(h.uptime_30d)}; rtt p50 {h.rtt_p50_ms or '-'} ms "
+              f"p95 {h.rtt_p95_ms or '-'} ms")
+        if h.last_error:
+            print(f"              last error: {h.last_error}")
+        if h.geo_check:
+            print(f"              geo check: {h.geo_check}")
     else:
         print("  health      not probed yet")
-    print(f"  {score.explain()}")
-    print(f"  notes       {len(m['notes'])} latest" if m["notes"] else "  notes       none")
-    for n in m["notes"]:
-        print(f"    {_when(n['created_at'])}  {n['author']}: {n['text']}")
+    if e is not None:
+        print(f"  {e.score_explain}")
+    print(f"  notes       {len(d.notes)} latest" if d.notes else "  notes       none")
+    for n in d.notes:
+        print(f"    {_when(n.created_at)}  {n.author}: {n.text}")
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -349,9 +399,8 @@ def register_status(sub):
     p.set_defaults(func=cmd_retire)
 
 
-def _status_line(m: dict) -> None:
-    print(f"{store.label(m)}: {m['status']}" + (f" ({m['status_reason']})" if m["status_reason"]
-                                                 else ""))
+def _status_line(m) -> None:
+    print(f"{m.label}: {m.status}" + (f" ({m.status_reason})" if m.status_reason else ""))
 
 
 def cmd_disable(args, ctx):
@@ -388,19 +437,20 @@ def register_note(sub):
 
 def cmd_note(args, ctx):
     with ctx.transaction() as conn:
-        n = store.add_note(conn, args.mirror, ctx.actor, args.text)
-    print(f"{n['mirror']}: note added")
+        m = store.find(conn, args.mirror)
+        store.add_note(conn, f"#{m.id}", ctx.actor, args.text)
+    print(f"{m.name or m.label}: note added")
 
 
 def cmd_audit(args, ctx):
     with ctx.transaction() as conn:
         rows = store.audit_log(conn, args.mirror, args.limit)
     if args.json:
-        print_json(rows)
+        print_json(plain(rows))
         return
     for r in rows:
-        print(f"{_when(r['at'])}  {r['actor']}  {r['action']}  #{r['mirror_id'] or '-'}  "
-              f"{r['before'] or '{}'} -> {r['after'] or '{}'}")
+        print(f"{_when(r.at)}  {r.actor}  {r.action}  #{r.mirror_id or '-'}  "
+              f"{r.before or '{}'} -> {r.after or '{}'}")
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -423,12 +473,10 @@ def cmd_import(args, ctx):
     with ctx.engine.connect() as conn:
         tx = conn.begin()
         rep = importers.apply(conn, parsed, actor=ctx.actor, mail=ctx.mail, fname=args.file,
-                              fmt=args.format)
+                              fmt=args.format, rules=ctx.rules)
         tx.rollback() if args.dry_run else tx.commit()
-    for s in rep.skipped:
-        print(f"skipped {s}")
-    for name, fields in rep.updated:
-        print(f"updated {name}: {', '.join(fields)}")
+    for o in rep.by_line():
+        print(o)
     print(("dry run, nothing written: " if args.dry_run else "") + f"{args.file}: {rep.summary()}")
 
 
@@ -452,6 +500,100 @@ def register_user(sub):
     tk.add_argument("username", metavar="USERNAME")
     tk.add_argument("--revoke", action="store_true", help="remove the token instead")
     tk.set_defaults(func=cmd_user_token)
+    ls = usub.add_parser("list", help="every user: role, state, token")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_user_list)
+    ro = usub.add_parser("role", help="make a user an admin or a helper")
+    ro.add_argument("username", metavar="USERNAME")
+    ro.add_argument("role", choices=statuses.ROLES)
+    ro.set_defaults(func=cmd_user_role)
+    for name, what in (("disable", "refuse a user's logins; ends their sessions and API token"),
+                       ("enable", "let a disabled user log in again"),
+                       ("delete", "remove a user for good (the audit log keeps the name)")):
+        x = usub.add_parser(name, help=what)
+        x.add_argument("username", metavar="USERNAME")
+        x.set_defaults(func=cmd_user_state, user_op=name)
+
+
+def cmd_user_list(args, ctx):
+    with ctx.transaction() as conn:
+        rows = store.list_users(conn)
+    if args.json:
+        print_json(plain(rows))
+        return
+    print_table([[u.username, u.role, "disabled" if u.disabled else "enabled",
+                  "token" if u.has_token else "-", u.email or "-", _when(u.created_at)]
+                 for u in rows], ["USER", "ROLE", "STATE", "API", "MAIL", "CREATED"])
+
+
+def cmd_user_role(args, ctx):
+    with ctx.transaction() as conn:
+        u = store.set_role(conn, args.username, args.role, ctx.actor)
+    print(f"user {u.username} is {u.role}")
+
+
+def cmd_user_state(args, ctx):
+    with ctx.transaction() as conn:
+        if args.user_op == "delete":
+            store.delete_user(conn, args.username, ctx.actor)
+            print(f"user {args.username.lower()} deleted")
+            return
+        u = store.set_user_disabled(conn, args.username, args.user_op == "disable", ctx.actor)
+    print(f"user {u.username} {'disabled' if u.disabled else 'enabled'}")
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+def register_outbox(sub):
+    p = sub.add_parser("outbox", help="the mail outbox: list, show, retry, discard")
+    osub = p.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    ls = osub.add_parser("list", help="mails, newest first")
+    ls.add_argument("--state", choices=statuses.MAIL_STATES, help="only these")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_outbox_list)
+    sh = osub.add_parser("show", help="one mail as it will be (or was) sent")
+    sh.add_argument("id", type=int, metavar="ID")
+    sh.set_defaults(func=cmd_outbox_show)
+    for name, what in (("retry", "send a failed (or discarded) mail again"),
+                       ("discard", "make sure an unsent mail is never sent")):
+        x = osub.add_parser(name, help=what)
+        x.add_argument("id", type=int, metavar="ID")
+        x.set_defaults(func=cmd_outbox_change, outbox_op=name)
+
+
+def cmd_outbox_list(args, ctx):
+    from dnsd import outbox
+
+    with ctx.transaction() as conn:
+        rows = outbox.select(conn, args.state, limit=args.limit)
+        counts = outbox.counts(conn)
+    if args.json:
+        print_json([{**plain(m), "state": m.state} for m in rows])
+        return
+    print_table([[str(m.id), _when(m.created_at), m.kind, m.state, str(m.attempts),
+                  ",".join(m.addresses)[:40], m.subject[:50]] for m in rows],
+                ["ID", "QUEUED", "KIND", "STATE", "TRIES", "TO", "SUBJECT"])
+    print(", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+
+
+def cmd_outbox_show(args, ctx):
+    from dnsd import outbox
+
+    with ctx.transaction() as conn:
+        m = outbox.get(conn, args.id)
+        raw = outbox.message(conn, args.id)
+    print(f"# {m.state}, {m.attempts} attempts" + (f", last error: {m.last_error}"
+                                                    if m.last_error else ""))
+    print(f"# envelope: {', '.join(m.addresses)}")
+    sys.stdout.write(raw.decode("utf-8", "replace"))
+
+
+def cmd_outbox_change(args, ctx):
+    fn = store.retry_mail if args.outbox_op == "retry" else store.discard_mail
+    with ctx.transaction() as conn:
+        m = fn(conn, args.id, ctx.actor)
+    print(f"mail {m.id}: {m.state}")
 
 
 def read_password(path: str | None) -> str:
@@ -479,7 +621,7 @@ def cmd_user_add(args, ctx):
     pw_hash = hash_password(read_password(args.password_file))
     with ctx.transaction() as conn:
         u = store.add_user(conn, args.username, pw_hash, args.role, args.email, actor=ctx.actor)
-    print(f"user {u['username']} added ({u['role']})")
+    print(f"user {u.username} added ({u.role})")
 
 
 def cmd_user_passwd(args, ctx):
@@ -533,7 +675,7 @@ def cmd_resolve(args, ctx):
 
 REGISTRARS = [
     register_db, register_add, register_edit, register_list, register_show, register_status,
-    register_note, register_import, register_user, register_resolve,
+    register_note, register_import, register_user, register_outbox, register_resolve,
 ]
 
 from admin.cli_probes import register_mail, register_probe  # noqa: E402  (H4: probe, mail test)
@@ -565,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args, ctx)
         return int(rc or 0)
-    except (StoreError, ConfigError, CliError) as e:
+    except (StoreError, ConfigError, CliError, NoDatabase) as e:
         print(f"mirrorctl: error: {e}", file=sys.stderr)
     except sa.exc.DBAPIError as e:
         print(f"mirrorctl: error: {_db_message(e, ctx)}", file=sys.stderr)

@@ -8,8 +8,9 @@ admin/cli.py's REGISTRARS.
 from __future__ import annotations
 
 import sys
-from email.utils import parseaddr
 
+from dnsd import recipients, validation
+from dnsd.errors import Refused
 from dnsd.outbox import build_message
 
 
@@ -45,11 +46,11 @@ def _geo(cfg):
 
 
 def cmd_probe(args, ctx):
+    from dnsd import serving
     from dnsd.config import ConfigError
-    from dnsd.plan import fmt_age
+    from dnsd.serving import fmt_age
     from probes.probe import Prober, utc_from_ts
     from probes.store import load_target
-    from probes.verdicts import freshness_class
 
     cfg = ctx.cfg
     with ctx.transaction() as conn:
@@ -82,7 +83,10 @@ def cmd_probe(args, ctx):
         print(f"  {line}")
     if r.timestamp:
         print(f"  sync        {utc_from_ts(r.timestamp):%Y-%m-%d %H:%M:%S} UTC, "
-              f"{fmt_age(r.sync_age)} ago ({freshness_class(r.sync_age, cfg.probes.max_age)})")
+              f"{fmt_age(r.sync_age)} ago ({serving.freshness(r.sync_age, cfg)})")
+    if r.resolved:
+        print(f"  addresses   {r.probed_ipv4 or '-'}  {r.probed_ipv6 or '-'} (resolved from "
+              f"{t.hostname}; the table pins none)")
     def fam(v):
         return "-" if v is None else ("up" if v else "DOWN")
 
@@ -98,11 +102,13 @@ def cmd_mail_test(args, ctx):
     from admin.cli import CliError
     from admin.outbox import OutboxSender
 
-    if "@" not in args.address or parseaddr(args.address)[1] != args.address:
-        raise CliError(f"{args.address!r} is not a mail address (like name@example.org)")
+    try:
+        to = recipients.for_kind("test", address=validation.email(args.address, "address"))
+    except Refused as e:
+        raise CliError(str(e)) from None
     cfg = ctx.cfg
     msg = build_message(
-        sender=cfg.mail.from_, to=[args.address], reply_to=cfg.mail.reply_to,
+        sender=cfg.mail.from_, to=to, reply_to=cfg.mail.reply_to,
         subject="mirrordns test mail",
         body=f"This is a test mail from mirrordns ({cfg.dns.zone}), sent by {ctx.actor} with\n"
              f"`mirrorctl mail test`. If you read this, [mail] smtp = {cfg.mail.smtp} works.\n")
@@ -111,7 +117,7 @@ def cmd_mail_test(args, ctx):
     async def main(reactor):
         sender = OutboxSender(cfg, None, reactor)
         try:
-            result["ok"] = await sender.send([args.address], msg.as_bytes())
+            result["ok"] = await sender.send(recipients.envelope(to), msg.as_bytes())
         except Exception as e:
             result["error"] = f"{type(e).__name__}: {e}"
 

@@ -68,8 +68,13 @@ def demo_entries(tsv_path: Path = PHPNET_LIST) -> list[dict]:
     return out
 
 
-def load_demo(conn: sa.Connection, entries: list[dict]) -> int:
-    """Add the demo mirrors that are missing (matched by source); returns how many were added."""
+def load_demo(conn: sa.Connection, entries: list[dict], rules=None) -> int:
+    """Add the demo mirrors that are missing (matched by source); returns how many were added.
+    Their documentation addresses are not public ones: the demo config allows them
+    ([probes] allow_private), and so must `rules`."""
+    from dnsd.validation import Rules
+
+    rules = rules or Rules(allow_private=True)
     have = set(conn.execute(sa.select(mirrors.c.source)
                             .where(mirrors.c.source.like("demo:%"))).scalars())
     added = 0
@@ -80,7 +85,7 @@ def load_demo(conn: sa.Connection, entries: list[dict]) -> int:
         if kw["name"] and conn.execute(sa.select(mirrors.c.id)
                                        .where(mirrors.c.name == kw["name"])).first():
             kw["name"] = None                  # taken by a mirror added by hand: next free one
-        store.add_mirror(conn, actor=ACTOR, mail=None, action="demo-add", **kw)
+        store.add_mirror(conn, actor=ACTOR, mail=None, action="demo-add", rules=rules, **kw)
         added += 1
     return added
 
@@ -95,6 +100,8 @@ def ensure_demo_user(conn: sa.Connection) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dnsd.validation import Rules
+
     ap = argparse.ArgumentParser(prog="python -m admin.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--config", metavar="FILE", default=None)
     args = ap.parse_args(argv)
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(engine)
         entries = demo_entries()
         with engine.begin() as conn:
-            added = load_demo(conn, entries)
+            added = load_demo(conn, entries, Rules.from_config(cfg))
             new_user = ensure_demo_user(conn)
             total = conn.execute(sa.select(sa.func.count()).select_from(mirrors)).scalar()
     finally:

@@ -8,7 +8,8 @@ Three formats (see tests/fixtures/SOURCES.md for real examples):
   MIRROR_OK is active, MIRROR_NOTACTIVE / OUTDATED / DOESNOTWORK are disabled-by-admin with the
   reason; special and virtual mirrors (www.php.net, docs.php.net, country XXX) are skipped with a
   reason, because they are not download mirrors a DNS name should pick.
-- `mirmon`: mirmon's plain list, `cc url` per line.
+- `mirmon`: mirmon's plain list, `cc url [email]` per line (mirmon itself reads three fields); the
+  address becomes a maintainer of the mirror.
 - `apache`: Apache's mirrors.list as mirmon reads it (list_style apache), `type cc url contact`
   per line; `cc` may be `backup`; the generated list ASF's closer read had a Unix timestamp in the
   fourth column instead of a contact, which is accepted and ignored.
@@ -17,7 +18,12 @@ Several lines of one host (http and ftp URLs of one mirror) become one mirror. E
 by `mirrors.source` ("phpnet:de2.php.net", "mirmon:ftp.de.debian.org", ...), so importing the same
 file twice gives the same table. A re-import updates what the file describes (host, country, URLs,
 provider, backup flag, maintainers) and leaves what admins own since (name, status, weight, notes).
-A malformed line fails the whole import (one transaction) with FILE:LINE in the message.
+A file that is not in its format fails the whole import (one transaction) with FILE:LINE in the
+message; a line the table's rules refuse (dnsd.validation, as the CLI and the web refuse it, or a
+host already in the table from elsewhere) is skipped with the reason, and the report says what
+every line became. Imported mirrors have no addresses: the probes resolve their host names, and
+they serve once a probe passed (dnsd.serving). An ftp- or rsync-only mirror comes in pending,
+since the probes cannot check it.
 """
 
 from __future__ import annotations
@@ -30,8 +36,12 @@ import sqlalchemy as sa
 
 from admin import store
 from admin.store import MailSettings, StoreError
-from dnsd import countries
-from dnsd.models import ACTIVE, DISABLED_ADMIN, mirrors
+from dnsd import countries, recipients, validation
+from dnsd.errors import Refused
+from dnsd.records import maintainers as _maint
+from dnsd.records import mirrors as _mirrors
+from dnsd.statuses import ACTIVE, DISABLED_ADMIN, PENDING
+from dnsd.validation import Rules
 
 FORMATS = ("phpnet-tsv", "mirmon", "apache")
 
@@ -52,7 +62,8 @@ class Entry:
     fields: dict = field(default_factory=dict)          # url columns, provider, backup
     status: str = ACTIVE
     status_reason: str = ""
-    maintainers: list = field(default_factory=list)      # [{'name','email'}]
+    maintainers: list = field(default_factory=list)      # [Maintainer]
+    lines: list = field(default_factory=list)            # every line number it came from
 
 
 @dataclass
@@ -71,14 +82,19 @@ class Parsed:
     skipped: list[Skipped]
 
 
-# mirmon and Apache wrote the United Kingdom as 'uk' (closer.lua turned GeoIP's 'gb' into 'uk').
-_CC_ALIASES = {"UK": "GB"}
+# mirmon and Apache wrote the United Kingdom as 'uk' (closer.lua turned GeoIP's 'gb' into 'uk'):
+# in these two formats it is the format's own code, not a typo, so it is read as GB.
+FORMAT_ALIASES = {"UK": "GB"}
 _CCN_HOST = re.compile(r"^([a-z]{2}[0-9]+)\.")
 
 
-def _alpha2(cc: str) -> str | None:
-    c = _CC_ALIASES.get(cc.strip().upper(), cc.strip().upper())
-    return c if countries.is_country(c) else None
+def _alpha2(cc: str) -> tuple[str | None, str]:
+    """(the alpha-2 code, '') or (None, dnsd.validation's reason)."""
+    c = FORMAT_ALIASES.get(cc.strip().upper(), cc.strip())
+    try:
+        return validation.country(c), ""
+    except Refused as e:
+        return None, e.message
 
 
 def _host_of(url: str, fname: str, lineno: int) -> str:
@@ -148,7 +164,7 @@ def parse_phpnet_tsv(text: str, fname: str = "<input>") -> Parsed:
             name=m.group(1) if m else None,
             fields={f"{scheme}_url": url, "provider_name": r["provider_name"],
                     "provider_url": r["provider_url"]},
-            status=status, status_reason=reason,
+            status=status, status_reason=reason, lines=[lineno],
         ))
     return Parsed(entries, skipped)
 
@@ -156,7 +172,7 @@ def parse_phpnet_tsv(text: str, fname: str = "<input>") -> Parsed:
 # --- mirmon and Apache -------------------------------------------------------------------------
 
 def _merge(by_host: dict, order: list, skipped: list, *, prefix: str, lineno: int, host: str,
-           country: str, url_field: str, url: str, backup: bool, contact: dict | None) -> None:
+           country: str, url_field: str, url: str, backup: bool, contact) -> None:
     e = by_host.get(host)
     if e is None:
         e = by_host[host] = Entry(source=f"{prefix}:{host}", line=lineno, hostname=host,
@@ -171,6 +187,7 @@ def _merge(by_host: dict, order: list, skipped: list, *, prefix: str, lineno: in
                                             f"URL (line {e.line})"))
     else:
         e.fields[url_field] = url
+        e.lines.append(lineno)
     if contact and contact not in e.maintainers:
         e.maintainers.append(contact)
 
@@ -182,26 +199,34 @@ def parse_mirmon(text: str, fname: str = "<input>") -> Parsed:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2:
-            raise ImportFormatError(f"{fname}:{lineno}: expected 'cc url', found {len(parts)} "
-                                    "fields")
-        cc, url = parts
+        if len(parts) not in (2, 3):
+            raise ImportFormatError(f"{fname}:{lineno}: expected 'cc url [email]', found "
+                                    f"{len(parts)} fields")
+        cc, url = parts[0], parts[1]
         host = _host_of(url, fname, lineno)
-        country = _alpha2(cc)
+        country, why = _alpha2(cc)
         if country is None:
-            skipped.append(Skipped(lineno, url, f"'{cc}' is not a country code"))
+            skipped.append(Skipped(lineno, url, why))
             continue
+        contact = None
+        if len(parts) == 3:
+            addr = parts[2][7:] if parts[2].lower().startswith("mailto:") else parts[2]
+            try:
+                contact = validation.maintainer("", addr)
+            except Refused as e:
+                skipped.append(Skipped(lineno, url, e.message))
+                continue
         try:
-            fld = store.url_field(url)
-        except StoreError as e:
+            fld = validation.url_field(url)
+        except Refused as e:
             skipped.append(Skipped(lineno, url, str(e)))
             continue
         _merge(by_host, order, skipped, prefix="mirmon", lineno=lineno, host=host,
-               country=country, url_field=fld, url=url, backup=False, contact=None)
+               country=country, url_field=fld, url=url, backup=False, contact=contact)
     return Parsed([by_host[h] for h in order], skipped)
 
 
-def _contact(text: str) -> dict | None:
+def _contact(text: str):
     """A contact column: mailto:a@b, a@b or "Name <a@b>"; a Unix timestamp means none."""
     t = text.strip()
     if not t or t.isdigit():
@@ -209,8 +234,8 @@ def _contact(text: str) -> dict | None:
     if t.lower().startswith("mailto:"):
         t = t[7:]
     try:
-        return store.parse_maintainer(t)
-    except StoreError:
+        return validation.parse_maintainer(t)
+    except Refused:
         return None
 
 
@@ -237,15 +262,15 @@ def parse_apache(text: str, fname: str = "<input>") -> Parsed:
         backup = cc.lower() == "backup"
         if backup:
             # Backup mirrors were listed without a country; a ccTLD host name still tells one.
-            country = _alpha2(host.rsplit(".", 1)[-1])
+            country, _why = _alpha2(host.rsplit(".", 1)[-1])
             if country is None:
                 skipped.append(Skipped(lineno, url, "backup mirror whose host name tells no "
                                                     "country; add it by hand with --backup"))
                 continue
         else:
-            country = _alpha2(cc)
+            country, why = _alpha2(cc)
             if country is None:
-                skipped.append(Skipped(lineno, url, f"'{cc}' is not a country code"))
+                skipped.append(Skipped(lineno, url, why))
                 continue
         _merge(by_host, order, skipped, prefix="apache", lineno=lineno, host=host,
                country=country, url_field=f"{typ}_url", url=url, backup=backup, contact=contact)
@@ -264,51 +289,54 @@ def parse(fmt: str, text: str, fname: str = "<input>") -> Parsed:
 # --- applying ----------------------------------------------------------------------------------
 
 @dataclass
+class Outcome:
+    """What one line of the file became."""
+
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.text}"
+
+
+@dataclass
 class Report:
     added: list[str] = field(default_factory=list)
     updated: list[tuple[str, list[str]]] = field(default_factory=list)
     unchanged: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    lines: list[Outcome] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} "
                 f"unchanged, {len(self.skipped)} skipped")
 
+    def by_line(self) -> list[Outcome]:
+        """Every line that meant something, in file order, skips included."""
+        out = self.lines + [Outcome(s.line, f"skipped {s.what}: {s.reason}") for s in self.skipped]
+        return sorted(out, key=lambda o: o.line)
+
+
+def _fields(e: Entry, rules: Rules) -> dict:
+    """The file's fields checked by the table's rules (as `mirrorctl add` would check them)."""
+    return {"hostname": validation.hostname(e.hostname, rules=rules), "country": e.country,
+            **validation.mirror_fields(e.fields, rules)}
+
 
 def apply(conn: sa.Connection, parsed: Parsed, *, actor: str, mail: MailSettings | None,
-          fname: str = "", fmt: str = "") -> Report:
+          fname: str = "", fmt: str = "", rules: Rules = validation.STRICT) -> Report:
     """Write parsed entries into the table in the caller's transaction (idempotent by source)."""
     rep = Report(skipped=list(parsed.skipped))
     for e in parsed.entries:
-        row = conn.execute(sa.select(mirrors.c.id, mirrors.c.name)
-                           .where(mirrors.c.source == e.source)).first()
-        file_fields = {"hostname": e.hostname, "country": e.country, **e.fields}
-        if row is None:
-            if e.name:
-                taken = conn.execute(sa.select(mirrors.c.hostname)
-                                     .where(mirrors.c.name == e.name)).first()
-                if taken:
-                    rep.skipped.append(Skipped(e.line, e.hostname, f"name {e.name} is already "
-                                                                   f"used by {taken.hostname}"))
-                    continue
-            m = store.add_mirror(
-                conn, actor=actor, mail=None, name=e.name, status=e.status,
-                status_reason=e.status_reason, maintainers_=e.maintainers, action="import-add",
-                same_host_ok=True, source=e.source, **file_fields)
-            rep.added.append(m["name"])
+        rest = [str(n) for n in e.lines if n != e.line]
+        also = f" (with line{'s' if len(rest) > 1 else ''} {', '.join(rest)})" if rest else ""
+        try:
+            with conn.begin_nested():                 # a refused entry leaves nothing behind
+                outcome = _apply_one(conn, e, actor, rules, rep)
+        except Refused as err:
+            rep.skipped.append(Skipped(e.line, e.hostname, str(err)))
             continue
-        ref = f"#{row.id}"
-        changed = list(store.edit_mirror(conn, ref, actor, action="import-update",
-                                         **file_fields)["changed"])
-        if e.maintainers:
-            before = store._maintainers_of(conn, [row.id])[row.id]
-            if before != e.maintainers:
-                store.set_maintainers(conn, ref, actor, e.maintainers)
-                changed.append("maintainers")
-        if changed:
-            rep.updated.append((row.name or ref, changed))
-        else:
-            rep.unchanged += 1
+        rep.lines.append(Outcome(e.line, outcome + also))
     if mail is not None and mail.list and (rep.added or rep.updated):
         from dnsd.outbox import queue_mail
 
@@ -317,7 +345,47 @@ def apply(conn: sa.Connection, parsed: Parsed, *, actor: str, mail: MailSettings
             body.append("Added: " + ", ".join(rep.added))
         if rep.updated:
             body.append("Updated: " + ", ".join(n for n, _ in rep.updated))
-        queue_mail(conn, kind="import", sender=mail.sender, to=[mail.list],
+        queue_mail(conn, kind="import", sender=mail.sender,
+                   to=recipients.for_kind("import", list_address=mail.list),
                    subject=f"[mirrors] import by {actor}: {rep.summary()}",
                    body="\n".join(body) + "\n", author=actor, reply_to=mail.reply_to)
     return rep
+
+
+def _apply_one(conn, e: Entry, actor: str, rules: Rules, rep: Report) -> str:
+    file_fields = _fields(e, rules)
+    people = validation.maintainers(e.maintainers)
+    mine = _mirrors.by_source(conn, e.source)
+    if mine is None:
+        twin = _mirrors.host_owner(conn, file_fields["hostname"])
+        if twin is not None:
+            raise Refused(f"{twin.hostname} is already in the table as "
+                          f"{twin.name or '#' + str(twin.id)}"
+                          + (f" (from {twin.source})" if twin.source else " (added by hand)"))
+        name = e.name
+        if name and _mirrors.name_owner(conn, name) is not None:
+            raise Refused(f"name {name} is already used by "
+                          f"{_mirrors.name_owner(conn, name).hostname}")
+        status, reason = e.status, e.status_reason
+        pending = validation.activation_problem(file_fields)
+        if status == ACTIVE and pending:
+            status, reason = PENDING, pending
+        m = store.add_mirror(
+            conn, actor=actor, mail=None, name=name, status=status, status_reason=reason,
+            maintainers_=people, action="import-add", source=e.source, rules=rules,
+            **file_fields)
+        rep.added.append(m.name)
+        return f"added {m.name} ({m.hostname}, {m.status}" + (f": {reason}" if reason else "") \
+            + ")"
+    ref = f"#{mine.id}"
+    changed = list(store.edit_mirror(conn, ref, actor, action="import-update", rules=rules,
+                                     **file_fields).changed)
+    if people and _maint.of_mirror(conn, mine.id) != people:
+        store.set_maintainers(conn, ref, actor, people)
+        changed.append("maintainers")
+    label = mine.name or ref
+    if changed:
+        rep.updated.append((label, changed))
+        return f"updated {label}: {', '.join(changed)}"
+    rep.unchanged += 1
+    return f"unchanged {label}"

@@ -1,7 +1,7 @@
 """Sending the outbox: a Twisted service that delivers queued mail over SMTP, with retries.
 
 Rows are written by `dnsd.outbox.queue_mail` in the same transaction as the change that causes
-them. A sender first *claims* due rows (`claim_due`: who, and a lease of `[mail] claim_lease`
+them, to the bare addresses dnsd.recipients gives. A sender first *claims* due rows (`claim_due`: who, and a lease of `[mail] claim_lease`
 seconds; on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so two senders claiming at once take
 different rows; SQLite's single writer serialises the claims by itself), then hands each to
 `twisted.mail.smtp.sendmail`, and marks it sent *after* the SMTP server accepted it. So N senders
@@ -35,8 +35,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.mail import smtp
 
+from dnsd import outbox as dnsd_outbox
 from dnsd.config import split_hostport
 from dnsd.models import outbox
+from dnsd.recipients import from_stored
+from dnsd.statuses import MAIL_PENDING
 
 MAX_BACKOFF = 6 * 3600
 SEND_TIMEOUT = 120            # seconds for one SMTP conversation
@@ -59,8 +62,8 @@ _DUE_COLUMNS = (outbox.c.id, outbox.c.recipients, outbox.c.message, outbox.c.att
 
 
 def _due(now: _dt.datetime):
-    return (outbox.c.sent_at.is_(None), outbox.c.failed.is_(False),
-            outbox.c.next_attempt_at <= now)
+    """Pending (dnsd.outbox: not sent, not failed, not discarded) and due."""
+    return (dnsd_outbox.STATE_WHERE[MAIL_PENDING], outbox.c.next_attempt_at <= now)
 
 
 def due_rows(conn: sa.Connection, now: _dt.datetime, limit: int) -> list[dict]:
@@ -93,7 +96,7 @@ def renew_claim(conn: sa.Connection, row_id: int, now: _dt.datetime, me: str,
     it now (after `me`'s lease ran out)."""
     until = now + _dt.timedelta(seconds=lease)
     res = conn.execute(outbox.update().where(
-        outbox.c.id == row_id, outbox.c.sent_at.is_(None), outbox.c.failed.is_(False),
+        outbox.c.id == row_id, dnsd_outbox.STATE_WHERE[MAIL_PENDING],
         sa.or_(outbox.c.claimed_by == me, outbox.c.claimed_until.is_(None),
                outbox.c.claimed_until <= now))
         .values(claimed_by=me, claimed_until=until))
@@ -235,7 +238,7 @@ class OutboxSender(service.Service):
             if until is None:
                 return Outcome.SKIPPED
             row["claimed_until"] = until
-        to = [a for a in row["recipients"].split(",") if a]
+        to = from_stored(row["recipients"])          # bare addresses (dnsd.recipients)
         try:
             self._inflight = self.send(to, row["message"])
             await self._inflight

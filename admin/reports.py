@@ -21,18 +21,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from admin import waitinglist
+from dnsd import serving
 from dnsd.jobs import Job, run_once
-from dnsd.models import (
-    ACTIVE,
-    DISABLED_ADMIN,
-    DISABLED_PROBES,
-    PENDING,
-    mirror_health,
-    mirrors,
-)
-from dnsd.plan import fmt_age
+from dnsd.models import mirror_health
+from dnsd.records import health as _health
+from dnsd.records import mirrors as _mirrors
+from dnsd.serving import fmt_age
+from dnsd.statuses import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, PENDING
 from probes import mails
-from probes.verdicts import freshness_class
 
 WEEKLY = Job("weekly-report", _dt.timedelta(days=7), wait_first_period=True)
 REMINDERS = Job("daily-reminders", _dt.timedelta(hours=1))
@@ -43,81 +39,83 @@ def _now(reactor) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(reactor.seconds(), _dt.UTC).replace(tzinfo=None)
 
 
-def _mirror_rows(conn):
-    q = (sa.select(mirrors, mirror_health.c.last_error, mirror_health.c.last_sync_at,
-                   mirror_health.c.uptime_7d, mirror_health.c.geo_check,
-                   mirror_health.c.reminder_mailed_at, mirror_health.c.failures_in_row)
-         .select_from(mirrors.outerjoin(mirror_health, mirror_health.c.mirror_id == mirrors.c.id))
-         .order_by(mirrors.c.country, mirrors.c.name, mirrors.c.id))
-    return [dict(r) for r in conn.execute(q).mappings()]
+def _mirrors_with_health(conn):
+    ms = _mirrors.select(conn)
+    health = _health.of(conn)
+    return [(m, health.get(m.id, _health.NEVER), m.id in health) for m in ms]
+
+
+def _addresses(m, h) -> tuple:
+    a = serving.addresses(m, h)
+    return a.ipv4, a.ipv6
 
 
 def weekly_report(conn: sa.Connection, cfg, now: _dt.datetime) -> int | None:
     """Queue the weekly status of all mirrors to the list, each with its mirmon freshness class
-    (fresh/oldish/old/unknown); returns the outbox id."""
+    (fresh/oldish/old/unknown, dnsd.serving.freshness); returns the outbox id."""
     groups: dict[str, list] = {ACTIVE: [], DISABLED_PROBES: [], DISABLED_ADMIN: [], PENDING: []}
-    for m in _mirror_rows(conn):
-        if m["status"] not in groups:
+    for m, h, _has_row in _mirrors_with_health(conn):
+        if m.status not in groups:
             continue
-        age = (now - m["last_sync_at"]).total_seconds() if m["last_sync_at"] else None
-        groups[m["status"]].append({
-            "display": mails.display_name(m), "country": m["country"],
-            "since": m["status_since"].strftime("%Y-%m-%d %H:%M") if m["status_since"] else "?",
-            "status_reason": m["status_reason"], "last_error": m["last_error"] or "",
+        age = serving.sync_age(h.last_sync_at, now)
+        groups[m.status].append({
+            "display": mails.display_name(m), "country": m.country,
+            "since": m.status_since.strftime("%Y-%m-%d %H:%M") if m.status_since else "?",
+            "status_reason": m.status_reason, "last_error": h.last_error or "",
             "sync_text": fmt_age(age) + (" ago" if age is not None else "")
-            + f" ({freshness_class(age, cfg.probes.max_age)})",
-            "uptime_text": f"{m['uptime_7d'] * 100:.1f} %" if m["uptime_7d"] is not None else "",
-            "geo_check": m["geo_check"] or "",
+            + f" ({serving.freshness(age, cfg)})",
+            "uptime_text": f"{h.uptime_7d * 100:.1f} %" if h.uptime_7d is not None else "",
+            "geo_check": h.geo_check or "",
         })
-    return mails.queue(conn, cfg, "weekly", "weekly.txt", [cfg.mail.list],
+    return mails.queue(conn, cfg, "weekly", "weekly.txt",
                        now=now.strftime("%Y-%m-%d %H:%M"), working=groups[ACTIVE],
                        by_probes=groups[DISABLED_PROBES], by_admin=groups[DISABLED_ADMIN],
                        pending=groups[PENDING])
 
 
 def daily_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> list[int]:
-    """Queue a reminder to the maintainers of every mirror disabled by probes, or out of sync, for
-    more than `[mail] reminder_hours`, unless it got one in the last day (an hour's slack)."""
+    """Queue a reminder to the maintainers of every mirror disabled by probes for more than
+    `[mail] reminder_hours`, or active but stale (dnsd.serving's one freshness rule), unless it
+    got one within `reminder_hours` (an hour's slack)."""
     hours = _dt.timedelta(hours=cfg.mail.reminder_hours)
     again = hours - _dt.timedelta(hours=1)
     out = []
-    for m in _mirror_rows(conn):
-        disabled = m["status"] == DISABLED_PROBES and m["status_since"] <= now - hours
-        out_of_sync = (m["status"] == ACTIVE and m["last_sync_at"] is not None
-                       and m["last_sync_at"] <= now - hours)
+    for m, h, has_row in _mirrors_with_health(conn):
+        age = serving.sync_age(h.last_sync_at, now)
+        disabled = m.status == DISABLED_PROBES and m.status_since <= now - hours
+        out_of_sync = m.status == ACTIVE and serving.is_stale(age, cfg)
         if not (disabled or out_of_sync):
             continue
-        if m["reminder_mailed_at"] is not None and now - m["reminder_mailed_at"] < again:
+        if h.reminder_mailed_at is not None and now - h.reminder_mailed_at < again:
             continue
-        to, names = mails.maintainer_list(conn, m["id"])
-        if not to:
-            continue
-        age = (now - m["last_sync_at"]).total_seconds() if m["last_sync_at"] else None
         if disabled:
             short = "is still out of the DNS rotation"
-            problem = (f"has been out of the DNS rotation for {fmt_age((now - m['status_since']).total_seconds())}"
+            problem = (f"has been out of the DNS rotation for "
+                       f"{fmt_age((now - m.status_since).total_seconds())}"
                        " because it fails its checks")
-            since = m["status_since"]
+            since = m.status_since
         else:
             short = "is out of sync"
             problem = f"has not synced for {fmt_age(age)}"
-            since = m["last_sync_at"]
-        cls = (m["last_error"] or "").split(":", 1)[0]
+            since = h.last_sync_at
+        cls = (h.last_error or "").split(":", 1)[0]
         mid = mails.queue(
-            conn, cfg, "reminder", "reminder.txt", to, mirror_id=m["id"],
-            mirror={"display": mails.display_name(m), "hostname": m["hostname"],
-                    "status": m["status"], "status_reason": m["status_reason"]},
-            maintainer_names=names, problem_short=short, problem=problem,
-            since=since.strftime("%Y-%m-%d %H:%M"), last_error=m["last_error"] or "",
-            last_sync=(m["last_sync_at"].strftime("%Y-%m-%d %H:%M UTC") + f" ({fmt_age(age)} ago)")
-            if m["last_sync_at"] else "never seen",
+            conn, cfg, "reminder", "reminder.txt", mirror_id=m.id,
+            mirror={"display": mails.display_name(m), "hostname": m.hostname,
+                    "status": m.status, "status_reason": m.status_reason},
+            problem_short=short, problem=problem,
+            since=since.strftime("%Y-%m-%d %H:%M"), last_error=h.last_error or "",
+            last_sync=(h.last_sync_at.strftime("%Y-%m-%d %H:%M UTC") + f" ({fmt_age(age)} ago)")
+            if h.last_sync_at else "never seen",
             hints=mails.hints_for([cls] if cls else ["stale"], cfg.dns.zone,
-                                 addresses=(m["ipv4"], m["ipv6"])))
-        if m["failures_in_row"] is None:          # no health row yet (never probed)
-            conn.execute(mirror_health.insert().values(mirror_id=m["id"], reminder_mailed_at=now,
+                                 addresses=_addresses(m, h)))
+        if mid is None:
+            continue
+        if not has_row:                               # no health row yet (never probed)
+            conn.execute(mirror_health.insert().values(mirror_id=m.id, reminder_mailed_at=now,
                                                        updated_at=now))
         else:
-            conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == m["id"])
+            conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == m.id)
                          .values(reminder_mailed_at=now))
         out.append(mid)
     return out

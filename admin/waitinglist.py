@@ -1,44 +1,51 @@
 """The waiting list: people offering to host a mirror, their private link, and the quarterly reminder.
 
-Everything here runs inside a `thd(conn)` on the table's pool (plain data in, plain data out), so the
-public form, the admin pages, the CLI and the scheduled-jobs service share one set of rules. The
-confirmation and reminder mails are queued with `dnsd.outbox.queue_mail` in the same transaction as
-the row they talk about: an application and its mail commit or vanish together.
+Everything here runs inside a `thd(conn)` on the table's pool (plain data in, records out), so the
+public form, the admin pages, the CLI and the scheduled-jobs service share one set of rules. Fields
+are checked by dnsd.validation, the same rules the CLI, the admin web and the API apply. The
+confirmation and reminder mails are queued with `dnsd.outbox.queue_mail` in the same transaction
+as the row they talk about: an application and its mail commit or vanish together.
 
-The private link is `<base_url>/apply/<token>` with a 256-bit random token (applications.token); it
-is the applicant's only credential, so it is compared by database lookup on the exact value and never
-logged or shown to anyone but its owner (the admin pages show applications, not their links).
+An offer names its host, its addresses (optional: without them the probes resolve the host name),
+its URLs (http or https, so the probes can check it; rsync too) and the people who run it (the
+applicant first). Accepting it (admin.store.accept_application) makes an active mirror that serves
+once a probe over it passed. The private link `<base_url>/apply/<token>` (a 256-bit random token,
+applications.token) stays open until then: while the offer waits it edits the offer; once accepted,
+until the mirror serves, it edits the mirror's host, addresses, URLs and people, so the maintainer
+can finish the set-up without writing to anyone. The token is the applicant's only credential: it
+is compared by database lookup on the exact value and never logged or shown to anyone but its
+owner.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 import secrets
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from dnsd import countries
+from dnsd import recipients, statuses, validation
+from dnsd.errors import Invalid
 from dnsd.models import applications, utcnow
 from dnsd.outbox import queue_mail
+from dnsd.records import applications as _apps
+from dnsd.records.applications import Application
+from dnsd.statuses import WAITING
+from dnsd.validation import Rules
 
-# An application still waiting for a decision (these get reminders and are counted publicly).
-WAITING = ("new", "contacted")
+__all__ = ["WAITING", "Application"]
 
 # Form fields, in display order; the numeric ones are optional declared specs.
-TEXT_FIELDS = ("name", "email", "country", "hostname", "provider_name", "provider_url", "comments")
-INT_FIELDS = {"bandwidth_mbit": 1_000_000, "cores": 100_000, "memory_gb": 1_000_000,
-              "disk_gb": 100_000_000}
+TEXT_FIELDS = ("name", "email", "country", "hostname", "ipv4", "ipv6", "http_url", "https_url",
+               "rsync_url", "provider_name", "provider_url", "comments")
+INT_FIELDS = {k: validation.SPEC_MAX[k] for k in ("bandwidth_mbit", "cores", "memory_gb",
+                                                  "disk_gb")}
 BOOL_FIELDS = ("has_ipv6", "has_https")
-MAX_LEN = {"name": 255, "email": 255, "country": 2, "hostname": 253, "provider_name": 255,
-           "provider_url": 512, "comments": 4000}
-
-_EMAIL = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+EXTRA_PEOPLE = 3                     # rows for more maintainers on the form
+# what the private link may change on the mirror once the offer was accepted
+MIRROR_FIELDS = ("hostname", "ipv4", "ipv6", "http_url", "https_url", "rsync_url",
+                 "provider_name", "provider_url")
 
 
 @dataclass
@@ -46,73 +53,63 @@ class Validated:
     """The cleaned values (ready for the table) and one message per field that failed."""
     values: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
+    people: tuple = ()               # Maintainer records, the applicant first
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def is_hostname(h: str) -> bool:
-    if not h or len(h) > 253 or "." not in h:
-        return False
-    return all(_LABEL.match(label) for label in h.rstrip(".").split("."))
-
-
 def is_web_url(u: str) -> bool:
     """An http(s) URL with a host: anything else (javascript:, data:) never reaches a page."""
-    try:
-        s = urlsplit(u)
-    except ValueError:
-        return False
-    return s.scheme in ("http", "https") and bool(s.hostname) and not _CONTROL.search(u) \
-        and " " not in u
+    return validation.is_web_url(u)
 
 
-def validate(form: dict[str, str]) -> Validated:
-    """Check an application form (str -> str) the way the page shows it: one message per field."""
+def _sentence(msg: str) -> str:
+    return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")
+
+
+def validate(form: dict[str, str], people: list[tuple[str, str]] = (),
+             rules: Rules = validation.STRICT) -> Validated:
+    """Check an application form (str -> str) the way the page shows it: one message per field.
+    `people` are the extra (name, address) rows of the form; empty rows are ignored."""
     v = Validated()
-    for name in TEXT_FIELDS:
-        raw = form.get(name, "")
-        val = raw.strip() if name != "comments" else raw.strip().replace("\r\n", "\n")
-        if _CONTROL.search(val) or (name != "comments" and "\n" in val):
-            v.errors[name] = "Please remove control characters and line breaks."
-        elif len(val) > MAX_LEN[name]:
-            v.errors[name] = f"At most {MAX_LEN[name]} characters, please."
-        v.values[name] = val
-    if not v.values["name"] and "name" not in v.errors:
-        v.errors["name"] = "Please tell us your name."
-    email = v.values["email"]
-    if "email" not in v.errors:
-        if not email:
-            v.errors["email"] = "We need an address to reach you."
-        elif not _EMAIL.match(email):
-            v.errors["email"] = "This does not look like a mail address (name@example.org)."
-    cc = v.values["country"].upper()
-    v.values["country"] = cc
-    if "country" not in v.errors and not (cc and countries.is_country(cc)):
-        v.errors["country"] = "Please choose the country the mirror would be in."
-    host = v.values["hostname"].lower().rstrip(".")
-    v.values["hostname"] = host
-    if "hostname" not in v.errors:
-        if not host:
-            v.errors["hostname"] = "Please give the host name the mirror would have."
-        elif not is_hostname(host):
-            v.errors["hostname"] = "A host name such as mirror.example.net, please."
-    url = v.values["provider_url"]
-    if url and "provider_url" not in v.errors and not is_web_url(url):
-        v.errors["provider_url"] = "An http:// or https:// address, please."
-    for name, top in INT_FIELDS.items():
-        raw = (form.get(name) or "").strip()
-        if not raw:
-            v.values[name] = None
-        elif not raw.isascii() or not raw.isdigit():
-            v.errors[name] = "A whole number, please (or leave it empty)."
-        elif int(raw) > top:
-            v.errors[name] = f"At most {top:,}, please."
-        else:
-            v.values[name] = int(raw)
+
+    def check(name, fn):
+        try:
+            v.values[name] = fn(form.get(name, ""))
+        except Invalid as e:
+            v.errors[name] = _sentence(e.message)
+            v.values[name] = form.get(name, "")
+
+    check("name", lambda x: validation.text(x, "name", limit=validation.MAX_LEN["applicant_name"],
+                                            required=True, what="your name"))
+    check("email", lambda x: validation.email(x, "email"))
+    check("country", lambda x: validation.country(x))
+    check("hostname", lambda x: validation.hostname(x, rules=rules))
+    check("ipv4", lambda x: validation.address(x, 4, rules=rules))
+    check("ipv6", lambda x: validation.address(x, 6, rules=rules))
+    for f in ("http_url", "https_url", "rsync_url"):
+        check(f, lambda x, f=f: validation.url(x, f, rules))
+    check("provider_name", lambda x: validation.text(x, "provider_name"))
+    check("provider_url", lambda x: validation.web_url(x, "provider_url", rules))
+    check("comments", lambda x: validation.text(x, "comments", lines=True))
+    for name in INT_FIELDS:
+        check(name, lambda x, name=name: validation.count(x, name))
     for name in BOOL_FIELDS:
         v.values[name] = (form.get(name) or "") in ("1", "on", "yes", "true")
+    if not (v.errors.keys() & {"http_url", "https_url"}):
+        if validation.activation_problem(v.values):
+            v.errors["http_url"] = _sentence("an http:// or https:// URL is needed, so that the "
+                                             "probes can check the mirror")
+    if "name" not in v.errors and "email" not in v.errors:
+        rows = [(v.values["name"], v.values["email"])]
+        rows += [(n, a) for n, a in people if (n or "").strip() or (a or "").strip()]
+        try:
+            v.people = validation.maintainers([{"name": n, "email": a} for n, a in rows],
+                                              "maintainers")
+        except Invalid as e:
+            v.errors["maintainers"] = _sentence(e.message)
     return v
 
 
@@ -134,10 +131,10 @@ def public_base_url(cfg) -> str:
 
 # --- mails ---------------------------------------------------------------------------------------
 
-def _confirmation_body(app: dict, url: str, title: str) -> str:
+def _confirmation_body(app: Application, url: str, title: str) -> str:
     return (
-        f"Hello {app['name']},\n\n"
-        f"thank you for offering to host a mirror ({app['hostname']}, {app['country']}) for "
+        f"Hello {app.name},\n\n"
+        f"thank you for offering to host a mirror ({app.hostname}, {app.country}) for "
         f"{title}. You are now on the waiting list; we will write when a place opens in your "
         f"region.\n\n"
         f"This private link lets you update or withdraw your offer at any time:\n\n  {url}\n\n"
@@ -146,93 +143,110 @@ def _confirmation_body(app: dict, url: str, title: str) -> str:
     )
 
 
-def _reminder_body(app: dict, url: str, title: str, since: _dt.datetime) -> str:
+def _reminder_body(app, url: str, title: str, since: _dt.datetime, days: int) -> str:
     return (
-        f"Hello {app['name']},\n\n"
-        f"on {since:%Y-%m-%d} you offered to host a mirror ({app['hostname']}, {app['country']}) "
+        f"Hello {app.name},\n\n"
+        f"on {since:%Y-%m-%d} you offered to host a mirror ({app.hostname}, {app.country}) "
         f"for {title}, and you are still on our waiting list. Are you still willing?\n\n"
         f"Please confirm, update or withdraw your offer here:\n\n  {url}\n\n"
-        f"We ask everyone on the list about every {{days}} days, so that the list stays "
+        f"We ask everyone on the list about every {days} days, so that the list stays "
         f"accurate.\n"
     )
 
 
 # --- operations (each runs as thd(conn) on the table's pool) -------------------------------------
 
-PUBLIC_COLUMNS = (
-    "id", "token", "status", "name", "email", "country", "hostname", "provider_name",
-    "provider_url", "bandwidth_mbit", "cores", "memory_gb", "disk_gb", "has_ipv6", "has_https",
-    "comments", "created_at", "updated_at", "confirmed_at", "reminded_at",
-)
+_ROW_FIELDS = (*TEXT_FIELDS, *INT_FIELDS, *BOOL_FIELDS)
 
 
-def create(conn: sa.Connection, values: dict, *, source_ip: str, base_url: str, sender: str,
-           title: str, reply_to: str = "", now: _dt.datetime | None = None) -> dict:
+def create(conn: sa.Connection, v: Validated, *, source_ip: str, base_url: str, sender: str,
+           title: str, reply_to: str = "", now: _dt.datetime | None = None) -> Application:
     """Insert a validated application and queue its confirmation mail (same transaction)."""
     now = now or utcnow()
     token = new_token()
-    row = {k: values[k] for k in (*TEXT_FIELDS, *INT_FIELDS, *BOOL_FIELDS)}
     res = conn.execute(applications.insert().values(
-        **row, token=token, status="new", source_ip=source_ip[:45],
-        created_at=now, updated_at=now, confirmed_at=now,
-    ))
-    app = {**row, "id": res.inserted_primary_key[0], "token": token}
-    queue_mail(conn, kind="application", sender=sender, to=[app["email"]], reply_to=reply_to,
-               subject=f"Your mirror offer for {title}: {app['hostname']}",
+        **{k: v.values[k] for k in _ROW_FIELDS}, token=token, status=statuses.APP_NEW,
+        source_ip=source_ip[:45], created_at=now, updated_at=now, confirmed_at=now))
+    app_id = res.inserted_primary_key[0]
+    _apps.set_maintainers(conn, app_id, v.people)
+    app = _apps.get(conn, app_id)
+    queue_mail(conn, kind="application", sender=sender, reply_to=reply_to,
+               to=recipients.for_kind("application", applicant=app.applicant),
+               subject=f"Your mirror offer for {title}: {app.hostname}",
                body=_confirmation_body(app, link(base_url, token), title))
     return app
 
 
-def by_token(conn: sa.Connection, token: str) -> dict | None:
+def by_token(conn: sa.Connection, token: str) -> Application | None:
     """The application behind a private link, or None (also for malformed tokens)."""
-    if not token or len(token) > 64:
-        return None
-    r = conn.execute(sa.select(*[applications.c[c] for c in PUBLIC_COLUMNS])
-                     .where(applications.c.token == token)).mappings().first()
-    return dict(r) if r else None
+    return _apps.by_token(conn, token)
 
 
-def update(conn: sa.Connection, token: str, values: dict,
-           now: _dt.datetime | None = None) -> dict | None:
-    """The applicant's own update through the link: also counts as "still willing"."""
+def link_open(app: Application, mirror_serving: bool | None) -> bool:
+    """May the private link still change things? While the offer waits; once accepted, until the
+    mirror it became serves (`mirror_serving`: the plan's verdict, None when it has no mirror)."""
+    if app.status in WAITING:
+        return True
+    return app.status == statuses.APP_ACCEPTED and app.mirror_id is not None \
+        and mirror_serving is False
+
+
+def update(conn: sa.Connection, token: str, v: Validated, *, mirror_serving: bool | None = None,
+           rules: Rules = validation.STRICT, now: _dt.datetime | None = None
+           ) -> Application | None:
+    """The applicant's own update through the link: a waiting offer changes (and counts as "still
+    willing"); an accepted one whose mirror does not serve yet changes the mirror (admin.store,
+    audited as the applicant). None when the link is closed."""
+    from admin import store
+
     now = now or utcnow()
     app = by_token(conn, token)
-    if app is None or app["status"] not in WAITING:
+    if app is None or not link_open(app, mirror_serving):
         return None
-    row = {k: values[k] for k in (*TEXT_FIELDS, *INT_FIELDS, *BOOL_FIELDS)}
-    conn.execute(applications.update().where(applications.c.id == app["id"])
-                 .values(**row, updated_at=now, confirmed_at=now))
+    conn.execute(applications.update().where(applications.c.id == app.id)
+                 .values(**{k: v.values[k] for k in _ROW_FIELDS}, updated_at=now,
+                         confirmed_at=now))
+    _apps.set_maintainers(conn, app.id, v.people)
+    if app.status == statuses.APP_ACCEPTED:
+        actor = f"applicant:{app.id}"
+        ref = f"#{app.mirror_id}"
+        store.edit_mirror(conn, ref, actor, action="applicant-edit", rules=rules,
+                          **{k: v.values[k] for k in MIRROR_FIELDS})
+        store.set_maintainers(conn, ref, actor, v.people)
+        m = store.find(conn, ref)
+        if m.status == statuses.PENDING and not validation.activation_problem(m):
+            store.enable(conn, ref, actor, None, reason="the applicant completed the set-up")
     return by_token(conn, token)
 
 
-def confirm(conn: sa.Connection, token: str, now: _dt.datetime | None = None) -> dict | None:
-    now = now or utcnow()
+def _waiting(conn, token: str) -> Application | None:
     app = by_token(conn, token)
-    if app is None or app["status"] not in WAITING:
+    return app if app is not None and app.status in WAITING else None
+
+
+def confirm(conn: sa.Connection, token: str, now: _dt.datetime | None = None) -> Application | None:
+    now = now or utcnow()
+    app = _waiting(conn, token)
+    if app is None:
         return None
-    conn.execute(applications.update().where(applications.c.id == app["id"])
+    conn.execute(applications.update().where(applications.c.id == app.id)
                  .values(confirmed_at=now, updated_at=now))
     return by_token(conn, token)
 
 
-def withdraw(conn: sa.Connection, token: str, now: _dt.datetime | None = None) -> dict | None:
+def withdraw(conn: sa.Connection, token: str, now: _dt.datetime | None = None) -> Application | None:
     now = now or utcnow()
-    app = by_token(conn, token)
-    if app is None or app["status"] not in WAITING:
+    app = _waiting(conn, token)
+    if app is None:
         return None
-    conn.execute(applications.update().where(applications.c.id == app["id"])
-                 .values(status="withdrawn", updated_at=now))
+    conn.execute(applications.update().where(applications.c.id == app.id)
+                 .values(status=statuses.APP_WITHDRAWN, updated_at=now))
     return by_token(conn, token)
 
 
 def waiting_counts(conn: sa.Connection) -> dict[str, int]:
     """{country: number of applications still waiting}, for the public page and country headings."""
-    rows = conn.execute(
-        sa.select(applications.c.country, sa.func.count())
-        .where(applications.c.status.in_(WAITING))
-        .group_by(applications.c.country)
-    ).all()
-    return {cc: int(n) for cc, n in rows}
+    return _apps.waiting_by_country(conn, WAITING)
 
 
 def send_reminders(conn: sa.Connection, *, days: int, base_url: str, sender: str, title: str,
@@ -254,13 +268,14 @@ def send_reminders(conn: sa.Connection, *, days: int, base_url: str, sender: str
         .where(a.status.in_(WAITING), a.confirmed_at <= cutoff,
                sa.or_(a.reminded_at.is_(None), a.reminded_at <= cutoff))
         .order_by(a.id).limit(limit)
-    ).mappings().all()
+    ).all()
     for app in due:
-        body = _reminder_body(app, link(base_url, app["token"]), title, app["created_at"])
-        queue_mail(conn, kind="application-reminder", sender=sender, to=[app["email"]],
-                   reply_to=reply_to, subject=f"Still willing to host a {title} mirror?",
-                   body=body.replace("{days}", str(days)))
-        conn.execute(applications.update().where(a.id == app["id"]).values(reminded_at=now))
+        queue_mail(conn, kind="application-reminder", sender=sender, reply_to=reply_to,
+                   to=recipients.for_kind("application-reminder", applicant=app),
+                   subject=f"Still willing to host a {title} mirror?",
+                   body=_reminder_body(app, link(base_url, app.token), title, app.created_at,
+                                       days))
+        conn.execute(applications.update().where(a.id == app.id).values(reminded_at=now))
     return len(due)
 
 

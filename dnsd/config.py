@@ -59,7 +59,8 @@ class DNSConfig:
     min_candidates: int = 2               # a tier with fewer serving mirrors borrows from the next
     share_cap: float = 0.0                # max share of one mirror in a tier (0 = no cap)
     distance_weighting: bool = False      # scale weights down by great-circle distance
-    max_sync_age: int = 86400             # seconds; older mirrors are not serving
+    max_sync_age: int = 86400             # seconds; older mirrors are stale: not serving, and a
+                                          # probe reading such a timestamp fails ("stale")
     ring_size: int = 64                   # pre-encoded answers per (name, type, location)
     poll_interval: float = 1.0            # seconds between table version checks
     notify: bool = True                   # PostgreSQL: also follow the version by LISTEN/NOTIFY
@@ -116,8 +117,9 @@ class ProbesConfig:
     timestamp_format: str = "mirmon"      # mirmon | phpnet | debian-trace
     fail_after: int = 3
     pass_after: int = 2
-    max_age: int = 86400
-    allow_private: bool = False
+    allow_private: bool = False           # also lets the table hold private addresses
+    nameservers: tuple[str, ...] = ()     # host:port of DNS servers for mirrors' host names
+                                          # (empty = the system's resolver)
     concurrency: int = 200
     max_body: int = 65536
     follow_redirects: bool = False
@@ -294,6 +296,8 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")
     if p.interval < 1 or p.timeout <= 0:
         raise ConfigError(f"{fname}: [probes] interval and timeout must be positive")
+    for hp in p.nameservers:
+        split_hostport(hp, f"{fname}: [probes] nameservers")
     if p.timestamp_format not in ("mirmon", "phpnet", "debian-trace"):
         raise ConfigError(f"{fname}: [probes] timestamp_format: one of mirmon, phpnet, debian-trace")
 

@@ -72,6 +72,29 @@ def ring_key(country: str | None, continent: str | None) -> str:
     return ""
 
 
+# Codes people (and older mirror lists) use that ISO 3166-1 alpha-2 does not: mirmon and Apache
+# wrote the United Kingdom as "uk" (closer.lua turned GeoIP's "gb" into "uk"), the EU writes Greece
+# as "EL"; 'EU' and 'AP' were GeoIP's pseudo-countries.
+NEAR_MISSES = {"UK": "GB", "EL": "GR"}
+
+
+def hint(code: str) -> Country | None:
+    """The country someone probably meant by a code that is not alpha-2: UK, an alpha-3 code or
+    an English name ("DEU", "Germany" -> DE); None when there is no good guess."""
+    c = (code or "").strip()
+    if not c:
+        return None
+    if c.upper() in NEAR_MISSES:
+        return get(NEAR_MISSES[c.upper()])
+    if len(c) == 3 and c.isalpha():
+        return from_alpha3(c)
+    low = c.lower()
+    for country in _table()[0].values():
+        if country.name.lower() == low:
+            return country
+    return None
+
+
 def distance_km(a: Country, b: Country) -> float | None:
     """Great-circle distance between two countries' points, None when one has no point."""
     if a.lat is None or b.lat is None:

@@ -52,12 +52,32 @@ def normalise_url(url: str, base_dir: Path | None = None) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, base_dir: Path | None = None) -> sa.Engine:
+class NoDatabase(Exception):
+    """The SQLite file is not there and the caller may not create it."""
+
+
+def sqlite_path(engine_or_url) -> Path | None:
+    """The file of a SQLite table (None for PostgreSQL or an in-memory table)."""
+    u = engine_or_url.url if isinstance(engine_or_url, sa.Engine) else sa.engine.make_url(
+        engine_or_url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def make_engine(url: str, base_dir: Path | None = None, *, create: bool = True) -> sa.Engine:
+    """The engine for `url`. With create=False a SQLite file that does not exist is an error
+    (NoDatabase) instead of a new empty file: only `mirrorctl db upgrade` (and the services,
+    which run after it) make the table."""
     url = normalise_url(url, base_dir)
     u = sa.engine.make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None and not create and not path.exists():
+            raise NoDatabase(f"there is no table at {path}: run `mirrorctl db upgrade` to "
+                             "create it (or give --config with the right [database] url)")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         memory = not u.database or u.database == ":memory:"
         engine = sa.create_engine(
             url,
@@ -214,6 +234,51 @@ def schema_is_current(engine: sa.Engine) -> bool:
     with engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
+
+
+def backup(engine: sa.Engine, dest: Path) -> str:
+    """A consistent copy of the table while it is in use, to `dest` (which must not exist):
+    SQLite's online backup API, or pg_dump's custom format for PostgreSQL. Returns how to
+    restore it, in one line."""
+    import shutil
+    import sqlite3
+    import subprocess
+
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists already; give a new file name")
+    path = sqlite_path(engine)
+    if engine.dialect.name == "sqlite":
+        if path is None:
+            raise ValueError("an in-memory table cannot be backed up")
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(dest)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        return f"stop mirrordns, copy {dest} over {path}, run `mirrorctl db upgrade`, start it"
+    if engine.dialect.name == "postgresql":
+        exe = shutil.which("pg_dump")
+        if exe is None:
+            raise FileNotFoundError("pg_dump is not installed (Debian: postgresql-client)")
+        u = engine.url
+        env = dict(os.environ)
+        if u.password:
+            env["PGPASSWORD"] = u.password
+        libpq = u.set(drivername="postgresql", password=None).render_as_string(
+            hide_password=False)
+        res = subprocess.run([exe, "--format=custom", "--no-owner", f"--file={dest}", libpq],
+                             env=env, capture_output=True, text=True, timeout=3600)
+        if res.returncode != 0:
+            dest.unlink(missing_ok=True)
+            raise RuntimeError(f"pg_dump failed: {res.stderr.strip().splitlines()[-1:]}")
+        return (f"pg_restore --clean --if-exists --no-owner --dbname=<url> {dest}, then "
+                "`mirrorctl db upgrade`")
+    raise ValueError(f"no backup for {engine.dialect.name}")
 
 
 class DBPoolService(service.MultiService):

@@ -1,13 +1,15 @@
 """The mirror table: SQLAlchemy Core tables shared by every part.
 
-Core, not ORM: every caller runs inside a `thd(conn)` on the table's thread pool and hands back plain
-rows (dicts, tuples), so nothing lazy ever escapes to the reactor thread.
+Core, not ORM: every caller runs inside a `thd(conn)` on the table's thread pool and hands back
+records (dnsd.records: frozen dataclasses, one module per table), so nothing lazy ever escapes to
+the reactor thread.
 
-Anything that can change a DNS answer (a mirror's addresses, country, name, status, weight, backup
-flag, health) must call `bump_version(conn)` in the same transaction; the DNS nodes poll that one
-integer and rebuild their plan when it moves. On PostgreSQL the bump also sends
-`NOTIFY mirrordns_version` with the new version, delivered when the transaction commits, so
-listening nodes (dnsd.follow) rebuild at once instead of at their next poll.
+Anything that can change a DNS answer (a mirror column the plan reads, see
+dnsd.serving.changes_plan, or its serving verdict) must call `bump_version(conn)` in the same
+transaction; the DNS nodes poll that one integer and rebuild their plan when it moves. On
+PostgreSQL the bump also sends `NOTIFY mirrordns_version` with the new version, delivered when the
+transaction commits, so listening nodes (dnsd.follow) rebuild at once instead of at their next
+poll.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from __future__ import annotations
 import datetime as _dt
 
 import sqlalchemy as sa
+
+# The statuses and roles themselves live in dnsd.statuses (what each allows is written there);
+# they are named here too because every table module reads them with the tables.
+from dnsd.statuses import ACTIVE as ACTIVE
+from dnsd.statuses import APPLICATION_STATUSES as APPLICATION_STATUSES
+from dnsd.statuses import DISABLED_ADMIN as DISABLED_ADMIN
+from dnsd.statuses import DISABLED_PROBES as DISABLED_PROBES
+from dnsd.statuses import PENDING as PENDING
+from dnsd.statuses import RETIRED as RETIRED
+from dnsd.statuses import ROLES as ROLES
+from dnsd.statuses import STATUSES as STATUSES
 
 metadata = sa.MetaData(
     naming_convention={
@@ -31,17 +44,6 @@ def utcnow() -> _dt.datetime:
     """Naive UTC: both SQLite and PostgreSQL store it the same way."""
     return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
 
-
-# Mirror statuses. Only ACTIVE mirrors can serve; the picker further needs health and freshness.
-PENDING = "pending"
-ACTIVE = "active"
-DISABLED_ADMIN = "disabled-by-admin"
-DISABLED_PROBES = "disabled-by-probes"
-RETIRED = "retired"
-STATUSES = (PENDING, ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, RETIRED)
-
-ROLES = ("admin", "helper")
-APPLICATION_STATUSES = ("new", "contacted", "accepted", "declined", "withdrawn")
 
 # One row; `version` moves on every change that can alter a DNS answer.
 table_version = sa.Table(
@@ -134,6 +136,9 @@ mirror_health = sa.Table(
     sa.Column("rtt_p50_ms", sa.Float, nullable=True),
     sa.Column("rtt_p95_ms", sa.Float, nullable=True),
     sa.Column("geo_check", sa.Text, nullable=False, default=""),     # "" or "192.0.2.1 in US, not DE"
+    # addresses the last probe used for a mirror without pinned ones (resolved from its host name)
+    sa.Column("probed_ipv4", sa.String(15), nullable=True),
+    sa.Column("probed_ipv6", sa.String(45), nullable=True),
     sa.Column("outage_mailed_at", sa.DateTime, nullable=True),      # once-per-outage mail marker
     sa.Column("reminder_mailed_at", sa.DateTime, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
@@ -195,6 +200,11 @@ applications = sa.Table(
     sa.Column("disk_gb", sa.Integer, nullable=True),
     sa.Column("has_ipv6", sa.Boolean, nullable=False, default=False),
     sa.Column("has_https", sa.Boolean, nullable=False, default=False),
+    sa.Column("ipv4", sa.String(15), nullable=True),
+    sa.Column("ipv6", sa.String(45), nullable=True),
+    sa.Column("http_url", sa.String(512), nullable=True),
+    sa.Column("https_url", sa.String(512), nullable=True),
+    sa.Column("rsync_url", sa.String(512), nullable=True),
     sa.Column("comments", sa.Text, nullable=False, default=""),
     sa.Column("source_ip", sa.String(45), nullable=False, default=""),
     sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
@@ -208,6 +218,18 @@ applications = sa.Table(
 )
 sa.Index("ix_applications_country", applications.c.country)
 
+# The people who would run an offered mirror (the applicant first); they become its maintainers.
+application_maintainers = sa.Table(
+    "application_maintainers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("application_id", sa.Integer,
+              sa.ForeignKey("applications.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False, default=""),
+    sa.Column("email", sa.String(255), nullable=False),
+)
+sa.Index("ix_application_maintainers_app", application_maintainers.c.application_id)
+
 users = sa.Table(
     "users",
     metadata,
@@ -219,6 +241,7 @@ users = sa.Table(
     sa.Column("failed_logins", sa.Integer, nullable=False, default=0),
     sa.Column("locked_until", sa.DateTime, nullable=True),
     sa.Column("api_token_hash", sa.String(128), nullable=True),     # sha256 of the script token
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
     sa.CheckConstraint("role IN ('admin','helper')", name="role"),
 )
@@ -242,13 +265,14 @@ outbox = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),                # disabled, recovered, weekly, ...
     sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
     sa.Column("author", sa.String(64), nullable=False, default=""),  # a person, or "" for the system
-    sa.Column("recipients", sa.Text, nullable=False),                # comma-separated addresses
+    sa.Column("recipients", sa.Text, nullable=False),                # bare addresses, comma-separated
     sa.Column("message", sa.LargeBinary, nullable=False),            # the whole RFC 5322 message
     sa.Column("subject", sa.Text, nullable=False, default=""),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("next_attempt_at", sa.DateTime, nullable=False, default=utcnow),
     sa.Column("sent_at", sa.DateTime, nullable=True),
     sa.Column("failed", sa.Boolean, nullable=False, default=False),  # gave up after retry_max
+    sa.Column("discarded_at", sa.DateTime, nullable=True),           # an operator gave up on it
     sa.Column("last_error", sa.Text, nullable=False, default=""),
     # A sender claims a row before it sends it (admin.outbox): another sender skips the row until
     # `claimed_until`, so N senders deliver each mail once, and a dead sender's mail goes after.

@@ -1,21 +1,17 @@
 """The resolution plan: an immutable snapshot of who may serve, built from the mirror table.
 
-`load_rows(conn)` reads everything in one read transaction and returns plain dicts; `build_plan(rows,
-cfg, now)` is pure (no DB, no clock, no files), so the DNS server, the closer and `mirrorctl resolve`
-all decide from the same data, and tests build plans from hand-written rows.
+`load_rows(conn)` reads everything in one read transaction and returns the mirrors as records
+(dnsd.records: a Mirror and its Health each); `build_plan(rows, cfg, now)` is pure (no DB, no
+clock, no files), so the DNS server, the closer, the pages and `mirrorctl` all decide from the same
+data, and tests build plans from hand-written rows (`row(...)`).
 
-Serving = status active AND probes do not call it failing AND in sync AND (per family, at pick time)
-an address of that family that is not known to be down. Every mirror that does not serve keeps the
-reason in words ("out of sync 31 h", "3 failed probes", "disabled by admin: hardware move").
-
-A mirror never probed yet (no `mirror_health` row, or no probe recorded) serves: an admin who
-activates a mirror has vouched for it, and the probes will disable it within `fail_after` rounds if
-it is broken. Once probed, it needs a readable timestamp (`last_sync_at`) within `max_sync_age`;
-with probes enabled, a mirror whose probes have failed and never once succeeded does not serve.
+Whether a mirror serves, and why not, is dnsd.serving's rule; the plan records the verdict of every
+mirror (`MirrorEntry.serving`, `.reason`) and groups the serving ones into the picker's pools.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,51 +20,49 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dnsd import countries, models
-from dnsd.score import Score, ScoreInputs, compute
+from dnsd import countries, models, serving
+from dnsd.records import health as _health
+from dnsd.records import mirrors as _mirrors
+from dnsd.records.health import Health
+from dnsd.records.mirrors import Mirror
+from dnsd.score import Score, compute, inputs
+from dnsd.serving import fmt_age as fmt_age  # the wording's old home; kept importable
 
-_MIRROR_COLS = (
-    "id", "name", "hostname", "country", "ipv4", "ipv6", "http_url", "https_url", "ftp_url",
-    "rsync_url", "status", "status_reason", "backup", "weight", "bandwidth_mbit", "cores",
-    "memory_gb", "disk_gb", "has_ipv6", "has_https", "provider_name", "provider_url",
-    "provider_logo",
-)
-_HEALTH_COLS = (
-    "failures_in_row", "passes_in_row", "last_probe_at", "last_ok_at", "last_error",
-    "last_sync_at", "ipv4_up", "ipv6_up", "https_ok", "uptime_7d", "rtt_p95_ms",
-)
+
+@dataclass(frozen=True)
+class MirrorState:
+    """One mirror as the plan reads it: the table's record and what the probes know."""
+
+    mirror: Mirror
+    health: Health
+
+    def __getitem__(self, name: str):
+        """st["name"], st["last_sync_at"]: a field of the mirror or of its health."""
+        return getattr(self.mirror if name in Mirror.__dataclass_fields__ else self.health, name)
+
+    def replace(self, **kw) -> MirrorState:
+        """A copy with some mirror or health fields changed (tests, tools)."""
+        m = {k: v for k, v in kw.items() if k in Mirror.__dataclass_fields__}
+        h = {k: v for k, v in kw.items() if k not in m}
+        return MirrorState(dataclasses.replace(self.mirror, **m),
+                           dataclasses.replace(self.health, **h))
 
 
 def load_rows(conn: sa.Connection) -> dict:
-    """Everything the plan needs, as plain data, from one read transaction."""
+    """Everything the plan needs, as records, from one read transaction."""
     m, h = models.mirrors, models.mirror_health
     q = (
-        sa.select(*[m.c[c] for c in _MIRROR_COLS], *[h.c[c] for c in _HEALTH_COLS])
+        sa.select(*_mirrors.COLUMNS, h.c.mirror_id.label("health_id"),
+                  *[c for c in _health.COLUMNS])
         .select_from(m.outerjoin(h, h.c.mirror_id == m.c.id))
         .order_by(m.c.id)
     )
-    rows = [dict(r._mapping) for r in conn.execute(q)]
-    return {"version": models.current_version(conn), "mirrors": rows}
+    out = [MirrorState(_mirrors.from_row(r), _health.from_join(r)) for r in conn.execute(q)]
+    return {"version": models.current_version(conn), "mirrors": out}
 
 
 def load_version(conn: sa.Connection) -> int:
     return models.current_version(conn)
-
-
-def fmt_age(seconds: float | None) -> str:
-    """'90 s', '45 min', '31 h', '5 days': the way an admin says how old something is.
-
-    One wording for plan reasons, probe output and mails (probes and admin import it from here)."""
-    if seconds is None:
-        return "unknown"
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s"
-    if s < 2 * 3600:
-        return f"{s // 60} min"
-    if s < 72 * 3600:
-        return f"{s // 3600} h"
-    return f"{s // 86400} days"
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,7 @@ class MirrorEntry:
     subregion: str | None
     lat: float | None
     lon: float | None
-    ipv4: str | None
+    ipv4: str | None                 # what the DNS answers with: pinned, else resolved by a probe
     ipv6: str | None
     ipv4_up: bool | None
     ipv6_up: bool | None
@@ -101,6 +95,7 @@ class MirrorEntry:
     provider_name: str = ""          # display only (closer's [link]/[logo], public list)
     provider_url: str = ""
     provider_logo: str = ""
+    pinned: bool = True              # the addresses are the table's (else the probes resolved them)
 
     @property
     def score_explain(self) -> str:
@@ -116,15 +111,9 @@ class MirrorEntry:
     def family_problem(self, family: str | None) -> str:
         """'' when the mirror can be named in an answer of this family, else why not."""
         if family == "A":
-            if not self.ipv4:
-                return "no IPv4 address"
-            if self.ipv4_up is False:
-                return "IPv4 down"
-        elif family == "AAAA":
-            if not self.ipv6:
-                return "no IPv6 address"
-            if self.ipv6_up is False:
-                return "IPv6 down"
+            return serving.family_problem(self.ipv4, self.ipv4_up, self.pinned, "A")
+        if family == "AAAA":
+            return serving.family_problem(self.ipv6, self.ipv6_up, self.pinned, "AAAA")
         return ""
 
     @property
@@ -164,71 +153,30 @@ class ResolutionPlan:
         return self.by_name.get(name.lower())
 
 
-def _serving(row: dict, cfg, now: _dt.datetime) -> tuple[bool, str, float | None]:
-    """(serving, reason, sync_age seconds) for one joined mirror/health row."""
-    status = row["status"]
-    sync_at = row.get("last_sync_at")
-    age = None if sync_at is None else max(0.0, (now - sync_at).total_seconds())
-    why = (row.get("status_reason") or "").strip()
-    if status == models.DISABLED_ADMIN:
-        return False, "disabled by admin" + (f": {why}" if why else ""), age
-    if status == models.DISABLED_PROBES:
-        return False, "disabled by probes" + (f": {why}" if why else ""), age
-    if status == models.PENDING:
-        return False, "pending, not active yet", age
-    if status == models.RETIRED:
-        return False, "retired", age
-    if status != models.ACTIVE:
-        return False, f"status {status}", age
-    probes_on = cfg.probes.enabled
-    fails = row.get("failures_in_row") or 0
-    if probes_on and fails >= cfg.probes.fail_after:
-        err = (row.get("last_error") or "").strip()
-        return False, f"{fails} failed probes" + (f" ({err})" if err else ""), age
-    if (row.get("weight") or 0) <= 0:
-        return False, "admin weight 0", age
-    if age is None:
-        probed = row.get("last_probe_at") is not None
-        if probes_on and probed and fails > 0 and row.get("last_ok_at") is None:
-            return False, "no successful probe yet", age
-        return True, "", age                      # never probed: serves (see module docstring)
-    if age > cfg.dns.max_sync_age:
-        return False, f"out of sync {fmt_age(age)}", age
-    return True, "", age
-
-
-def _entry(row: dict, cfg, now: _dt.datetime) -> MirrorEntry:
-    cc = (row["country"] or "").upper()
+def _entry(st: MirrorState, cfg, now: _dt.datetime) -> MirrorEntry:
+    m, h = st.mirror, st.health
+    cc = (m.country or "").upper()
     c = countries.get(cc) if cc else None
-    serving, reason, age = _serving(row, cfg, now)
-    sc = compute(
-        ScoreInputs(
-            bandwidth_mbit=row.get("bandwidth_mbit"), cores=row.get("cores"),
-            memory_gb=row.get("memory_gb"), has_https=bool(row.get("has_https")),
-            has_ipv6=bool(row.get("has_ipv6")), uptime_7d=row.get("uptime_7d"),
-            rtt_p95_ms=row.get("rtt_p95_ms"), sync_age=age,
-            weight=float(row.get("weight") if row.get("weight") is not None else 1.0),
-        ),
-        cfg.dns.max_sync_age,
-    )
-    name = row.get("name")
+    v = serving.decide(m, h, cfg, now)
+    a = v.addresses
+    sc = compute(inputs(m, h, v.sync_age), serving.max_sync_age(cfg))
     return MirrorEntry(
-        id=int(row["id"]), name=name.lower() if name else None, hostname=row["hostname"],
+        id=int(m.id), name=m.name.lower() if m.name else None, hostname=m.hostname,
         country=cc, continent=c.continent if c else None, subregion=c.subregion if c else None,
         lat=c.lat if c else None, lon=c.lon if c else None,
-        ipv4=row.get("ipv4") or None, ipv6=row.get("ipv6") or None,
-        ipv4_up=row.get("ipv4_up"), ipv6_up=row.get("ipv6_up"),
-        http=row.get("http_url") or None, https=row.get("https_url") or None,
-        ftp=row.get("ftp_url") or None, rsync=row.get("rsync_url") or None,
-        backup=bool(row.get("backup")), status=row["status"], serving=serving, reason=reason,
-        score=sc.total, score_detail=sc, sync_age=age,
-        provider_name=row.get("provider_name") or "", provider_url=row.get("provider_url") or "",
-        provider_logo=row.get("provider_logo") or "",
+        ipv4=a.ipv4, ipv6=a.ipv6, ipv4_up=a.ipv4_up, ipv6_up=a.ipv6_up,
+        http=m.http_url or None, https=m.https_url or None,
+        ftp=m.ftp_url or None, rsync=m.rsync_url or None,
+        backup=bool(m.backup), status=m.status, serving=v.serving, reason=v.reason,
+        score=sc.total, score_detail=sc, sync_age=v.sync_age,
+        provider_name=m.provider_name or "", provider_url=m.provider_url or "",
+        provider_logo=m.provider_logo or "", pinned=a.pinned,
     )
 
 
 def build_plan(rows: dict, cfg, now: _dt.datetime) -> ResolutionPlan:
-    """Pure: rows from load_rows (or a test), the Config, naive-UTC now -> ResolutionPlan."""
+    """Pure: rows from load_rows (MirrorState records, or `row(...)` in a test), the Config,
+    naive-UTC now -> ResolutionPlan."""
     entries = tuple(_entry(r, cfg, now) for r in rows["mirrors"])
     pools: dict[tuple, list[MirrorEntry]] = {}
     for e in entries:
@@ -269,22 +217,32 @@ def empty_plan(cfg, now: _dt.datetime | None = None) -> ResolutionPlan:
     return build_plan({"version": 0, "mirrors": []}, cfg, now or models.utcnow())
 
 
-def row(**kw: Any) -> dict:
-    """A mirror row with defaults, for tests and tools that build plans without a table."""
-    base = {
-        "id": 1, "name": None, "hostname": "mirror.example", "country": "DE", "ipv4": None,
-        "ipv6": None, "http_url": None, "https_url": None, "ftp_url": None, "rsync_url": None,
-        "status": models.ACTIVE, "status_reason": "", "backup": False, "weight": 1.0,
-        "bandwidth_mbit": None, "cores": None, "memory_gb": None, "disk_gb": None,
-        "has_ipv6": False, "has_https": False, "failures_in_row": 0, "passes_in_row": 0,
-        "last_probe_at": None, "last_ok_at": None, "last_error": "", "last_sync_at": None,
-        "ipv4_up": None, "ipv6_up": None, "https_ok": None, "uptime_7d": None, "rtt_p95_ms": None,
-        "provider_name": "", "provider_url": "", "provider_logo": "",
-    }
-    unknown = set(kw) - set(base)
+_MIRROR_DEFAULTS = {
+    "id": 1, "name": None, "hostname": "mirror.example", "country": "DE", "ipv4": None,
+    "ipv6": None, "http_url": None, "https_url": None, "ftp_url": None, "rsync_url": None,
+    "provider_name": "", "provider_url": "", "provider_logo": "", "status": models.ACTIVE,
+    "status_reason": "", "status_since": _dt.datetime(2026, 1, 1), "backup": False, "weight": 1.0,
+    "bandwidth_mbit": None, "cores": None, "memory_gb": None, "disk_gb": None, "has_ipv6": False,
+    "has_https": False, "source": "", "created_at": _dt.datetime(2026, 1, 1),
+    "updated_at": _dt.datetime(2026, 1, 1),
+}
+_HEALTH_FIELDS = {f.name for f in dataclasses.fields(Health)}
+
+
+PROBED_AT = _dt.datetime(2026, 1, 1)
+
+
+def row(**kw: Any) -> MirrorState:
+    """A mirror and its health from flat keyword arguments, for tests and tools that build plans
+    without a table. The defaults describe a mirror that works: active, an http URL of its host
+    name, probed and passed (at PROBED_AT, sync time unknown); say `last_probe_at=None,
+    last_ok_at=None` for one never probed. It has only the addresses given."""
+    unknown = set(kw) - set(_MIRROR_DEFAULTS) - _HEALTH_FIELDS
     if unknown:
         raise TypeError(f"unknown mirror row keys: {sorted(unknown)}")
-    base.update(kw)
-    if base["http_url"] is None and base["hostname"]:
-        base["http_url"] = f"http://{base['hostname']}/"
-    return base
+    m = {**_MIRROR_DEFAULTS, **{k: v for k, v in kw.items() if k in _MIRROR_DEFAULTS}}
+    if m["http_url"] is None and m["hostname"] and "http_url" not in kw:
+        m["http_url"] = f"http://{m['hostname']}/"
+    h = {"last_probe_at": PROBED_AT, "last_ok_at": PROBED_AT,
+         **{k: v for k, v in kw.items() if k in _HEALTH_FIELDS}}
+    return MirrorState(Mirror(**m), Health(**h))

@@ -65,6 +65,16 @@ class Score:
         )
 
 
+def inputs(mirror, health, sync_age: float | None) -> ScoreInputs:
+    """The score's inputs from a mirror record and its health record (dnsd.records): the one place
+    that says which column feeds which factor, so every score shown is the one the plan weighs."""
+    return ScoreInputs(
+        bandwidth_mbit=mirror.bandwidth_mbit, cores=mirror.cores, memory_gb=mirror.memory_gb,
+        has_https=bool(mirror.has_https), has_ipv6=bool(mirror.has_ipv6),
+        uptime_7d=health.uptime_7d, rtt_p95_ms=health.rtt_p95_ms, sync_age=sync_age,
+        weight=float(mirror.weight if mirror.weight is not None else 1.0))
+
+
 def _clamp(x: float, lo: float, hi: float) -> float:
     return max(lo, min(hi, x))
 

@@ -66,7 +66,12 @@ AUTO_TCP_MAX = 4096            # tcp_max_connections = 0: half the fd limit, at 
 
 
 class PlanHolder:
-    """`.current` is the live ResolutionPlan (immutable); the rest describes how it got there."""
+    """`.current` is the live ResolutionPlan (immutable); the rest describes how it got there.
+
+    `wait_for(version)` lets a writer in this process (the admin web after a change) wait until
+    the plan that answers has its change, so what it shows next is what the DNS answers; `kick`
+    (set by the DNSService that owns the holder) asks for a refresh now instead of at the next
+    poll."""
 
     def __init__(self, plan):
         self.current = plan
@@ -78,6 +83,8 @@ class PlanHolder:
         self.last_error = ""
         self.source = "none"           # where `current` came from: none, snapshot, database
         self.snapshot_path = ""
+        self.kick = None               # callable: refresh now (None: nobody refreshes this plan)
+        self._waiters: list[tuple[int, defer.Deferred]] = []
 
     def data_age(self) -> float | None:
         """Seconds since the live plan's data was read from the table (None: no plan yet)."""
@@ -88,6 +95,34 @@ class PlanHolder:
     @property
     def version(self) -> int:
         return self.current.version
+
+    def wait_for(self, version: int, clock, timeout: float) -> defer.Deferred:
+        """Fires True once the plan's version is at least `version`, False after `timeout`
+        seconds (the caller shows what it has; the DNS catches up on its next poll)."""
+        if self.current.version >= version:
+            return defer.succeed(True)
+        if self.kick is None:
+            return defer.succeed(False)
+        d = defer.Deferred()
+        entry = (version, d)
+        self._waiters.append(entry)
+        timer = clock.callLater(timeout, self._expire, entry)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        self.kick()
+        return d
+
+    def _expire(self, entry):
+        if entry in self._waiters:
+            self._waiters.remove(entry)
+            entry[1].callback(False)
+
+    def installed(self, plan) -> None:
+        """Make `plan` current and release whoever waited for its version."""
+        self.current = plan
+        ready = [w for w in self._waiters if w[0] <= plan.version]
+        self._waiters = [w for w in self._waiters if w[0] > plan.version]
+        for _v, d in ready:
+            d.callback(True)
 
     def age(self) -> float | None:
         return None if self.built_monotonic is None else time.monotonic() - self.built_monotonic
@@ -239,6 +274,9 @@ class DNSService(service.MultiService):
         self.snapshot_dir = (cfg.resolve_path(d.snapshot_dir) if d.snapshot_dir and serve
                              else None)
         self.plan = PlanHolder(empty_plan(cfg))
+        self.plan.kick = self._kick
+        self._refreshing = None
+        self._again = False
         self._secrets = None
         cookies = None
         if d.cookies:
@@ -349,6 +387,23 @@ class DNSService(service.MultiService):
                       version=version, newest=self._db_version)
         return True
 
+    def _kick(self) -> None:
+        """A refresh now, for PlanHolder.wait_for; one at a time, and one more after it when a
+        kick came while it ran (it may have read the version before that change)."""
+        if not self.running:
+            return
+        if self._refreshing is not None:
+            self._again = True
+            return
+        self._again = False
+        d = self._refreshing = self.refresh()
+
+        def done(_r):
+            self._refreshing = None
+            if self._again:
+                self._kick()
+        d.addBoth(done)
+
     def _maybe_rebuild(self, version):
         gen = getattr(self.pool, "generation", 0)      # another SQLite file at the path
         if gen != self._pool_gen:
@@ -414,11 +469,12 @@ class DNSService(service.MultiService):
         old = h.current.version
         was = h.source
         self.zone = zone
-        h.current, h.table = plan, table
+        h.table = table
         h.source = source
         if source == "database":               # a snapshot's version says nothing about the table
             self._db_version = max(self._db_version, plan.version)
         self.answerer.set_table(table)
+        h.installed(plan)
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
         h.builds += 1

@@ -1,5 +1,6 @@
 """Probe mails: jinja2 text templates in probes/templates/, rendered and queued in the caller's
-transaction through dnsd.outbox.queue_mail (which sets Auto-Submitted: auto-generated).
+transaction through dnsd.outbox.queue_mail (which sets Auto-Submitted: auto-generated), to the
+recipients dnsd.recipients names for the mail's kind.
 
 A template's first line is the subject; the rest is the body. Text mail, so no autoescape; every
 value comes from our own table, and StrictUndefined turns a typo into an error in the tests rather
@@ -13,8 +14,9 @@ import functools
 import jinja2
 import sqlalchemy as sa
 
-from dnsd.models import maintainers
+from dnsd import recipients
 from dnsd.outbox import queue_mail
+from dnsd.records import maintainers
 
 HINTS = {
     "refused": "the web server refused the connection: is it running and listening on {addr}?",
@@ -58,22 +60,24 @@ def hints_for(error_classes, zone: str, names=(), addresses=()) -> list[str]:
     return out or ["look at the probe lines above; reply to this mail if they make no sense"]
 
 
-def maintainer_list(conn: sa.Connection, mirror_id: int) -> tuple[list[str], str]:
-    rows = conn.execute(sa.select(maintainers.c.name, maintainers.c.email)
-                        .where(maintainers.c.mirror_id == mirror_id)
-                        .order_by(maintainers.c.id)).all()
-    return [r.email for r in rows if r.email], ", ".join(r.name for r in rows if r.name)
+def maintainer_names(people) -> str:
+    """'Jane Doe, Ada' for the greeting line of a mail."""
+    return ", ".join(p.name for p in people if p.name)
 
 
 def display_name(m) -> str:
-    return m["name"] or m["hostname"]
+    return m.name or m.hostname
 
 
-def queue(conn: sa.Connection, cfg, kind: str, template: str, to: list[str], *,
-          mirror_id: int | None = None, **ctx) -> int | None:
-    """Render and queue one mail; None when there is nobody to send it to."""
+def queue(conn: sa.Connection, cfg, kind: str, template: str, *, mirror_id: int | None = None,
+          **ctx) -> int | None:
+    """Render and queue one mail to the recipients of its kind (the mirror's maintainers, the
+    list, ...: dnsd.recipients.AUDIENCE); None when there is nobody to send it to."""
+    people = maintainers.of_mirror(conn, mirror_id) if mirror_id is not None else ()
+    to = recipients.for_kind(kind, list_address=cfg.mail.list, maintainers=people)
     if not to:
         return None
+    ctx.setdefault("maintainer_names", maintainer_names(people))
     ctx.setdefault("zone", cfg.dns.zone)
     ctx.setdefault("reply_to", cfg.mail.reply_to)
     ctx.setdefault("list", cfg.mail.list)

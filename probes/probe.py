@@ -1,8 +1,11 @@
 """One probe of one mirror: URLs and addresses in, a `ProbeResult` out. No database here.
 
 A probe fetches the mirror's timestamp file from every base URL (http, https) over every address the
-table gives it (IPv4, IPv6): those are the addresses DNS hands out, so those are the ones to check,
-not whatever the mirror's own hostname resolves to. Each fetch goes first with the mirror's own host
+DNS would hand out for it: the addresses pinned in the table when it has any (an admin's word always
+wins), else the ones its host name resolves to right now (an IP literal in a URL is taken as it
+is), through the system's resolver or `[probes] nameservers`. The result names the addresses it
+used (`probed_ipv4`/`probed_ipv6`), and the plan serves resolved addresses once a probe over them
+passed (dnsd.serving). Each fetch goes first with the mirror's own host
 name, then once per name the mirror must also serve (its `ccN.Z`, `cc.Z` and the geo name): a mirror
 whose web server has no virtual host for those names would send our users to someone else's site.
 
@@ -30,7 +33,6 @@ from service_identity.exceptions import CertificateError, VerificationError
 from twisted.internet import defer, protocol
 from twisted.internet import error as ierror
 from twisted.internet._resolver import GAIResolver
-from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
@@ -45,7 +47,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from dnsd.plan import fmt_age
+from dnsd import serving
+from dnsd.serving import fmt_age
+from dnsd.validation import ip_literal
+from dnsd.validation import is_forbidden_address as is_forbidden_address  # the one rule
 
 ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestamp", "stale",
                  "wrong-host", "too-large", "private-address", "error")
@@ -60,20 +65,10 @@ class BodyTooLarge(Exception):
     pass
 
 
-def is_forbidden_address(ip: str) -> bool:
-    """True for addresses a probe must not touch unless `[probes] allow_private` says so.
-
-    Probing is a request the system makes on an applicant's say-so; without this check a mirror
-    entry pointing at 127.0.0.1 or 10.0.0.1 would make us scan our own network.
-    """
-    try:
-        a = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return True
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    return (a.is_private or a.is_loopback or a.is_link_local or a.is_multicast
-            or a.is_unspecified or a.is_reserved or not a.is_global)
+class _Unresolved(Exception):
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
 
 
 def utc_from_ts(ts: float) -> _dt.datetime:
@@ -149,27 +144,33 @@ class Target:
     hostname: str
     country: str = ""
     name: str | None = None
-    ipv4: str | None = None
+    ipv4: str | None = None              # pinned in the table (none: resolve the host name)
     ipv6: str | None = None
     http_url: str | None = None
     https_url: str | None = None
     names: tuple[str, ...] = ()          # extra Host names the mirror must serve
     status: str = ""
 
+    @property
+    def pinned(self) -> bool:
+        return bool(self.ipv4 or self.ipv6)
 
-def target_from_row(row: dict, zone: str, geo_name: str = "www") -> Target:
-    """A Target from a `mirrors` row (a mapping); the extra names follow from its name and country."""
+
+def target_from_row(row, zone: str, geo_name: str = "www") -> Target:
+    """A Target from a mirror record (dnsd.records.mirrors.Mirror) or a mapping of its columns;
+    the extra names follow from its name and country."""
+    get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
     names: list[str] = []
-    if row.get("name"):
-        names.append(f"{row['name']}.{zone}")
-        names.append(f"{row['country'].lower()}.{zone}")
+    if get("name"):
+        names.append(f"{get('name')}.{zone}")
+        names.append(f"{get('country').lower()}.{zone}")
         if geo_name:
             names.append(f"{geo_name}.{zone}")
     return Target(
-        mirror_id=row["id"], hostname=row["hostname"], country=row["country"], name=row.get("name"),
-        ipv4=row.get("ipv4") or None, ipv6=row.get("ipv6") or None,
-        http_url=row.get("http_url") or None, https_url=row.get("https_url") or None,
-        names=tuple(dict.fromkeys(n.lower() for n in names)), status=row.get("status", ""),
+        mirror_id=get("id"), hostname=get("hostname"), country=get("country"), name=get("name"),
+        ipv4=get("ipv4") or None, ipv6=get("ipv6") or None,
+        http_url=get("http_url") or None, https_url=get("https_url") or None,
+        names=tuple(dict.fromkeys(n.lower() for n in names)), status=get("status", "") or "",
     )
 
 
@@ -223,6 +224,9 @@ class ProbeResult:
     https_ok: bool | None = None         # None: no https URL
     geo_check: str = ""                  # "" or "192.0.2.1 in US, not DE"
     fetches: tuple[Fetch, ...] = field(default=())
+    resolved: bool = False               # the addresses came from the host name, not the table
+    probed_ipv4: str | None = None       # the addresses probed (pinned or resolved)
+    probed_ipv6: str | None = None
 
     def log_lines(self) -> list[str]:
         return [f.line() for f in self.fetches]
@@ -272,7 +276,7 @@ class _Addresses:
         pass
 
     def addressResolved(self, address):
-        self.found.append(address)
+        self.found.append(address.host)
 
     def resolutionComplete(self):
         self.done.callback(self.found)
@@ -296,30 +300,85 @@ def system_resolver(reactor, threads: int = 10) -> GAIResolver:
     return GAIResolver(reactor, getThreadPool=lambda: pool)
 
 
+class NameLookupError(Exception):
+    """The host name gave no address (no such name, no records, no answer in time)."""
+
+
+class AddressResolver:
+    """A host name's addresses, IPv4 and IPv6, as text. With `[probes] nameservers` they are asked
+    directly (twisted.names; tests run one on 127.0.0.1), else the system's resolver
+    (system_resolver: getaddrinfo on daemon threads, so /etc/hosts counts and a hung lookup never
+    holds up a stopping node)."""
+
+    def __init__(self, reactor, nameservers=(), system=None):
+        self.reactor = reactor
+        self._system = system          # an IHostnameResolver; None: system_resolver, on first use
+        self._names = None
+        if nameservers:
+            from twisted.names import client
+
+            from dnsd.config import split_hostport
+            servers = [split_hostport(hp, "[probes] nameservers") for hp in nameservers]
+            self._names = client.Resolver(servers=servers, reactor=reactor)
+
+    async def resolve(self, host: str, timeout: float) -> list[str]:
+        if self._names is None:
+            if self._system is None:
+                self._system = system_resolver(self.reactor)
+            receiver = _Addresses()
+            self._system.resolveHostName(receiver, host)
+            # getaddrinfo cannot be cancelled: past the probe's time its thread is left alone
+            found = await receiver.done.addTimeout(max(0.1, timeout), self.reactor)
+        else:
+            found = await self._ask(host, timeout)
+        out = list(dict.fromkeys(a.split("%", 1)[0] for a in found))
+        if not out:
+            raise NameLookupError(f"{host} has no address")
+        return out
+
+    async def _ask(self, host: str, timeout: float) -> list[str]:
+        import socket
+
+        from twisted.names import dns
+        from twisted.names import error as nerror
+
+        t = (max(0.1, timeout),)
+        found: list[str] = []
+        for lookup, rtype in ((self._names.lookupAddress, dns.A),
+                              (self._names.lookupIPV6Address, dns.AAAA)):
+            try:
+                ans, _auth, _add = await lookup(host, timeout=t)
+            except (nerror.DNSNameError, nerror.DNSServerError, nerror.DNSQueryRefusedError,
+                    nerror.DNSFormatError, nerror.DNSNotImplementedError, nerror.DNSUnknownError,
+                    defer.TimeoutError, nerror.DNSQueryTimeoutError):
+                continue
+            for rr in ans:
+                if rr.type == rtype == dns.A:
+                    found.append(socket.inet_ntop(socket.AF_INET, rr.payload.address))
+                elif rr.type == rtype == dns.AAAA:
+                    found.append(socket.inet_ntop(socket.AF_INET6, rr.payload.address))
+        return found
+
+
 class _ResolvedEndpoint:
-    """A host name (a redirect's, or a mirror's without table addresses) resolved here, so that
-    a private address is refused before a single packet goes to it, and a name that resolves to
-    both kinds is only ever connected to at a public one."""
+    """A host name (a followed redirect's) resolved here, so that a private address is refused
+    before a single packet goes to it, and a name that resolves to both kinds is only ever
+    connected to at a public one."""
 
     def __init__(self, prober: Prober, host: str, port: int):
         self.p, self.host, self.port = prober, host, port
 
     def connect(self, factory):
-        receiver = _Addresses()
-        self.p.resolver.resolveHostName(receiver, self.host, portNumber=self.port)
-
         def chosen(found):
-            if not found:
-                raise ierror.DNSLookupError(self.host)
-            usable = [a for a in found if self.p.allow_private or not is_forbidden_address(a.host)]
+            usable = [a for a in found if self.p.allow_private or not is_forbidden_address(a)]
             if not usable:
-                raise PrivateAddressRefused(f"{self.host} is {found[0].host}, not a public address")
+                raise PrivateAddressRefused(f"{self.host} is {found[0]}, not a public address")
             return attempt(usable)
 
         def attempt(rest):
             a = rest[0]
-            cls = TCP6ClientEndpoint if isinstance(a, IPv6Address) else TCP4ClientEndpoint
-            d = cls(self.p.reactor, a.host, self.port,
+            cls = TCP6ClientEndpoint if ":" in a else TCP4ClientEndpoint
+            d = cls(self.p.reactor, a, self.port,
                     timeout=self.p.connect_timeout).connect(factory)
             if len(rest) > 1:               # e.g. ::1 first for a server on 127.0.0.1 only
                 d.addErrback(next_one, rest[1:])
@@ -329,7 +388,12 @@ class _ResolvedEndpoint:
             f.trap(ierror.ConnectError)
             return attempt(rest)
 
-        return receiver.done.addCallback(chosen)
+        def no_name(f):
+            f.trap(NameLookupError)
+            raise ierror.DNSLookupError(self.host)
+
+        d = defer.ensureDeferred(self.p.resolver.resolve(self.host, self.p.connect_timeout))
+        return d.addErrback(no_name).addCallback(chosen)
 
 
 class _CheckedEndpoint:
@@ -440,26 +504,21 @@ class Prober:
     def __init__(self, cfg, reactor, geo=None, trust_root=None, resolver=None):
         p = cfg.probes
         self.reactor = reactor
-        self._resolver = resolver
+        # a host name's addresses: [probes] nameservers, else `resolver` (an IHostnameResolver,
+        # tests pass one) or the system's, made on first use: most mirrors pin their addresses
+        self.resolver = AddressResolver(reactor, p.nameservers, system=resolver)
         self.geo = geo
         self.trust_root = trust_root            # None = the platform's CAs
         self.timeout = p.timeout
         self.connect_timeout = min(p.connect_timeout, p.timeout)
         self.path = p.timestamp_path
         self.fmt = p.timestamp_format
-        self.max_age = p.max_age
+        self.max_age = serving.max_sync_age(cfg)
         self.max_body = p.max_body
         self.follow = p.follow_redirects
         self.allow_private = p.allow_private
         self.user_agent = p.user_agent.encode()
         self._pool = wclient.HTTPConnectionPool(reactor, persistent=False)
-
-    @property
-    def resolver(self):
-        """Made on first use: most mirrors have table addresses and never need it."""
-        if self._resolver is None:
-            self._resolver = system_resolver(self.reactor)
-        return self._resolver
 
     def probe(self, target: Target) -> defer.Deferred[ProbeResult]:
         """Cancelling the Deferred abandons the probe at once (sockets closed, a host name
@@ -474,13 +533,22 @@ class Prober:
     async def _probe(self, t: Target) -> ProbeResult:
         start = self.reactor.seconds()
         deadline = start + self.timeout
-        addresses = [(a, fam) for a, fam in ((t.ipv4, 4), (t.ipv6, 6)) if a] or [(None, None)]
         bases = [("http", t.http_url), ("https", t.https_url)]
-        combos = [(scheme, self.timestamp_url(base), a, fam)
-                  for scheme, base in bases if base for a, fam in addresses]
-        if not combos:
+        if not any(base for _s, base in bases):
             return ProbeResult(mirror_id=t.mirror_id, at=start, ok=False, error_class="error",
                                error="the mirror has no http or https URL")
+        if t.pinned:
+            v4, v6, resolved = t.ipv4, t.ipv6, False
+        else:
+            try:
+                v4, v6 = await self._resolve(t, deadline)
+            except _Unresolved as e:
+                return ProbeResult(mirror_id=t.mirror_id, at=start, ok=False,
+                                   error_class=e.error_class, error=str(e), resolved=True)
+            resolved = True
+        addresses = [(a, fam) for a, fam in ((v4, 4), (v6, 6)) if a]
+        combos = [(scheme, self.timestamp_url(base), a, fam)
+                  for scheme, base in bases if base for a, fam in addresses]
         # The extra names are virtual-host (and certificate) settings of the web server, not of an
         # address, so they are checked once per scheme, over the first address.
         firsts = {}
@@ -489,7 +557,33 @@ class Prober:
         runs = await defer.gatherResults(
             [defer.ensureDeferred(self._combo(t, url, a, fam, deadline, names=firsts[s] == a))
              for s, url, a, fam in combos])
-        return self._summarise(t, start, combos, runs)
+        return replace(self._summarise(t, start, combos, runs, v4, v6), resolved=resolved,
+                       probed_ipv4=v4, probed_ipv6=v6)
+
+    async def _resolve(self, t: Target, deadline: float) -> tuple[str | None, str | None]:
+        """(IPv4, IPv6) to probe a mirror without pinned addresses over: the IP literals of its
+        host name or URLs as they are, else what its host name resolves to now (the lowest public
+        address of each family, so a name that rotates its records does not move the plan)."""
+        hosts = [t.hostname] + [urlsplit(u).hostname or "" for u in (t.http_url, t.https_url) if u]
+        found = [lit for h in hosts if (lit := ip_literal(h))]
+        if not found:
+            try:
+                found = await self.resolver.resolve(t.hostname, deadline - self.reactor.seconds())
+            except NameLookupError:
+                raise _Unresolved("dns", f"{t.hostname} does not resolve") from None
+            except defer.CancelledError:  # cut short (a stop): a result like a fetch's
+                raise _Unresolved("timeout", f"{t.hostname}: no answer in time") from None
+            except Exception as e:
+                raise _Unresolved("dns", f"{t.hostname}: no answer from the resolver "
+                                         f"({type(e).__name__})") from None
+        usable = [a for a in found if self.allow_private or not is_forbidden_address(a)]
+        if not usable:
+            raise _Unresolved("private-address", f"{t.hostname} is {found[0]}, not a public "
+                                                 "address (probes.allow_private)")
+        key = ipaddress.ip_address
+        v4 = sorted((a for a in usable if ":" not in a), key=key)
+        v6 = sorted((a for a in usable if ":" in a), key=key)
+        return (v4[0] if v4 else None), (v6[0] if v6 else None)
 
     async def _combo(self, t: Target, url: str, address, family, deadline,
                      names: bool = True) -> list[Fetch]:
@@ -586,14 +680,14 @@ class Prober:
                        total_ms=(self.reactor.seconds() - start) * 1000, timestamp=timestamp,
                        tls_ok=tls_ok, error_class=error_class, error=error)
 
-    def _summarise(self, t: Target, start, combos, runs) -> ProbeResult:
+    def _summarise(self, t: Target, start, combos, runs, v4, v6) -> ProbeResult:
         """The verdict input: the main scheme (http if the mirror has it) must serve a fresh file
         over at least one address; per-family and https health are recorded beside it."""
         main_scheme = "http" if t.http_url else "https"
         ok_runs = [(c, r) for c, r in zip(combos, runs) if all(f.ok for f in r)]
         main_ok = [(c, r) for c, r in ok_runs if c[0] == main_scheme]
         fam_up = {}
-        for fam, addr in ((4, t.ipv4), (6, t.ipv6)):
+        for fam, addr in ((4, v4), (6, v6)):
             if addr:
                 fam_up[fam] = any(c[3] == fam for c, _r in ok_runs)
         https_ok = None
@@ -618,14 +712,14 @@ class Prober:
             address=first.address, family=first.family, http_status=first.status,
             ttfb_ms=first.ttfb_ms, total_ms=first.total_ms, timestamp=ts, sync_age=sync_age,
             tls_ok=all(tls_vals) if tls_vals else None, ipv4_up=fam_up.get(4), ipv6_up=fam_up.get(6),
-            https_ok=https_ok, geo_check=self.geo_check(t), fetches=fetches)
+            https_ok=https_ok, geo_check=self.geo_check(t, v4, v6), fetches=fetches)
 
-    def geo_check(self, t: Target) -> str:
-        """'' when every table address geolocates to the claimed country (or is unknown)."""
+    def geo_check(self, t: Target, v4=None, v6=None) -> str:
+        """'' when every probed address geolocates to the claimed country (or is unknown)."""
         if self.geo is None or not t.country:
             return ""
         bad = []
-        for a in (t.ipv4, t.ipv6):
+        for a in (v4, v6) if (v4 or v6) else (t.ipv4, t.ipv6):
             if not a:
                 continue
             try:

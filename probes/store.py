@@ -1,67 +1,45 @@
 """The probes' side of the table: `thd(conn)` functions run on the DB pool (dnsd.db.DBPool.run).
 
 `record_probe` is the one writer of verdicts. In one transaction it stores the raw result, moves the
-counters in `mirror_health`, changes the mirror's status when the verdict says so, bumps the table
-version when anything the DNS answers depend on moved (status, IPv4/IPv6/HTTPS health, crossing the
-sync-age limit), writes a note to the mirror's log, and queues the mail. So a disabled mirror, its
-DNS answers and its maintainer's mail can never disagree.
+counters in `mirror_health` (with the addresses the probe used, when it resolved them), changes the
+mirror's status when the verdict says so, bumps the table version when the DNS answer moved (the
+serving verdict of dnsd.serving, or the addresses it answers with, before and after the probe),
+writes a note to the mirror's log, and queues the mail. So a disabled mirror, its DNS answers and
+its maintainer's mail can never disagree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 
 import sqlalchemy as sa
 
+from dnsd import serving, statuses
 from dnsd.jobs import Job, run_once
-from dnsd.models import (
-    ACTIVE,
-    DISABLED_ADMIN,
-    DISABLED_PROBES,
-    PENDING,
-    RETIRED,
-    bump_version,
-    mirror_health,
-    mirrors,
-    notes,
-    probe_results,
-)
-from dnsd.plan import fmt_age
+from dnsd.models import bump_version, mirror_health, mirrors, probe_results
+from dnsd.records import health as _health
+from dnsd.records import mirrors as _mirrors
+from dnsd.records.notes import add_note
+from dnsd.serving import fmt_age
 from probes import mails
 from probes.probe import ProbeResult, Target, target_from_row, utc_from_ts
 from probes.verdicts import DISABLED, RECOVERED, Counters, decide
 
-PROBED_STATUSES = (PENDING, ACTIVE, DISABLED_ADMIN, DISABLED_PROBES)   # not retired
 AUTHOR = "probes"
 
 
 def load_targets(conn: sa.Connection, zone: str, geo_name: str = "www") -> list[Target]:
-    rows = conn.execute(sa.select(mirrors).where(mirrors.c.status != RETIRED)
-                        .order_by(mirrors.c.id)).mappings().all()
-    return [target_from_row(dict(r), zone, geo_name) for r in rows]
+    rows = conn.execute(sa.select(*_mirrors.COLUMNS).where(mirrors.c.status.in_(statuses.PROBED))
+                        .order_by(mirrors.c.id)).all()
+    return [target_from_row(_mirrors.from_row(r), zone, geo_name) for r in rows]
 
 
 def load_target(conn: sa.Connection, name_or_host: str, zone: str, geo_name: str = "www"):
-    r = conn.execute(sa.select(mirrors).where(sa.or_(mirrors.c.name == name_or_host.lower(),
-                                                     mirrors.c.hostname == name_or_host))
-                     ).mappings().first()
-    return target_from_row(dict(r), zone, geo_name) if r else None
-
-
-def _health(conn, mirror_id: int, now: _dt.datetime) -> dict:
-    h = conn.execute(sa.select(mirror_health).where(mirror_health.c.mirror_id == mirror_id)
-                     ).mappings().first()
-    if h is None:
-        conn.execute(mirror_health.insert().values(mirror_id=mirror_id, updated_at=now))
-        h = conn.execute(sa.select(mirror_health).where(mirror_health.c.mirror_id == mirror_id)
-                         ).mappings().first()
-    return dict(h)
-
-
-def _in_sync(last_sync_at, now, limit) -> bool | None:
-    if last_sync_at is None:
-        return None
-    return (now - last_sync_at).total_seconds() <= limit
+    r = conn.execute(sa.select(*_mirrors.COLUMNS).where(
+        sa.or_(mirrors.c.name == name_or_host.lower(), mirrors.c.hostname == name_or_host))
+        .order_by(mirrors.c.id)).first()
+    return target_from_row(_mirrors.from_row(r), zone, geo_name) if r else None
 
 
 def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
@@ -69,7 +47,7 @@ def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
     """Store one result and apply its verdict (see the module docstring). Returns what happened:
     {"status", "changed", "mail", "bumped"}."""
     p = cfg.probes
-    m = conn.execute(sa.select(mirrors).where(mirrors.c.id == r.mirror_id)).mappings().first()
+    m = _mirrors.get(conn, r.mirror_id)
     if m is None:
         return {"status": None, "changed": False, "mail": None, "bumped": False}
     at = utc_from_ts(r.at)
@@ -79,37 +57,28 @@ def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
         timestamp=utc_from_ts(r.timestamp) if r.timestamp else None,
         sync_age=int(r.sync_age) if r.sync_age is not None else None, tls_ok=r.tls_ok,
         ok=r.ok, error_class=r.error_class, error="\n".join([r.error, *r.log_lines()]).strip()))
-    h = _health(conn, r.mirror_id, now)
-    v = decide(m["status"], Counters(h["failures_in_row"], h["passes_in_row"]), r.ok,
+    h = _health.ensure_row(conn, r.mirror_id, now)
+    v = decide(m.status, Counters(h.failures_in_row, h.passes_in_row), r.ok,
                r.error_class, r.error, fail_after=p.fail_after, pass_after=p.pass_after)
-    last_sync = utc_from_ts(r.timestamp) if r.timestamp else h["last_sync_at"]
     upd = {"failures_in_row": v.failures_in_row, "passes_in_row": v.passes_in_row,
            "last_probe_at": at, "last_error": "" if r.ok else r.describe()[:2000],
-           "last_sync_at": last_sync, "ipv4_up": r.ipv4_up, "ipv6_up": r.ipv6_up,
-           "https_ok": r.https_ok, "geo_check": r.geo_check, "updated_at": now}
+           "last_sync_at": utc_from_ts(r.timestamp) if r.timestamp else h.last_sync_at,
+           "ipv4_up": r.ipv4_up, "ipv6_up": r.ipv6_up, "https_ok": r.https_ok,
+           "geo_check": r.geo_check, "updated_at": now,
+           # resolved addresses are kept with the verdict on them; pinned ones are the table's
+           "probed_ipv4": r.probed_ipv4 if r.resolved else None,
+           "probed_ipv6": r.probed_ipv6 if r.resolved else None}
     if r.ok:
         upd["last_ok_at"] = at
     if v.outage_over:
         upd["outage_mailed_at"] = None
         upd["reminder_mailed_at"] = None
-    limit = cfg.dns.max_sync_age
-    # dnsd.plan serves a never-probed mirror, but not one whose probes failed before any passed:
-    # the first probe and the first pass can move the answers even without a status change
-    answers_moved = (
-        v.changed
-        or h["last_probe_at"] is None
-        or (r.ok and h["last_ok_at"] is None)
-        or (h["ipv4_up"], h["ipv6_up"], h["https_ok"]) != (r.ipv4_up, r.ipv6_up, r.https_ok)
-        or _in_sync(h["last_sync_at"], now, limit) != _in_sync(last_sync, now, limit)
-    )
     mail = None
     if v.changed:
         conn.execute(mirrors.update().where(mirrors.c.id == r.mirror_id).values(
             status=v.status, status_reason=v.reason, status_since=now, updated_at=now))
-        conn.execute(notes.insert().values(
-            mirror_id=r.mirror_id, author=AUTHOR, created_at=now,
-            text=f"{m['status']} -> {v.status}: {v.reason}"))
-        if v.mail == DISABLED and h["outage_mailed_at"] is None:
+        add_note(conn, r.mirror_id, AUTHOR, f"{m.status} -> {v.status}: {v.reason}", now)
+        if v.mail == DISABLED and h.outage_mailed_at is None:
             mail = _mail_disabled(conn, cfg, m, r, v, now)
             upd["outage_mailed_at"] = now
         elif v.mail == RECOVERED:
@@ -118,9 +87,15 @@ def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
             upd["reminder_mailed_at"] = None
     conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == r.mirror_id)
                  .values(**upd))
-    if answers_moved:
+    # what the DNS answers moved when the serving verdict (or its addresses) did
+    after_m = dataclasses.replace(m, status=v.status, status_reason=v.reason) if v.changed else m
+    after_h = dataclasses.replace(h, **{k: val for k, val in upd.items()
+                                        if k in _health.Health.__dataclass_fields__})
+    moved = (serving.decide(m, h, cfg, now).answer_key
+             != serving.decide(after_m, after_h, cfg, now).answer_key)
+    if moved or v.changed:
         bump_version(conn)
-    return {"status": v.status, "changed": v.changed, "mail": mail, "bumped": answers_moved}
+    return {"status": v.status, "changed": v.changed, "mail": mail, "bumped": moved or v.changed}
 
 
 def _recent_lines(conn, mirror_id: int, n: int) -> list[str]:
@@ -136,33 +111,26 @@ def _recent_lines(conn, mirror_id: int, n: int) -> list[str]:
     return out
 
 
-def _recipients(conn, cfg, mirror_id):
-    """The maintainers; the list when a mirror has none, so somebody hears of it."""
-    to, names = mails.maintainer_list(conn, mirror_id)
-    return (to, names) if to else ([cfg.mail.list], "")
-
-
 def _mail_disabled(conn, cfg, m, r: ProbeResult, v, now):
-    to, names = _recipients(conn, cfg, m["id"])
     classes = [r.error_class] + [f.error_class for f in r.fetches if f.error_class]
-    t = target_from_row(dict(m), cfg.dns.zone, cfg.dns.geo_name)
+    t = target_from_row(m, cfg.dns.zone, cfg.dns.geo_name)
+    addrs = (r.probed_ipv4, r.probed_ipv6) if r.resolved else (t.ipv4, t.ipv6)
     return mails.queue(
-        conn, cfg, "disabled", "disabled.txt", to, mirror_id=m["id"],
-        mirror={"display": mails.display_name(m), "hostname": m["hostname"]},
-        maintainer_names=names, failures=v.failures_in_row, since=now.strftime("%Y-%m-%d %H:%M"),
-        reason=v.reason, log_lines=_recent_lines(conn, m["id"], cfg.probes.fail_after),
-        hints=mails.hints_for(classes, cfg.dns.zone, t.names, (t.ipv4, t.ipv6)),
+        conn, cfg, "disabled", "disabled.txt", mirror_id=m.id,
+        mirror={"display": mails.display_name(m), "hostname": m.hostname},
+        failures=v.failures_in_row, since=now.strftime("%Y-%m-%d %H:%M"),
+        reason=v.reason, log_lines=_recent_lines(conn, m.id, cfg.probes.fail_after),
+        hints=mails.hints_for(classes, cfg.dns.zone, t.names, addrs),
         interval_text=fmt_age(cfg.probes.interval), pass_after=cfg.probes.pass_after,
-        max_age_text=fmt_age(cfg.probes.max_age), user_agent=cfg.probes.user_agent)
+        max_age_text=fmt_age(serving.max_sync_age(cfg)), user_agent=cfg.probes.user_agent)
 
 
 def _mail_recovered(conn, cfg, m, r: ProbeResult, v, now):
-    to, names = _recipients(conn, cfg, m["id"])
-    out = (now - m["status_since"]).total_seconds() if m["status_since"] else None
+    out = (now - m.status_since).total_seconds() if m.status_since else None
     return mails.queue(
-        conn, cfg, "recovered", "recovered.txt", to, mirror_id=m["id"],
-        mirror={"display": mails.display_name(m), "hostname": m["hostname"]},
-        maintainer_names=names, passes=v.passes_in_row, since=now.strftime("%Y-%m-%d %H:%M"),
+        conn, cfg, "recovered", "recovered.txt", mirror_id=m.id,
+        mirror={"display": mails.display_name(m), "hostname": m.hostname},
+        passes=v.passes_in_row, since=now.strftime("%Y-%m-%d %H:%M"),
         outage_text=fmt_age(out) if out is not None else "", log_lines=r.log_lines()[:8])
 
 
@@ -175,7 +143,7 @@ def check_pass_share(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
     rows = conn.execute(
         sa.select(mirror_health.c.failures_in_row, mirror_health.c.last_error)
         .select_from(mirrors.join(mirror_health, mirror_health.c.mirror_id == mirrors.c.id))
-        .where(mirrors.c.status.in_([ACTIVE, DISABLED_PROBES]),
+        .where(mirrors.c.status.in_(statuses.VERDICT_STATUSES),
                mirror_health.c.last_probe_at.is_not(None))).all()
     total = len(rows)
     passing = sum(1 for x in rows if x.failures_in_row == 0)
@@ -189,7 +157,7 @@ def check_pass_share(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
             c = (x.last_error or "error").split(":", 1)[0]
             classes[c] = classes.get(c, 0) + 1
     res["mailed"] = run_once(conn, PASS_SHARE_JOB, now, lambda c: mails.queue(
-        c, cfg, "pass-share", "pass_share.txt", [cfg.mail.list], passing=passing, total=total,
+        c, cfg, "pass-share", "pass_share.txt", passing=passing, total=total,
         share=share, min_share=cfg.probes.min_pass_share, now=now.strftime("%Y-%m-%d %H:%M"),
         fail_after=cfg.probes.fail_after, classes=sorted(classes.items(), key=lambda kv: -kv[1])))
     return res

@@ -4,36 +4,27 @@ Hysteresis, so one lost packet never flips a mirror and a flapping one does not 
 single lucky probe:
 
 - K failures in a row (`[probes] fail_after`, default 3) take an *active* mirror out
-  (`disabled-by-probes`, with the reason and since when); a stale timestamp (older than `max_age`)
-  counts as a failure like any other, with its own reason ("out of sync 31 h").
+  (`disabled-by-probes`, with the reason and since when); a stale timestamp (older than
+  `[dns] max_sync_age`, dnsd.serving's one limit) counts as a failure like any other, with its own
+  reason ("out of sync 31 h").
 - M passes in a row (`pass_after`, default 2) bring a `disabled-by-probes` mirror back; a pass is a
-  probe that read a valid timestamp within `max_age`, so a restored mirror is always fresh.
+  probe that read a valid, fresh timestamp, so a restored mirror is always fresh.
 - Probes only ever move a mirror between `active` and `disabled-by-probes`. A mirror an admin
   disabled (or that is pending or retired) keeps its status whatever the probes say: an admin's
   decision outranks the probes, and the probes never re-enable it.
 
-Freshness classes follow mirmon: *fresh* up to a quarter of `max_age` (6 h by default), *oldish* up
-to `max_age`, *old* beyond it, *unknown* before any timestamp was read.
+Whether the mirror then *serves* is not decided here but by dnsd.serving, from the status these
+verdicts set and the counters they keep.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnsd.models import ACTIVE, DISABLED_PROBES
+from dnsd.statuses import ACTIVE, DISABLED_PROBES
 
 DISABLED = "disabled"
 RECOVERED = "recovered"
-
-
-def freshness_class(sync_age: float | None, max_age: float) -> str:
-    if sync_age is None:
-        return "unknown"
-    if sync_age <= max_age / 4:
-        return "fresh"
-    if sync_age <= max_age:
-        return "oldish"
-    return "old"
 
 
 @dataclass(frozen=True)

@@ -36,27 +36,27 @@ UNHEALTHY = {"de3": "https://de3.example.org/dist/", "de4": "https://de4.example
 def standard_rows() -> list[dict]:
     r = []
     add = r.append
-    add(row(id=1, name="de1", hostname="de1.example.org", country="DE",
+    add(row(id=1, ipv4="192.0.2.1", name="de1", hostname="de1.example.org", country="DE",
             https_url=SERVING_WEB["de1"], http_url="http://de1.example.org/dist/",
             last_probe_at=T0, last_ok_at=T0, last_sync_at=T0 - HOUR))
-    add(row(id=2, name="de2", hostname="de2.example.net", country="DE",
+    add(row(id=2, ipv4="192.0.2.2", name="de2", hostname="de2.example.net", country="DE",
             https_url=SERVING_WEB["de2"], http_url="", last_sync_at=T0 - HOUR,
             last_probe_at=T0, last_ok_at=T0))
-    add(row(id=3, name="de3", hostname="de3.example.org", country="DE",
+    add(row(id=3, ipv4="192.0.2.3", name="de3", hostname="de3.example.org", country="DE",
             https_url=UNHEALTHY["de3"], last_probe_at=T0, last_ok_at=T0,
             last_sync_at=T0 - 31 * HOUR))                                    # out of sync
-    add(row(id=4, name="de4", hostname="de4.example.org", country="DE",
+    add(row(id=4, ipv4="192.0.2.4", name="de4", hostname="de4.example.org", country="DE",
             https_url=UNHEALTHY["de4"], status="disabled-by-probes",
             status_reason="3 failed probes"))
-    add(row(id=5, name="at1", hostname="at1.example.at", country="AT", https_url=SERVING_WEB["at1"]))
-    add(row(id=6, name="fr1", hostname="fr1.example.fr", country="FR",
+    add(row(id=5, ipv4="192.0.2.5", name="at1", hostname="at1.example.at", country="AT", https_url=SERVING_WEB["at1"]))
+    add(row(id=6, ipv4="192.0.2.6", name="fr1", hostname="fr1.example.fr", country="FR",
             https_url=SERVING_WEB["fr1"], ftp_url="ftp://fr1.example.fr/mirrors/apache/"))
-    add(row(id=7, name="us1", hostname="us1.example.com", country="US", https_url=SERVING_WEB["us1"]))
-    add(row(id=8, name="us2", hostname="us2.example.com", country="US",
+    add(row(id=7, ipv4="192.0.2.7", name="us1", hostname="us1.example.com", country="US", https_url=SERVING_WEB["us1"]))
+    add(row(id=8, ipv4="192.0.2.8", name="us2", hostname="us2.example.com", country="US",
             http_url=SERVING_WEB["us2"]))                                     # plain http only
-    add(row(id=9, name=None, hostname="backup1.example.org", country="US", backup=True,
+    add(row(id=9, ipv4="192.0.2.9", name=None, hostname="backup1.example.org", country="US", backup=True,
             https_url=BACKUPS["bk1"]))
-    add(row(id=10, name=None, hostname="backup2.example.org", country="DE", backup=True,
+    add(row(id=10, ipv4="192.0.2.10", name=None, hostname="backup2.example.org", country="DE", backup=True,
             https_url=BACKUPS["bk2"]))
     return r
 

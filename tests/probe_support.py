@@ -18,16 +18,20 @@ class ScriptedProber:
         self.reactor, self.outcomes, self.calls = reactor, outcomes, []
 
     def probe(self, t):
+        """A mirror without pinned addresses "resolves" to 192.0.2.(200 + id), as the real
+        prober would resolve its host name."""
         self.calls.append((self.reactor.seconds(), t.mirror_id))
         o = self.outcomes.get(t.mirror_id, True)
         ok, ec = (o, "" if o else "refused") if isinstance(o, bool) else o
         now = self.reactor.seconds()
+        v4 = t.ipv4 if t.pinned else f"192.0.2.{200 + t.mirror_id % 50}"
         return defer.succeed(ProbeResult(
             mirror_id=t.mirror_id, at=now, ok=ok, error_class=ec,
             error="" if ok else "connection refused", url=f"http://{t.hostname}/TIME",
-            address=t.ipv4, family=4, http_status=200 if ok else None, ttfb_ms=5.0,
+            address=v4, family=4, http_status=200 if ok else None, ttfb_ms=5.0,
             total_ms=10.0 if ok else None, timestamp=now - 600, sync_age=600,
-            ipv4_up=ok if t.ipv4 else None, ipv6_up=None, https_ok=None))
+            ipv4_up=ok if v4 else None, ipv6_up=None, https_ok=None,
+            resolved=not t.pinned, probed_ipv4=v4, probed_ipv6=t.ipv6))
 
 
 def add_mirror(conn, name="de1", country="DE", status=ACTIVE, ipv4="192.0.2.10",

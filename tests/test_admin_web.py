@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import email
+import email.policy
 import json
 import re
 
@@ -27,6 +29,7 @@ from dnsd.models import (
     sessions,
     users,
 )
+from dnsd.validation import Rules
 from tests.webfakes import T0, add_user, csrf_of, login, make_ctx
 
 BASE = "http://admin.test"
@@ -39,13 +42,16 @@ def add_mirror(engine, country="DE", hostname="mirror.example.de", **kw):
     kw.setdefault("ipv4", "192.0.2.10")
     with engine.begin() as conn:
         return store.add_mirror(conn, actor="setup", mail=None, country=country,
-                                hostname=hostname, **kw)
+                                hostname=hostname, rules=LAB, **kw)
+
+
+LAB = Rules(allow_private=True)           # documentation addresses are not public ones
 
 
 class AdminWebCase(SynchronousTestCase):
     """A fresh SQLite table per test, an admin and a helper user, and a StubTreq on the root."""
 
-    config = ""
+    config = "[probes]\nallow_private = true\n"
 
     @pytest.fixture(autouse=True)
     def _engine(self, sqlite_engine):
@@ -84,7 +90,7 @@ class LoginTests(AdminWebCase):
 
     def test_post_without_login_is_403(self):
         m = add_mirror(self.engine)
-        r, _ = self.post(f"/admin/mirrors/{m['id']}/disable", {"reason": "x", "csrf": "x"})
+        r, _ = self.post(f"/admin/mirrors/{m.id}/disable", {"reason": "x", "csrf": "x"})
         self.assertEqual(r.code, 403)
         self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
 
@@ -219,11 +225,11 @@ class MirrorListTests(AdminWebCase):
         add_mirror(self.engine, "DE", "b.example.de")
         us = add_mirror(self.engine, "US", "a.example.com", ipv4="198.51.100.5")
         with self.engine.begin() as conn:
-            store.disable(conn, f"#{us['id']}", "alice", "hardware move", None)
-            store.add_note(conn, f"#{de['id']}", "alice", "talked to the admin")
+            store.disable(conn, f"#{us.id}", "alice", "hardware move", None)
+            store.add_note(conn, f"#{de.id}", "alice", "talked to the admin")
             conn.execute(mirror_health.insert().values(
-                mirror_id=de["id"], uptime_7d=0.987, last_probe_at=T0 - _dt.timedelta(minutes=5),
-                last_sync_at=T0 - _dt.timedelta(hours=3)))
+                mirror_id=de.id, uptime_7d=0.987, last_probe_at=T0 - _dt.timedelta(minutes=5),
+                last_ok_at=T0 - _dt.timedelta(minutes=5), last_sync_at=T0 - _dt.timedelta(hours=3)))
         self.login()
         r, body = self.get("/admin/")
         self.assertEqual(r.code, 200)
@@ -236,7 +242,11 @@ class MirrorListTests(AdminWebCase):
         self.assertIn("5 min ago", body)
         self.assertIn("3 h", body)
         self.assertIn("talked to the admin", body)
-        self.assertRegex(body, r"<b>2</b><span>serving</span>")
+        # serving is the DNS's verdict: de1 passed a probe; b.example.de was never probed
+        self.assertRegex(body, r"<b>1</b><span>serving \(in DNS answers\)</span>")
+        self.assertRegex(body, r"<b>2</b><span>active</span>")
+        self.assertIn("not serving: never probed", body)
+        self.assertIn("(DE) · 1 serving of 2", body)
         self.assertRegex(body, r"<b>1</b><span>disabled by admins</span>")
         self.assertRegex(body, r"<b>3</b><span>total</span>")
         r, body = self.get("/admin/?country=US")
@@ -279,17 +289,17 @@ class MirrorPageTests(AdminWebCase):
         self.m = add_mirror(self.engine, "DE", "mirror.example.de", ipv6="2001:db8:de::10",
                             provider_name="<b>Hoster</b>", bandwidth_mbit=1000,
                             maintainers_=["Jane <jane@example.de>"])
-        self.url = f"/admin/mirrors/{self.m['id']}"
+        self.url = f"/admin/mirrors/{self.m.id}"
 
     def test_page_shows_everything(self):
         with self.engine.begin() as conn:
             for i in range(60):
                 conn.execute(probe_results.insert().values(
-                    mirror_id=self.m["id"], at=T0 - _dt.timedelta(hours=i), url="http://x/TIME",
+                    mirror_id=self.m.id, at=T0 - _dt.timedelta(hours=i), url="http://x/TIME",
                     ok=i % 10 != 3, ttfb_ms=100 + i, total_ms=150 + i, http_status=200 if i % 10 != 3 else 503,
                     error_class="" if i % 10 != 3 else "http-status"))
-            store.add_note(conn, f"#{self.m['id']}", "alice", "first note")
-            store.add_note(conn, f"#{self.m['id']}", "hugo", "second note")
+            store.add_note(conn, f"#{self.m.id}", "alice", "first note")
+            store.add_note(conn, f"#{self.m.id}", "hugo", "second note")
         self.login()
         r, body = self.get(self.url)
         self.assertEqual(r.code, 200)
@@ -333,16 +343,17 @@ class MirrorPageTests(AdminWebCase):
 
         with self.engine.begin() as conn:
             conn.execute(mirror_health.insert().values(
-                mirror_id=self.m["id"], last_sync_at=T0 - _dt.timedelta(days=3)))
+                mirror_id=self.m.id, last_sync_at=T0 - _dt.timedelta(days=3),
+                last_probe_at=T0, last_ok_at=T0 - _dt.timedelta(days=2)))
         with self.engine.connect() as conn:
             plan = build_plan(load_rows(conn), self.ctx.cfg, T0)
         self.ctx.plan = SimpleNamespace(current=plan)
         self.login()
         _, body = self.get(self.url)
-        self.assertIn("Not serving</span> in the live DNS plan", body)
+        self.assertIn("Not serving</span> in the DNS plan", body)
         self.assertIn("out of sync 3 days", body)
         _, body = self.get("/admin/")
-        self.assertIn("not in answers: out of sync 3 days", body)
+        self.assertIn("not serving: out of sync 3 days", body)
 
     def test_missing_mirror_404(self):
         self.login()
@@ -384,12 +395,12 @@ class MirrorPageTests(AdminWebCase):
         for path in ("/disable", "/retire"):
             r, body = self.post(self.url + path, {"csrf": csrf, "reason": "x" * 501})
             self.assertEqual(r.code, 400, path)
-            self.assertIn("At most 500 characters", body)
+            self.assertIn("The reason is longer than 500 characters.", body)
             self.assertIn('value="' + "x" * 501 + '"', body)       # nothing typed is lost
             r, body = self.post(self.url + path, {"csrf": csrf,
                                                   "reason": "two\nBcc: x@example.org"})
             self.assertEqual(r.code, 400, path)
-            self.assertIn("One line without control characters", body)
+            self.assertIn("The reason must not hold control characters or line breaks.", body)
         self.assertEqual(self.q(sa.select(mirrors.c.status))[0][0], "active")
         self.assertEqual(self.q(sa.select(outbox.c.id)), [])
 
@@ -418,7 +429,7 @@ class MirrorPageTests(AdminWebCase):
 
     def test_helper_cannot_enable_retire_edit_or_mail(self):
         with self.engine.begin() as conn:
-            store.disable(conn, f"#{self.m['id']}", "alice", "x", None)
+            store.disable(conn, f"#{self.m.id}", "alice", "x", None)
         csrf = self.login("hugo")
         for path, data in ((self.url + "/enable", {}), (self.url + "/retire", {"reason": "x"}),
                            (self.url + "/edit", {"hostname": "x.example"}),
@@ -446,11 +457,11 @@ class MirrorPageTests(AdminWebCase):
         self.assertNotIn("<script>x()", body)
         r, body = self.post(self.url + "/notes", {"csrf": csrf, "text": ""})
         self.assertEqual(r.code, 400)
-        self.assertIn("An empty note says nothing", body)
+        self.assertIn("The note is empty.", body)
 
     def test_enable_and_retire(self):
         with self.engine.begin() as conn:
-            store.disable(conn, f"#{self.m['id']}", "alice", "x", None)
+            store.disable(conn, f"#{self.m.id}", "alice", "x", None)
         csrf = self.login()
         r, _ = self.post(self.url + "/enable", {"csrf": csrf})
         self.assertEqual(r.code, 303)
@@ -479,10 +490,10 @@ class EditTests(AdminWebCase):
         super().setUp()
         self.m = add_mirror(self.engine, "DE", "mirror.example.de",
                             maintainers_=["Jane <jane@example.de>"])
-        self.url = f"/admin/mirrors/{self.m['id']}/edit"
+        self.url = f"/admin/mirrors/{self.m.id}/edit"
 
     def form(self, **over):
-        f = {"name": self.m["name"], "hostname": "mirror.example.de", "country": "DE",
+        f = {"name": self.m.name, "hostname": "mirror.example.de", "country": "DE",
              "ipv4": "192.0.2.10", "ipv6": "", "http_url": "http://mirror.example.de/",
              "https_url": "", "ftp_url": "", "rsync_url": "", "weight": "1",
              "provider_name": "", "provider_url": "", "provider_logo": "",
@@ -528,13 +539,13 @@ class EditTests(AdminWebCase):
         actions = [a for (a,) in self.q(sa.select(audit.c.action))]
         self.assertIn("edit", actions)
         self.assertIn("maintainers", actions)
-        _, body = self.get(f"/admin/mirrors/{self.m['id']}")
+        _, body = self.get(f"/admin/mirrors/{self.m.id}")
         self.assertIn("&lt;i&gt;Uni&lt;/i&gt;", body)
 
     def test_name_taken(self):
         other = add_mirror(self.engine, "DE", "other.example.de")
         csrf = self.login()
-        r, body = self.post(self.url, {**self.form(name=other["name"]), "csrf": csrf})
+        r, body = self.post(self.url, {**self.form(name=other.name), "csrf": csrf})
         self.assertEqual(r.code, 400)
         self.assertIn('id="err-name"', body)
         self.assertIn("already used", body)
@@ -568,7 +579,7 @@ class MailTests(AdminWebCase):
 
     def test_preview_then_send_to_one_mirror(self):
         csrf = self.login()
-        data = {"csrf": csrf, "target": "mirror", "mirror": str(self.b["id"]),
+        data = {"csrf": csrf, "target": "mirror", "mirror": str(self.b.id),
                 "subject": "Your mirror", "body": "Hello <there>", "action": "preview"}
         r, body = self.post("/admin/mail", data)
         self.assertEqual(r.code, 200)
@@ -581,8 +592,12 @@ class MailTests(AdminWebCase):
         rows = self.q(sa.select(outbox.c.recipients, outbox.c.author, outbox.c.mirror_id,
                                 outbox.c.message).where(outbox.c.kind == "admin-mail"))
         self.assertEqual(len(rows), 1)
-        self.assertEqual(rows[0][0], "B <b@example.com>,c@example.com")
-        self.assertEqual(rows[0][1:3], ("alice", self.b["id"]))
+        # SMTP gets bare addresses; the To: header the (name, address) pairs, encoded
+        self.assertEqual(rows[0][0], "b@example.com,c@example.com")
+        self.assertEqual(rows[0][1:3], ("alice", self.b.id))
+        msg = email.message_from_bytes(rows[0][3], policy=email.policy.default)
+        self.assertEqual([(a.display_name, a.addr_spec) for a in msg["To"].addresses],
+                         [("B", "b@example.com"), ("", "c@example.com")])
         self.assertNotIn(b"Auto-Submitted", rows[0][3])        # written by a person
         _, body = self.get("/admin/mail")
         self.assertIn("Your mirror", body)                      # the record of what was sent
@@ -595,7 +610,7 @@ class MailTests(AdminWebCase):
         self.assertEqual(r.code, 303)
         rows = sorted(x for (x,) in self.q(sa.select(outbox.c.recipients)
                                            .where(outbox.c.kind == "admin-mail")))
-        self.assertEqual(rows, ["A <a@example.de>", "B <b@example.com>,c@example.com"])
+        self.assertEqual(rows, ["a@example.de", "b@example.com,c@example.com"])
 
     def test_list(self):
         csrf = self.login()
@@ -603,7 +618,7 @@ class MailTests(AdminWebCase):
                                          "body": "b", "action": "send"})
         self.assertEqual(r.code, 303)
         self.assertEqual(self.q(sa.select(outbox.c.recipients)
-                                .where(outbox.c.kind == "admin-mail"))[0][0],
+                                .where(outbox.c.kind == "admin-mail-list"))[0][0],
                          "mirrors@lists.example.org")
 
     def test_validation(self):
@@ -611,8 +626,8 @@ class MailTests(AdminWebCase):
         r, body = self.post("/admin/mail", {"csrf": csrf, "target": "mirror", "subject": "",
                                             "body": "", "action": "send"})
         self.assertEqual(r.code, 400)
-        self.assertIn("A subject, please.", body)
-        self.assertIn("The mail has no text.", body)
+        self.assertIn("The subject is empty.", body)
+        self.assertIn("The text is empty.", body)
         self.assertIn("Choose a mirror.", body)
         self.assertEqual(self.q(sa.select(outbox.c.id).where(outbox.c.kind == "admin-mail")), [])
 
@@ -622,7 +637,7 @@ class ApplicationTests(AdminWebCase):
         vals = {"token": "t" + kw.get("email", "x"), "status": "new", "name": "Ann",
                 "email": "ann@example.fr", "country": "FR", "hostname": "mirror.example.fr",
                 "provider_name": "<script>bad()</script>", "bandwidth_mbit": 1000, "cores": 8,
-                "has_https": True}
+                "has_https": True, "http_url": "http://mirror.example.fr/"}
         vals.update(kw)
         with self.engine.begin() as conn:
             return conn.execute(applications.insert().values(**vals)).inserted_primary_key[0]
@@ -641,7 +656,7 @@ class ApplicationTests(AdminWebCase):
         r, body = self.get("/admin/applications?status=all")
         self.assertIn("c@example.de", body)
 
-    def test_accept_creates_pending_mirror(self):
+    def test_accept_creates_an_active_mirror_that_serves_after_a_probe(self):
         aid = self.add_app()
         add_mirror(self.engine, "FR", "old.example.fr")           # fr1 is taken
         csrf = self.login()
@@ -652,7 +667,10 @@ class ApplicationTests(AdminWebCase):
         self.assertEqual(r.code, 303)
         m = self.q(sa.select(mirrors.c.id, mirrors.c.name, mirrors.c.status,
                              mirrors.c.bandwidth_mbit).where(mirrors.c.name == "fr2"))[0]
-        self.assertEqual(tuple(m[1:]), ("fr2", "pending", 1000))
+        self.assertEqual(tuple(m[1:]), ("fr2", "active", 1000))
+        _, page = self.get(f"/admin/mirrors/{m[0]}")
+        self.assertIn("Not serving</span> in the DNS plan (version", page)
+        self.assertIn("never probed", page)
         self.assertEqual(r.headers.getRawHeaders("location")[0], f"/admin/mirrors/{m[0]}?done=accepted")
         app = self.q(sa.select(applications.c.status, applications.c.mirror_id))[0]
         self.assertEqual(tuple(app), ("accepted", m[0]))
@@ -705,21 +723,22 @@ class EveryPageTests(AdminWebCase):
                        provider_logo="https://a.example.de/logo.png", backup=True)
         b = add_mirror(self.engine, "US", "b.example.com", ipv4="198.51.100.9")
         with self.engine.begin() as conn:
-            store.disable(conn, f"#{b['id']}", "alice", "gone", mail)
-            store.retire(conn, f"#{b['id']}", "alice", "really gone", mail)
-            store.add_note(conn, f"#{a['id']}", "hugo", "multi\nline <note>")
+            store.disable(conn, f"#{b.id}", "alice", "gone", mail)
+            store.retire(conn, f"#{b.id}", "alice", "really gone", mail)
+            store.add_note(conn, f"#{a.id}", "hugo", "multi\nline <note>")
             conn.execute(mirror_health.insert().values(
-                mirror_id=a["id"], last_probe_at=T0, last_ok_at=T0, last_error="timeout",
+                mirror_id=a.id, last_probe_at=T0, last_ok_at=T0, last_error="timeout",
                 last_sync_at=T0 - _dt.timedelta(days=2), ipv4_up=False, ipv6_up=None,
                 https_ok=True, uptime_24h=0.5, uptime_7d=0.75, uptime_30d=0.9, rtt_p50_ms=10.0,
                 rtt_p95_ms=2000.0, geo_check="192.0.2.10 in US, not DE"))
             conn.execute(probe_results.insert().values(
-                mirror_id=a["id"], at=T0, url="http://a/TIME", ok=False, error_class="timeout",
+                mirror_id=a.id, at=T0, url="http://a/TIME", ok=False, error_class="timeout",
                 error="no answer in 15 s", sync_age=90000))
             for i, st in enumerate(("new", "contacted", "accepted", "declined", "withdrawn")):
                 conn.execute(applications.insert().values(
                     token=f"tok{i}", status=st, name=f"App {st}", email=f"{st}@example.org",
-                    country="FR", hostname=f"{st}.example.fr", comments="<b>hi</b>"))
+                    country="FR", hostname=f"{st}.example.fr", comments="<b>hi</b>",
+                    http_url=f"http://{st}.example.fr/"))
             store.accept_application(conn, 2, "alice", None, mail)
         self.a, self.b = a, b
 
@@ -727,18 +746,22 @@ class EveryPageTests(AdminWebCase):
         yield "/admin/", 200, 200
         yield "/admin/?country=DE&status=active", 200, 200
         yield "/admin/?country=XX&status=bogus", 200, 200
-        yield f"/admin/mirrors/{self.a['id']}", 200, 200
-        yield f"/admin/mirrors/{self.b['id']}", 200, 200
-        yield f"/admin/mirrors/{self.a['id']}/edit", 200, 403
+        yield f"/admin/mirrors/{self.a.id}", 200, 200
+        yield f"/admin/mirrors/{self.b.id}", 200, 200
+        yield f"/admin/mirrors/{self.a.id}/edit", 200, 403
         yield "/admin/mirrors/new?country=DE", 200, 403
         yield "/admin/mail", 200, 200
-        yield f"/admin/mail?target=mirror&mirror={self.a['id']}", 200, 200
+        yield f"/admin/mail?target=mirror&mirror={self.a.id}", 200, 200
         for st in ("", "all", "new", "contacted", "accepted", "declined", "withdrawn", "x"):
             yield f"/admin/applications?status={st}", 200, 200
         for aid in range(1, 6):
             yield f"/admin/applications/{aid}", 200, 200
         yield "/admin/applications/99", 404, 404
         yield "/admin/account", 200, 200
+        yield "/admin/outbox", 200, 403
+        for st in ("pending", "failed", "sent", "discarded", "x"):
+            yield f"/admin/outbox?state={st}", 200, 403
+        yield "/admin/users", 200, 403
 
     def test_every_page_both_roles(self):
         for user, col in (("alice", 1), ("hugo", 2)):
@@ -752,11 +775,11 @@ class EveryPageTests(AdminWebCase):
         _, body = self.get("/admin/applications/2")                # accepted in setUp
         self.assertIn("Accepted as", body)
         self.assertIn("contacted → <b>accepted</b>", body)
-        _, body = self.get(f"/admin/mirrors/{self.a['id']}")
+        _, body = self.get(f"/admin/mirrors/{self.a.id}")
         self.assertIn("192.0.2.10 in US, not DE", body)
         self.assertIn('<img class="logo" src="https://a.example.de/logo.png"', body)
         self.assertIn('<dd class="no">2 d</dd>', body)             # sync age past the limit
-        _, body = self.get(f"/admin/mirrors/{self.b['id']}")
+        _, body = self.get(f"/admin/mirrors/{self.b.id}")
         self.assertIn("retired by alice", body)                # the mail record on the page
         self.assertIn("really gone", body)
 
@@ -769,7 +792,7 @@ class EveryPageTests(AdminWebCase):
         routes = [r for r in admin_pages.build(self.ctx).routes
                   if r.method == b"POST" and r.login]
         self.assertGreaterEqual(len(routes), 10)
-        ids = {"mid": str(self.a["id"]), "aid": "1"}
+        ids = {"mid": str(self.a.id), "aid": "1", "oid": "1", "uname": "hugo"}
         tables = (mirrors, notes, outbox, audit, applications, sessions, users)
 
         def snapshot():
@@ -781,8 +804,9 @@ class EveryPageTests(AdminWebCase):
                 "current": PW, "new": "a new and long password",
                 "again": "a new and long password"}
         for route in routes:
-            path = "/admin/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda g: ids[g.group(1)],
-                                      route.pattern.pattern)
+            path = "/admin/" + re.sub(
+                r"\(\?P<(\w+)>([^)]*)\)",
+                lambda g: ids.get(g.group(1)) or g.group(2).split("|")[0], route.pattern.pattern)
             for bad in ({}, {"csrf": "wrong"}):
                 r, _ = self.post(path, {**form, **bad})
                 self.assertEqual(r.code, 403, (path, bad))

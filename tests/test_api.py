@@ -13,7 +13,7 @@ from twisted.web import resource
 
 from admin import store
 from admin.web import api
-from dnsd.models import audit, mirrors, notes, outbox, users
+from dnsd.models import audit, mirror_health, mirrors, notes, outbox, users
 from dnsd.plan import build_plan, load_rows
 from tests.webfakes import T0, add_user, make_ctx
 
@@ -43,11 +43,12 @@ class APICase(SynchronousTestCase):
         with self.engine.begin() as conn:
             self.admin_token = api.issue_token(conn, "alice")
             self.helper_token = api.issue_token(conn, "hugo")
-            store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de",
-                             provider_name="<b>A</b>", maintainers_=["Ann <ann@example.de>"])
-            store.add_mirror(conn, actor="t", mail=None, country="FR", hostname="b.example.fr")
-            store.add_mirror(conn, actor="t", mail=None, country="FR", hostname="c.example.fr",
-                             status="pending")
+            for cc, host, kw in (("DE", "a.example.de", {"provider_name": "<b>A</b>",
+                                                         "maintainers_": ["Ann <ann@example.de>"]}),
+                                 ("FR", "b.example.fr", {}),
+                                 ("FR", "c.example.fr", {"status": "pending"})):
+                store.add_mirror(conn, actor="t", mail=None, country=cc, hostname=host,
+                                 http_url=f"http://{host}/", **kw)
         self.ctx = make_ctx(self.engine, CONFIG)
         self.stub = StubTreq(mounted(self.ctx))
 
@@ -122,7 +123,8 @@ class OperationTests(APICase):
         assert r.code == 200
         assert m["hostname"] == "a.example.de" and m["status"] == "active"
         assert m["maintainers"] == [{"name": "Ann", "email": "ann@example.de"}]
-        assert m["health"] is None and m["serving"] is None
+        assert m["health"] is None and m["serving"] is False
+        assert m["not_serving_reason"] == "never probed"
         _r, by_id = self.call("GET", f"/mirrors/{m['id']}", self.helper_token)
         assert by_id["name"] == "de1"
         for missing in ("/mirrors/de9", "/mirrors/999", "/mirrors/DE1", "/mirrors/%3Cx%3E"):
@@ -130,6 +132,11 @@ class OperationTests(APICase):
             assert r.code == 404 and "no mirror" in data["error"], missing
 
     def test_serving_from_live_plan(self):
+        with self.engine.begin() as conn:
+            for mid, v4 in ((1, "93.184.216.34"), (2, "93.184.216.35")):
+                conn.execute(mirror_health.insert().values(
+                    mirror_id=mid, last_probe_at=T0, last_ok_at=T0, last_sync_at=T0,
+                    probed_ipv4=v4, ipv4_up=True))
         with self.engine.connect() as conn:
             self.ctx.plan = PlanHolder(build_plan(load_rows(conn), self.ctx.cfg, T0))
         _r, data = self.call("GET", "/mirrors", self.admin_token)
@@ -183,7 +190,7 @@ class OperationTests(APICase):
 
     def test_method_not_allowed(self):
         r, _ = self.call("DELETE", "/mirrors/de1", self.admin_token)
-        assert r.code == 405 and r.headers.getRawHeaders("allow") == ["GET"]
+        assert r.code == 405 and r.headers.getRawHeaders("allow") == ["GET, PATCH"]
         r, _ = self.call("GET", "/mirrors/de1/disable", self.admin_token)
         assert r.code == 405
 
@@ -197,12 +204,13 @@ def test_openapi_document_is_valid_and_matches_answers(sqlite_engine):
     doc = api.openapi_document(ctx.cfg)
     schema = schemathesis.openapi.from_dict(doc)
     ops = {f"{op.ok().method.upper()} {op.ok().path}" for op in schema.get_all_operations()}
-    assert ops == {"GET /mirrors", "GET /mirrors/{mirror}", "POST /mirrors/{mirror}/disable",
+    assert ops == {"GET /mirrors", "POST /mirrors", "GET /mirrors/{mirror}",
+                   "PATCH /mirrors/{mirror}", "POST /mirrors/{mirror}/disable",
                    "POST /mirrors/{mirror}/enable", "POST /mirrors/{mirror}/notes"}
     add_user(sqlite_engine, "alice")
     with sqlite_engine.begin() as conn:
         store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de",
-                         ipv4="192.0.2.1")
+                         ipv4="93.184.216.34", http_url="http://a.example.de/")
     stub = StubTreq(mounted(ctx))
     with sqlite_engine.begin() as conn:
         tok = api.issue_token(conn, "alice")

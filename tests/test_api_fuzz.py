@@ -44,7 +44,8 @@ def server(tmp_path):
                                  ("FR", "c.example.fr", "pending"),
                                  ("US", "d.example.us", "active")):
             store.add_mirror(conn, actor="seed", mail=None, country=cc, hostname=host,
-                             status=status, maintainers_=[f"M <m@{host}>"])
+                             http_url=f"http://{host}/", status=status,
+                             maintainers_=[f"M <m@{host}>"])
         token = api.issue_token(conn, "alice")
     engine.dispose()
     cfg = tmp_path / "mirrordns.toml"
@@ -69,7 +70,8 @@ def server(tmp_path):
 
 def test_api_survives_schemathesis(server):
     base, token, log = server
-    cmd = [_schemathesis(), "run", f"{base}/api/openapi.json",
+    cmd = [_schemathesis(), "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run",
+           f"{base}/api/openapi.json",
            "--header", f"Authorization: Bearer {token}",
            "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", SEED,
            "--workers", "1", "--request-timeout", "10", "--no-color"]

@@ -27,8 +27,10 @@ class Ctl:
         self.dir = tmp_path
         self.db = tmp_path / "var" / "m.sqlite"
         self.config = tmp_path / "mirrordns.toml"
+        # the documentation addresses of these tests are not public ones: allow_private
         self.config.write_text('[database]\nurl = "sqlite:///var/m.sqlite"\n'
-                               '[mail]\nfrom = "mirrors@example.org"\nlist = "list@example.org"\n')
+                               '[mail]\nfrom = "mirrors@example.org"\nlist = "list@example.org"\n'
+                               '[probes]\nallow_private = true\n')
 
     def __call__(self, *args, stdin: str | None = None, config: bool = True, env=None):
         argv = [sys.executable, "-m", "admin.cli"]
@@ -77,13 +79,16 @@ def test_the_five_minute_tour(ctl):
                  "--bandwidth", "1000", "--note", "first one")
     assert out.strip() == "de1: added mirror.example.de in DE (active)"
     assert ctl.ok("add", "--country", "de", "--host", "m2.example.de", "--name", "de5",
-                  "--status", "pending").startswith("de5: added m2.example.de in DE (pending)")
+                  "--url", "http://m2.example.de/", "--status", "pending").startswith(
+        "de5: added m2.example.de in DE (pending)")
     table = ctl.ok("list").splitlines()
-    assert table[0].split() == ["NAME", "CC", "STATUS", "HOST", "IPV4", "IPV6"]
+    assert table[0].split() == ["NAME", "CC", "STATUS", "HOST", "IPV4", "IPV6", "SERVING"]
     assert table[1].split() == ["de1", "DE", "active", "mirror.example.de", "192.0.2.10",
-                                "2001:db8:de::10"]
+                                "2001:db8:de::10", "no:", "never", "probed"]
     show = ctl.ok("show", "de1")
     assert "de1.mirrors.example.org  (mirror.example.de)" in show
+    assert "serving     no: never probed" in show
+    assert "addresses   192.0.2.10  2001:db8:de::10  (pinned)" in show
     assert "maintainers Jane Doe <jane@example.de>" in show
     assert ("score 1.200 = capacity 1.200 (bandwidth 1.00 x hardware 1.00 x features 1.20) x health "
             "1.000 (uptime 1.00 x speed 1.00 x freshness 1.00) x weight 1") in show
@@ -119,7 +124,8 @@ def test_the_five_minute_tour(ctl):
 def test_import_twice_and_list_json_round_trips(ctl):
     out = ctl.ok("import", "phpnet-tsv", str(PHPNET))
     assert out.splitlines()[-1].endswith("88 added, 0 updated, 0 unchanged, 2 skipped")
-    assert "skipped line 90 (www.php.net): MIRROR_SPECIAL" in out
+    assert "line 90: skipped www.php.net: MIRROR_SPECIAL" in out
+    assert "line 2: added ar2 (ar2.php.net, active)" in out
     before = ctl.ok("list", "--json")
     again = ctl.ok("import", "phpnet-tsv", str(PHPNET))
     assert again.splitlines()[-1].endswith("0 added, 0 updated, 88 unchanged, 2 skipped")
@@ -138,7 +144,7 @@ def test_import_twice_and_list_json_round_trips(ctl):
         assert m["status"] == ("active" if r["status"] == "MIRROR_OK" else "disabled-by-admin")
     dry = ctl.ok("import", "mirmon", str(FIX / "mirmon-plain-mirror-list-debian-example.txt"),
                  "--dry-run")
-    assert dry.strip().startswith("dry run, nothing written") and "36 added" in dry
+    assert dry.strip().splitlines()[-1].startswith("dry run, nothing written") and "36 added" in dry
     assert ctl.ok("list", "--json") == before
     assert [m["name"] for m in json.loads(ctl.ok("list", "--country", "gb", "--json"))] == ["uk1", "uk3"]
 
@@ -166,10 +172,21 @@ ERRORS = [
      "mirrorctl: error: 'gopher://a.example/': only http, https, ftp and rsync URLs are mirror URLs"),
     (["add", "--country", "DE", "--host", "a.example", "--url", "http://a/", "--url", "http://b/"],
      "mirrorctl: error: two http URLs given: http://a/ and http://b/"),
-    (["add", "--country", "DE", "--host", "a.example", "--maintainer", "Jane"],
-     "mirrorctl: error: 'Jane' is not a maintainer: use \"Name <address@example.org>\""),
-    (["add", "--country", "DE", "--host", "b.example", "--name", "de1"],
-     "mirrorctl: error: name de1 is already used by mirror.example.de"),
+    (["add", "--country", "DE", "--host", "a.example", "--url", "http://a.example/",
+      "--maintainer", "Jane"],
+     "mirrorctl: error: 'Jane' does not look like a mail address (name@example.org)"),
+    (["add", "--country", "DE", "--host", "b.example", "--url", "http://b.example/", "--name",
+      "de1"], "mirrorctl: error: name de1 is already used by mirror.example.de"),
+    (["add", "--country", "DE", "--host", "c.example"],
+     "mirrorctl: error: a mirror needs a URL or an address"),
+    (["add", "--country", "UK", "--host", "c.example", "--url", "http://c.example/"],
+     "mirrorctl: error: 'UK' is not an ISO 3166-1 alpha-2 country code: did you mean GB"),
+    (["add", "--country", "DE", "--host", "mirror.example.de", "--url", "http://x.example/"],
+     "mirrorctl: error: mirror.example.de is already in the table as de1"),
+    (["add", "--country", "DE", "--host", "c.example", "--url", "ftp://c.example/",
+      "--status", "active"], "mirrorctl: error: c.example cannot be active: it has no http"),
+    (["edit", "de1", "--host", "other.example.de"],
+     "mirrorctl: error: other.example.de is already in the table as de2"),
     (["add", "--host", "a.example"], "mirrorctl add: error: the following arguments are required: "
                                      "--country (see mirrorctl add --help)"),
     (["add", "--country", "DE", "--host", "a.example", "--weight", "heavy"],
@@ -184,13 +201,14 @@ ERRORS = [
     (["disable", "de1", "--reason", ""], "mirrorctl: error: disabling a mirror needs a reason "
                                          "(it is mailed to its maintainers)"),
     (["enable", "de1"], "mirrorctl: error: de1 (mirror.example.de) is already active"),
-    (["note", "de1", " "], "mirrorctl: error: an empty note says nothing"),
+    (["note", "de1", " "], "mirrorctl: error: the note is empty"),
     (["list", "--country", "Germany"], "mirrorctl: error: 'Germany' is not an ISO 3166-1 alpha-2 "
-                                       "country code (like DE, US, GB)"),
+                                       "country code: did you mean DE (Germany)?"),
     (["import", "phpnet-tsv", "missing.tsv"], "mirrorctl: error: missing.tsv: cannot read: "
                                               "No such file or directory"),
     (["import", "phpnet-tsv", "bad.tsv"], "mirrorctl: error: bad.tsv:1: not a php.net mirror TSV"),
-    (["import", "mirmon", "bad.tsv"], "mirrorctl: error: bad.tsv:1: expected 'cc url', found 3 fields"),
+    (["import", "mirmon", "bad.tsv"],
+     "mirrorctl: error: bad.tsv:1: expected 'cc url [email]', found 4 fields"),
     (["import", "csv", "bad.tsv"], "mirrorctl import: error: argument FORMAT: invalid choice: 'csv'"),
     (["user", "add", "alice"], "mirrorctl: error: the password is empty or shorter than 4 characters"),
     (["user", "add", "alice", "--role", "root"],
@@ -205,9 +223,12 @@ ERRORS = [
 
 
 def test_every_error_is_one_clear_line_and_changes_nothing(ctl):
-    ctl.ok("add", "--country", "DE", "--host", "mirror.example.de", "--ipv4", "192.0.2.10")
+    ctl.ok("add", "--country", "DE", "--host", "mirror.example.de", "--ipv4", "192.0.2.10",
+           "--url", "http://mirror.example.de/")
+    ctl.ok("add", "--country", "DE", "--host", "other.example.de", "--ipv4", "192.0.2.11",
+           "--url", "http://other.example.de/")
     ctl.ok("user", "add", "admin", stdin="good password\n")
-    (ctl.dir / "bad.tsv").write_text("de http://a.example/ x\n")
+    (ctl.dir / "bad.tsv").write_text("de http://a.example/ x y\n")
     (ctl.dir / "pw").write_text("a fine password\n")
     before = [ctl.sql(f"select * from {t}") for t in ("mirrors", "audit", "outbox", "users",
                                                       "table_version", "notes")]
@@ -221,6 +242,14 @@ def test_every_error_is_one_clear_line_and_changes_nothing(ctl):
 
 def test_no_schema_and_config_errors_are_one_line(tmp_path):
     ctl = Ctl(tmp_path)
+    for cmd in (["list"], ["outbox", "list"],
+                ["add", "--country", "DE", "--host", "a.example", "--url", "http://a.example/"]):
+        assert ctl.fails(*cmd) == (f"mirrorctl: error: there is no table at {ctl.db}: run "
+                                   "`mirrorctl db upgrade` to create it (or give --config with "
+                                   "the right [database] url)"), cmd
+    assert not ctl.db.exists() and not ctl.db.parent.exists()      # read-only: nothing created
+    ctl.db.parent.mkdir()
+    ctl.db.write_bytes(b"")                                          # a file, but no schema
     assert ctl.fails("list") == ("mirrorctl: error: the database has no mirrordns schema yet: "
                                  "run `mirrorctl db upgrade` first")
     ctl.config.write_text('[database]\nurl = "sqlite:///var/m.sqlite"\ncolour = "blue"\n')
@@ -249,7 +278,8 @@ def test_config_lookup_falls_back_to_the_working_directory(tmp_path):
 
 def test_a_closed_pipe_ends_quietly(ctl):
     """`mirrorctl list | head`: when the reader has gone, no traceback, only a non-zero exit."""
-    ctl.ok("add", "--country", "DE", "--host", "mirror.example.de")
+    ctl.ok("add", "--country", "DE", "--host", "mirror.example.de",
+           "--url", "http://mirror.example.de/")
     r, w = os.pipe()
     os.close(r)                      # the reader is gone before mirrorctl writes a byte
     try:

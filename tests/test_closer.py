@@ -290,7 +290,7 @@ def test_a_country_without_healthy_mirrors_gets_its_region():
 
 
 def test_no_healthy_mirror_anywhere_falls_back_to_backups():
-    rows = [r if r["backup"] else {**r, "status": "disabled-by-admin"} for r in standard_rows()]
+    rows = [r if r["backup"] else r.replace(status="disabled-by-admin") for r in standard_rows()]
     stub, _c, _ctx = make_stub(rows=rows, seed=5)
     got = set()
     for _ in range(40):
@@ -302,7 +302,7 @@ def test_no_healthy_mirror_anywhere_falls_back_to_backups():
 
 
 def test_no_mirror_at_all_is_a_503_not_a_broken_link():
-    rows = [{**r, "status": "retired"} for r in standard_rows()]
+    rows = [r.replace(status="retired") for r in standard_rows()]
     stub, _c, _ctx = make_stub(rows=rows)
     resp, _ = get(stub, "/dyn/closer?action=download&filename=f.tgz")
     assert resp.code == 503 and header(resp, "location") is None
@@ -335,8 +335,10 @@ def test_nearest_tier_first_then_https():
 def test_weights_count():
     rows = [
         row(id=1, name="de1", hostname="a.example", country="DE", https_url="https://a.example/",
+            ipv4="192.0.2.1",
             weight=3.0),
         row(id=2, name="de2", hostname="b.example", country="DE", https_url="https://b.example/",
+            ipv4="192.0.2.2",
             weight=1.0),
     ]
     stub, _c, _ctx = make_stub(rows=rows, seed=42)
@@ -517,8 +519,10 @@ def test_closer_picks_with_a_seeded_rng_reproducibly():
 def test_stale_mirror_is_out_while_fresh_one_serves():
     # freshness comes from the plan: a sync age over [dns] max_sync_age is not serving
     rows = [row(id=1, name="de1", hostname="a.example", country="DE", https_url="https://a.example/",
+            ipv4="192.0.2.1",
                 last_probe_at=T0, last_ok_at=T0, last_sync_at=T0 - 2 * HOUR),
             row(id=2, name="de2", hostname="b.example", country="DE", https_url="https://b.example/",
+            ipv4="192.0.2.2",
                 last_probe_at=T0, last_ok_at=T0, last_sync_at=T0 - 30 * HOUR)]
     stub, _c, _ctx = make_stub(rows=rows)
     for _ in range(20):

@@ -296,8 +296,8 @@ def test_the_preferred_mirrors_provider_logo_and_link(tmp_path):
     doc = tmp_path / "www"
     (doc / "dyn").mkdir(parents=True)
     shutil.copyfile(FIX / "apache-closer-default-template.ezt.html", doc / "dyn/closer.html")
-    rows = [r if r["name"] != "fr1" else {**r, "provider_url": "https://provider.example.fr/",
-                                            "provider_logo": "https://provider.example.fr/l.png"}
+    rows = [r if r["name"] != "fr1" else r.replace(provider_url="https://provider.example.fr/",
+                                                   provider_logo="https://provider.example.fr/l.png")
             for r in standard_rows()]
     stub, _c, _ctx = make_stub(f'[closer]\ndocument_root = "{doc}"\n', rows)
     p, _body = page(stub, f"/dyn/closer.cgi/{FILE}?cca2=fr&Preferred={quote(FR)}")

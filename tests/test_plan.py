@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from dnsd import models
 from dnsd.config import parse_config
-from dnsd.plan import build_plan, fmt_age, load_rows, row
+from dnsd.plan import MirrorState, build_plan, fmt_age, load_rows, row
+from dnsd.records.health import Health
 
 NOW = dt.datetime(2026, 11, 21, 12, 0, 0)
 H = dt.timedelta(hours=1)
@@ -24,39 +25,18 @@ def reasons(plan):
     return {e.id: (e.serving, e.reason) for e in plan.mirrors}
 
 
-def test_serving_rules_and_reasons():
-    rows = [
-        row(id=1, last_sync_at=NOW - 2 * H, last_probe_at=NOW),
-        row(id=2, last_sync_at=NOW - 31 * H, last_probe_at=NOW),
-        row(id=3, failures_in_row=3, last_error="connection refused", last_sync_at=NOW),
-        row(id=4, status=models.DISABLED_ADMIN, status_reason="hardware move"),
-        row(id=5, status=models.DISABLED_PROBES, status_reason="3 failed probes"),
-        row(id=6, status=models.PENDING),
-        row(id=7, status=models.RETIRED),
-        row(id=8),                                                   # never probed: serves
-        row(id=9, failures_in_row=1, last_probe_at=NOW),             # probed, never ok
-        row(id=10, failures_in_row=2, last_sync_at=NOW - H, last_probe_at=NOW),  # below 3
-        row(id=11, weight=0.0),
-        row(id=12, last_sync_at=NOW - 5 * 24 * H, last_probe_at=NOW),
-    ]
+def test_serving_is_dnsd_serving_verdict():
+    """The plan records dnsd.serving's verdict (tests/test_serving.py has the rule's cases)."""
+    rows = [row(id=1, ipv4="192.0.2.1", last_sync_at=NOW - 2 * H, last_probe_at=NOW),
+            row(id=2, ipv4="192.0.2.2", last_probe_at=None, last_ok_at=None),
+            row(id=3, ipv4="192.0.2.3", status=models.DISABLED_ADMIN, status_reason="moving")]
     p = build_plan({"version": 3, "mirrors": rows}, cfg(), NOW)
-    r = reasons(p)
-    assert r[1] == (True, "")
-    assert r[2] == (False, "out of sync 31 h")
-    assert r[3] == (False, "3 failed probes (connection refused)")
-    assert r[4] == (False, "disabled by admin: hardware move")
-    assert r[5] == (False, "disabled by probes: 3 failed probes")
-    assert r[6] == (False, "pending, not active yet")
-    assert r[7] == (False, "retired")
-    assert r[8] == (True, "")
-    assert r[9] == (False, "no successful probe yet")
-    assert r[10] == (True, "")
-    assert r[11] == (False, "admin weight 0")
-    assert r[12] == (False, "out of sync 5 days")
+    assert reasons(p) == {1: (True, ""), 2: (False, "never probed"),
+                          3: (False, "disabled by admin: moving")}
     assert p.zone == "m.test" and p.version == 3
-    # with probes disabled, failures recorded earlier do not count
+    # with probes disabled an admin's active mirror with an address serves unprobed
     p2 = build_plan({"version": 3, "mirrors": rows}, cfg("[probes]\nenabled = false\n"), NOW)
-    assert reasons(p2)[3] == (True, "") and reasons(p2)[9] == (True, "")
+    assert reasons(p2)[2] == (True, "")
 
 
 def test_entries_are_immutable_and_scored():
@@ -78,14 +58,16 @@ def test_pools_by_family_and_level():
     p = build_plan({"version": 1, "mirrors": [
         row(id=1, country="DE", ipv4="192.0.2.1", ipv6="2001:db8::1"),
         row(id=2, country="FR", ipv4="192.0.2.2", backup=True),
-        row(id=3, country="US", hostname="only-name.example"),
+        row(id=3, country="US", hostname="only-name.example"),       # no address: not serving
+        row(id=4, country="US", probed_ipv4="192.0.2.4", ipv4_up=True),   # resolved by a probe
     ]}, cfg(), NOW)
     def ids(t):
         return [e.id for e in t]
 
     assert ids(p.pool("A", "country", "DE")) == [1]
     assert ids(p.pool("AAAA", "world", None)) == [1]
-    assert ids(p.pool(None, "world", None)) == [1, 3]
+    assert ids(p.pool(None, "world", None)) == [1, 4]
+    assert ids(p.pool("A", "country", "US")) == [4] and not p.by_id[3].serving
     assert ids(p.pool("A", "backup", None)) == [2]
     assert ids(p.pool("A", "subregion", "Western Europe")) == [1]
     assert ids(p.pool("A", "continent", "EU")) == [1]
@@ -112,9 +94,12 @@ def test_load_rows_from_table(engine):
     with engine.connect() as conn:
         rows = load_rows(conn)
     assert rows["version"] == v
-    assert [r["id"] for r in rows["mirrors"]] == [1, 2]
-    assert rows["mirrors"][1]["last_sync_at"] is None
-    p = build_plan(rows, cfg(), NOW)
+    assert [r.mirror.id for r in rows["mirrors"]] == [1, 2]
+    assert rows["mirrors"][1].health == Health()              # no health row: never probed
+    p = build_plan(rows, cfg("[probes]\nenabled = false\n"), NOW)
     assert reasons(p) == {1: (False, "out of sync 40 h"), 2: (False, "disabled by admin: moving")}
-    assert all(isinstance(r, dict) for r in rows["mirrors"])
-    assert not any(isinstance(v, sa.Row) for r in rows["mirrors"] for v in r.values())
+    assert all(isinstance(r, MirrorState) for r in rows["mirrors"])
+    assert not any(isinstance(v, sa.Row) for r in rows["mirrors"]
+                   for v in (*dataclasses.astuple(r.mirror), *dataclasses.astuple(r.health)))
+    p = build_plan(rows, cfg(), NOW)
+    assert reasons(p)[1] == (False, "no passing probe yet")

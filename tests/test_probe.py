@@ -200,12 +200,14 @@ async def test_hostname_only_mirror_resolving_to_a_private_address(mirror):
     """No table address: the name is resolved by the probe and checked before connecting."""
     m, t = mirror("fresh", address="127.0.0.1")
     port = t.http_url.rsplit(":", 1)[1].split("/")[0]
-    t = dataclasses.replace(t, ipv4=None, names=(), http_url=f"http://localhost:{port}/pub/")
+    t = dataclasses.replace(t, ipv4=None, names=(), hostname="localhost",
+                            http_url=f"http://localhost:{port}/pub/")
     r = await run(cfg(allow_private=False), t)
     assert r.error_class == "private-address" and "localhost is " in r.error
-    assert m.requests == []
+    assert m.requests == [] and r.resolved
     r = await run(cfg(allow_private=True), t)
     assert r.ok and r.address == "127.0.0.1", r.log_lines()
+    assert (r.resolved, r.probed_ipv4) == (True, "127.0.0.1")
 
 
 @pytest_twisted.ensureDeferred

@@ -119,5 +119,8 @@ def test_mail_test_refuses_a_malformed_address(tmp_path):
     for bad in ("me@example.net\nBcc: victim@example.org", "not an address"):
         p = mirrorctl(conf, "mail", "test", bad)
         assert p.returncode == 1 and "Traceback" not in p.stderr
-        assert p.stderr.strip().splitlines() == [
-            f"mirrorctl: error: {bad!r} is not a mail address (like name@example.org)"]
+        assert len(p.stderr.strip().splitlines()) == 1
+    assert "must not hold control characters" in mirrorctl(
+        conf, "mail", "test", "me@example.net\nBcc: victim@example.org").stderr
+    assert "does not look like a mail address" in mirrorctl(
+        conf, "mail", "test", "not an address").stderr

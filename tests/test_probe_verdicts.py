@@ -10,8 +10,10 @@ from twisted.logger import capturedLogs
 
 from dnsd.config import Config, DNSConfig, MailConfig, ProbesConfig
 from dnsd.models import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES
+from dnsd.plan import build_plan, load_rows
+from probes.probe import utc_from_ts
 from probes.service import ProbeService
-from probes.verdicts import DISABLED, RECOVERED, Counters, decide, freshness_class
+from probes.verdicts import DISABLED, RECOVERED, Counters, decide
 from tests.probe_support import (
     ScriptedProber,
     SyncPool,
@@ -64,12 +66,6 @@ def test_stale_reason_reads_as_out_of_sync():
     v = decide(ACTIVE, Counters(2, 0), False, "stale", "out of sync 31 h (limit 24 h)",
                fail_after=3, pass_after=2)
     assert v.reason == "3 failed probes in a row: out of sync 31 h (limit 24 h)"
-
-
-def test_freshness_classes():
-    day = 86400
-    assert [freshness_class(a, day) for a in (None, 60, 6 * 3600, 7 * 3600, day, day + 1)] == \
-        ["unknown", "fresh", "fresh", "oldish", "oldish", "old"]
 
 
 # --- the loop with a Clock -----------------------------------------------------------------------
@@ -214,19 +210,27 @@ def test_ipv6_health_change_bumps_the_version(loop):
     assert version(engine) == v + 1
 
 
-def test_first_failure_and_first_pass_of_a_hostname_only_mirror_bump_the_version(loop):
-    """No address, so no family health moves: the plan's "no successful probe yet" rule does."""
+def test_a_mirror_without_pinned_addresses_serves_on_the_resolved_one_once_it_passed(loop):
+    """No address in the table: the probe's resolved address is stored, the mirror's own name
+    answers with it, and it serves (and the version moves) once a probe over it passed."""
     svc, clock, outcomes, _prober, engine = loop
     with engine.begin() as c:
         mid = add_mirror(c, ipv4=None)
     outcomes[mid] = False
     svc.startService()
     v = version(engine)
-    one_cycle(clock)                        # never probed (serves) -> failed, never passed
-    assert version(engine) == v + 1 and status_of(engine, mid).status == ACTIVE
+
+    def plan_entry():
+        with engine.connect() as c:
+            return build_plan(load_rows(c), svc.cfg, utc_from_ts(clock.seconds())).by_id[mid]
+    one_cycle(clock)                        # never probed -> failed over 192.0.2.x
+    e = plan_entry()
+    assert version(engine) == v + 1 and not e.serving and e.ipv4 == f"192.0.2.{200 + mid}"
+    assert e.reason.startswith("no passing probe yet")
+    assert health_of(engine, mid)["probed_ipv4"] == e.ipv4
     outcomes[mid] = True
-    one_cycle(clock)                        # first pass: serves again
-    assert version(engine) == v + 2
+    one_cycle(clock)                        # first pass: serves
+    assert version(engine) == v + 2 and plan_entry().serving
     one_cycle(clock)                        # nothing moved
     assert version(engine) == v + 2
 

@@ -45,14 +45,15 @@ class MetricsTests(SynchronousTestCase):
 
     def setUp(self):
         with self.engine.begin() as conn:
-            store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de")
-            store.add_mirror(conn, actor="t", mail=None, country="FR", hostname="b.example.fr")
-            store.add_mirror(conn, actor="t", mail=None, country="US", hostname="c.example.us",
-                             status="pending")
+            for cc, host, kw in (("DE", "a.example.de", {}), ("FR", "b.example.fr", {}),
+                                 ("US", "c.example.us", {"status": "pending"})):
+                store.add_mirror(conn, actor="t", mail=None, country=cc, hostname=host,
+                                 http_url=f"http://{host}/", **kw)
             ids = dict(conn.execute(sa.select(mirrors.c.name, mirrors.c.id)).all())
             conn.execute(mirror_health.insert().values(
                 mirror_id=ids["de1"], failures_in_row=0, last_probe_at=T0, last_ok_at=T0,
-                last_sync_at=T0 - _dt.timedelta(minutes=30), ipv4_up=True, ipv6_up=False))
+                last_sync_at=T0 - _dt.timedelta(minutes=30), ipv4_up=True, ipv6_up=False,
+                probed_ipv4="93.184.216.34", probed_ipv6="2606:2800:220:1::1"))
             conn.execute(mirror_health.insert().values(
                 mirror_id=ids["fr1"], failures_in_row=4, last_probe_at=T0, last_ok_at=None,
                 last_error="timeout"))
@@ -106,7 +107,10 @@ class MetricsTests(SynchronousTestCase):
         assert s[("mirrordns_outbox_oldest_pending_seconds", ())] == 600
         assert s[("mirrordns_waiting_applications", ())] == 1
         assert s[("dnsd_queries_total", (("qtype", "A"),))] == 7              # passed through
-        assert not any(k[0] == "mirrordns_mirror_serving" for k in s)        # no plan, no gauge
+        # without a live plan: the verdict of a plan built from the same read
+        assert s[("mirrordns_mirror_serving", (("country", "DE"), ("mirror", "de1")))] == 1
+        assert s[("mirrordns_mirror_serving", (("country", "FR"), ("mirror", "fr1")))] == 0
+        assert s[("mirrordns_mirrors_serving", ())] == 1
 
     def test_serving_from_live_plan(self):
         with self.engine.connect() as conn:
@@ -192,12 +196,14 @@ def test_switch_and_real_dns_collector(sqlite_engine):
 def test_snapshot_query_on_every_database(engine):
     """The table gauges' one query is plain portable SQL (SQLite and PostgreSQL)."""
     with engine.begin() as conn:
-        store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de")
+        store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de",
+                         http_url="http://a.example.de/")
         queue_mail(conn, kind="t", sender="m@example.org", to=["x@example.org"], subject="s",
                    body="b")
         conn.execute(probe_results.insert().values(mirror_id=1, at=T0, url="u", ok=False,
                                                    error_class="dns"))
     with engine.connect() as conn:
-        snap = metrics.snapshot_thd(T0)(conn)
-    assert snap["by_status"] == {"active": 1} and snap["outbox_pending"] == 1
+        snap = metrics.snapshot_thd(make_ctx(engine), T0)(conn)
+    assert snap["by_status"]["active"] == 1 and snap["outbox_pending"] == 1
+    assert sum(snap["by_status"].values()) == 1 and snap["plan"].serving == ()
     assert snap["outcomes"] == [(False, "dns", 1)] and snap["waiting"] == 0

@@ -18,8 +18,9 @@ from twisted.web import resource
 from admin import store
 from admin.web import public
 from dnsd.geo import GeoLocator
-from dnsd.models import applications, mirror_health, mirrors, outbox
+from dnsd.models import applications, audit, mirror_health, mirrors, outbox
 from dnsd.plan import build_plan, load_rows
+from dnsd.validation import Rules
 from tests.webfakes import T0, make_ctx
 
 BASE = "http://mirrors.test"
@@ -38,9 +39,19 @@ class PlanHolder:
         self.current = plan
 
 
+_n = [0]
+
+
 def add(conn, country, host, **kw):
-    return store.add_mirror(conn, actor="test", mail=None, country=country, hostname=host,
-                            http_url=f"http://{host}/", **kw)
+    """A mirror with a pinned (documentation) address that passed a probe at T0."""
+    _n[0] += 1
+    m = store.add_mirror(conn, actor="test", mail=None, country=country, hostname=host,
+                         http_url=f"http://{host}/", ipv4=f"192.0.2.{_n[0]}",
+                         rules=Rules(allow_private=True), **kw)
+    conn.execute(mirror_health.insert().values(mirror_id=m.id, last_probe_at=T0, last_ok_at=T0,
+                                               last_sync_at=T0 - _dt.timedelta(hours=1),
+                                               ipv4_up=True))
+    return m
 
 
 @pytest.fixture
@@ -55,15 +66,16 @@ def _seed(engine):
             https_url="https://de1.example.net/")
         add(conn, "DE", "de2.example.net", provider_name="Off Line GmbH")
         add(conn, "FR", "fr1.example.net", provider_name="Paris Net")
-        add(conn, "US", "us1.example.net", provider_name="<script>alert(1)</script>",
-            provider_url="javascript:alert(2)", provider_logo="javascript:alert(3)")
+        us1 = add(conn, "US", "us1.example.net", provider_name="<script>alert(1)</script>")
+        # the table refuses such links (dnsd.validation); pages must not trust it anyway
+        conn.execute(mirrors.update().where(mirrors.c.id == us1.id).values(
+            provider_url="javascript:alert(2)", provider_logo="javascript:alert(3)"))
         add(conn, "US", "us2.example.net", provider_name="Stale Inc")
         add(conn, "BR", "br1.example.net", provider_name="Backup Brasil", backup=True)
         add(conn, "JP", "jp1.example.net", provider_name="Pending", status="pending")
         store.disable(conn, "de2", "test", "hardware move", None)
         us2 = conn.execute(sa.select(mirrors.c.id).where(mirrors.c.name == "us2")).scalar()
-        conn.execute(mirror_health.insert().values(
-            mirror_id=us2, last_probe_at=T0, last_ok_at=T0,
+        conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == us2).values(
             last_sync_at=T0 - _dt.timedelta(days=3)))
 
 
@@ -162,9 +174,8 @@ class TestMirrorList(Base):
         # A plan in which fr1 is out (as if the probes had just failed it): the page follows it.
         with self.engine.connect() as conn:
             rows = load_rows(conn)
-        for r in rows["mirrors"]:
-            if r["name"] == "fr1":
-                r["failures_in_row"] = 5
+        rows["mirrors"] = [r.replace(failures_in_row=5) if r["name"] == "fr1" else r
+                           for r in rows["mirrors"]]
         self.ctx.plan = PlanHolder(build_plan(rows, self.ctx.cfg, T0))
         _r, body = self.get("/mirrors.json")
         assert [m["name"] for m in json.loads(body)["mirrors"]] == ["br1", "de1", "us1"]
@@ -182,7 +193,8 @@ class TestMirrorList(Base):
 # --- the application form ------------------------------------------------------------------------
 
 VALID = {"name": "Jane Doe", "email": "jane@example.org", "country": "DE",
-         "hostname": "mirror.example.de", "provider_name": "Example e.V.",
+         "hostname": "mirror.example.de", "http_url": "http://mirror.example.de/pub/",
+         "provider_name": "Example e.V.",
          "provider_url": "https://example.de/", "bandwidth_mbit": "1000", "cores": "8",
          "memory_gb": "16", "disk_gb": "2000", "has_ipv6": "on", "comments": "happy to help"}
 
@@ -255,11 +267,11 @@ class TestApplicationForm(Base):
         r, body = self.post("/apply", bad)
         html = body.decode()
         assert r.code == 400
-        assert re.search(r'name="email"[^>]*aria-invalid="true".*?This does not look like a mail '
+        assert re.search(r'name="email"[^>]*aria-invalid="true".*?does not look like a mail '
                          r'address', html, re.DOTALL)
-        assert "Please choose the country the mirror would be in." in html
-        assert "A host name such as mirror.example.net, please." in html
-        assert "A whole number, please" in html
+        assert "is not an ISO 3166-1 alpha-2 country code (like DE, US, GB)." in html
+        assert "is not a host name (like mirror.example.net)." in html
+        assert "The number of cores must be a whole number (or empty)." in html
         assert "An http:// or https:// address, please." in html
         assert "<script>alert" not in html and "&lt;script&gt;alert(&#39;x&#39;)" in html
         assert 'value="Jane' not in html and 'value="not-an-address"' in html   # values kept
@@ -268,8 +280,9 @@ class TestApplicationForm(Base):
     def test_missing_fields(self):
         r, body = self.post("/apply", {"csrf": self.form_token()})
         assert r.code == 400
-        for msg in (b"Please tell us your name.", b"We need an address to reach you.",
-                    b"Please give the host name the mirror would have."):
+        for msg in (b"Your name is empty.", b"A mail address is needed (like name@example.org).",
+                    b"A host name is needed (like mirror.example.net).",
+                    b"An http:// or https:// URL is needed, so that the probes can check"):
             assert msg in body
 
     def test_post_without_or_with_forged_token_is_refused(self):
@@ -347,7 +360,7 @@ class TestApplicationForm(Base):
         csrf = self.form_token(f"/apply/{tok}")
         r, body = self.post(f"/apply/{tok}", {**VALID, "csrf": csrf, "action": "update",
                                               "email": ""})
-        assert r.code == 400 and b"We need an address to reach you." in body
+        assert r.code == 400 and b"A mail address is needed" in body
         assert self.apps()[0]["email"] == "jane@example.org"
         r, _ = self.get("/apply/" + "A" * 43)
         assert r.code == 404
@@ -397,6 +410,69 @@ def test_public_query_on_every_database(engine):
     _seed(engine)
     ctx = make_ctx(engine)
     with engine.connect() as conn:
-        rows, names, counts = public.load_mirrors_thd(ctx.cfg, T0, with_plan=False)(conn)
-    assert {m.name for m in rows} == {"de1", "fr1", "us1", "us2", "br1"}
-    assert names == {"de1", "fr1", "us1", "br1"} and counts == {}
+        plan = build_plan(load_rows(conn), ctx.cfg, T0)
+    assert {m.name for m in public.serving_mirrors(plan)} == {"de1", "fr1", "us1", "br1"}
+    assert {e.name: e.reason for e in plan.mirrors if not e.serving} == {
+        "de2": "disabled by admin: hardware move", "us2": "out of sync 3 days",
+        "jp1": "pending, not active yet"}
+
+
+@pytest.mark.usefixtures("injected")
+class TestAcceptedApplicant(Base):
+    """An accepted applicant's link stays open until the mirror serves: the maintainer finishes
+    the set-up themselves (addresses, URLs, people), and the first passed probe closes it."""
+
+    config = XFF_CONFIG + "[probes]\nallow_private = true\n"
+
+    def test_link_open_until_the_mirror_serves(self):
+        from dnsd.records import mirrors as _mirrors
+        from probes import store as probe_store
+        from probes.probe import ProbeResult
+
+        form = {**VALID, "https_url": "", "http_url": "http://mirror.example.de/pub/",
+                "m_name": ["Doe, John", ""], "m_email": ["john@example.de", ""]}
+        r, _ = self.post("/apply", {**form, "csrf": TestApplicationForm.form_token(self)})
+        assert r.code == 303
+        with self.engine.begin() as conn:
+            tok, app_id = conn.execute(sa.select(applications.c.token, applications.c.id)).one()
+            m = store.accept_application(conn, app_id, "alice", None, None)
+        assert m.status == "active"
+        _r, body = self.get(f"/apply/{tok}")
+        html = body.decode()
+        assert "not serving yet</strong>: never probed" in html
+        assert "Complete your mirror" in html and 'value="john@example.de"' in html
+        csrf = TestApplicationForm.form_token(self, f"/apply/{tok}")
+        r, body = self.post(f"/apply/{tok}", {**form, "csrf": csrf, "action": "update",
+                                              "ipv4": "192.0.2.44"})
+        assert r.code == 303, body
+        with self.engine.connect() as conn:
+            now_m = _mirrors.get(conn, m.id)
+            acts = conn.execute(sa.select(audit.c.actor, audit.c.action)
+                                .where(audit.c.mirror_id == m.id)).all()
+        assert now_m.ipv4 == "192.0.2.44"
+        assert ("applicant:1", "applicant-edit") in [tuple(a) for a in acts]
+        # the first passed probe: the mirror serves, and the link closes
+        with self.engine.begin() as conn:
+            t0 = T0.replace(tzinfo=_dt.UTC).timestamp()
+            probe_store.record_probe(conn, ProbeResult(
+                mirror_id=m.id, at=t0, ok=True, url="http://mirror.example.de/pub/TIME",
+                address="192.0.2.44", family=4, http_status=200, timestamp=t0 - 60,
+                sync_age=60, ipv4_up=True, probed_ipv4="192.0.2.44"), self.ctx.cfg, T0)
+        _r, body = self.get(f"/apply/{tok}")
+        html = body.decode()
+        assert "Your mirror is serving" in html and "Complete your mirror" not in html
+        r, _ = self.post(f"/apply/{tok}", {**form, "csrf": csrf, "action": "update",
+                                           "ipv4": "192.0.2.45"})
+        assert r.code == 409
+
+    def test_a_taken_host_name_through_the_link_is_a_message_not_an_error(self):
+        r, _ = self.post("/apply", {**VALID, "csrf": TestApplicationForm.form_token(self)})
+        with self.engine.begin() as conn:
+            tok, app_id = conn.execute(sa.select(applications.c.token, applications.c.id)).one()
+            store.accept_application(conn, app_id, "alice", None, None)
+            store.add_mirror(conn, actor="t", mail=None, country="FR", hostname="taken.example.fr",
+                             http_url="http://taken.example.fr/")
+        csrf = TestApplicationForm.form_token(self, f"/apply/{tok}")
+        r, body = self.post(f"/apply/{tok}", {**VALID, "csrf": csrf, "action": "update",
+                                              "hostname": "taken.example.fr"})
+        assert r.code == 409 and b"is already in the table as fr1" in body

@@ -15,7 +15,8 @@ from dnsd.models import applications, outbox
 
 T0 = _dt.datetime(2026, 1, 1, 12, 0, 0)
 GOOD = {"name": "Jane", "email": "jane@example.org", "country": "de",
-        "hostname": "Mirror.Example.DE.", "provider_url": "", "bandwidth_mbit": " 100 "}
+        "hostname": "Mirror.Example.DE.", "http_url": "http://mirror.example.de/",
+        "provider_url": "", "bandwidth_mbit": " 100 "}
 
 
 def test_validate_cleans_values():
@@ -31,17 +32,18 @@ def test_validate_messages():
                      "provider_url": "ftp://example.org/", "cores": "1.5", "disk_gb": "9" * 12,
                      "comments": "c" * 4001})
     assert set(v.errors) == {"name", "email", "country", "hostname", "provider_url", "cores",
-                             "disk_gb", "comments"}
+                             "disk_gb", "comments", "http_url"}
     assert "line breaks" in v.errors["name"]
-    assert v.errors["cores"].startswith("A whole number")
-    assert v.errors["disk_gb"].startswith("At most")
+    assert v.errors["cores"] == "The number of cores must be a whole number (or empty)."
+    assert v.errors["disk_gb"] == "The disk (GB) must be between 0 and 100,000,000."
+    assert v.errors["http_url"].startswith("An http:// or https:// URL is needed")
     assert not wl.is_web_url("javascript:alert(1)") and wl.is_web_url("https://example.org/x")
 
 
 def _create(conn, email="jane@example.org", now=T0, **kw):
     v = wl.validate({**GOOD, "email": email, **kw})
     assert v.ok, v.errors
-    return wl.create(conn, v.values, source_ip="192.0.2.1", base_url="https://m.example/",
+    return wl.create(conn, v, source_ip="192.0.2.1", base_url="https://m.example/",
                      sender="mirrors@example.org", title="Example", now=now)
 
 
@@ -65,8 +67,8 @@ def test_create_queues_confirmation_in_same_transaction(engine):
     with engine.connect() as conn:
         (mail,) = _mails(conn, "application")
     body = message_from_bytes(mail["message"]).get_payload(decode=True).decode()
-    assert f"https://m.example/apply/{app['token']}" in body
-    assert len(app["token"]) >= 40
+    assert f"https://m.example/apply/{app.token}" in body
+    assert len(app.token) >= 40
 
 
 def test_reminders(engine):
@@ -77,8 +79,8 @@ def test_reminders(engine):
         b = _create(conn, "b@example.org")
         c = _create(conn, "c@example.org")
         _create(conn, "d@example.org", now=T0 + _dt.timedelta(days=60))
-        wl.withdraw(conn, c["token"], now=T0)
-        conn.execute(applications.update().where(applications.c.id == b["id"])
+        wl.withdraw(conn, c.token, now=T0)
+        conn.execute(applications.update().where(applications.c.id == b.id)
                      .values(status="contacted"))
 
     def run(days_after):
@@ -89,7 +91,7 @@ def test_reminders(engine):
     assert run(90) == 2                                  # a (new) and b (contacted), not c, not d
     assert run(91) == 0                                  # never twice in one period
     with engine.begin() as conn:                         # a confirms through the link on day 100
-        wl.confirm(conn, a["token"], now=T0 + _dt.timedelta(days=100))
+        wl.confirm(conn, a.token, now=T0 + _dt.timedelta(days=100))
     assert run(150) == 1                                 # d (60 + 90)
     assert run(180) == 1                                 # b again; a confirmed on day 100
     assert run(190) == 1                                 # a: 90 days after its confirmation
@@ -98,7 +100,7 @@ def test_reminders(engine):
     assert [m["recipients"] for m in mails] == ["a@example.org", "b@example.org", "d@example.org",
                                                "b@example.org", "a@example.org"]
     body = message_from_bytes(mails[0]["message"]).get_payload(decode=True).decode()
-    assert f"https://m.example/apply/{a['token']}" in body and "every 90 days" in body
+    assert f"https://m.example/apply/{a.token}" in body and "every 90 days" in body
 
 
 def test_reminders_off_with_zero_days(sqlite_engine):
@@ -112,12 +114,12 @@ def test_update_and_closed_applications(sqlite_engine):
     with sqlite_engine.begin() as conn:
         app = _create(conn)
         v = wl.validate({**GOOD, "hostname": "other.example.de"})
-        new = wl.update(conn, app["token"], v.values, now=T0 + _dt.timedelta(days=1))
-        assert new["hostname"] == "other.example.de"
-        assert new["confirmed_at"] == T0 + _dt.timedelta(days=1)
-        assert wl.withdraw(conn, app["token"])["status"] == "withdrawn"
-        assert wl.update(conn, app["token"], v.values) is None
-        assert wl.confirm(conn, app["token"]) is None
+        new = wl.update(conn, app.token, v, now=T0 + _dt.timedelta(days=1))
+        assert new.hostname == "other.example.de"
+        assert new.confirmed_at == T0 + _dt.timedelta(days=1)
+        assert wl.withdraw(conn, app.token).status == "withdrawn"
+        assert wl.update(conn, app.token, v) is None
+        assert wl.confirm(conn, app.token) is None
         assert wl.by_token(conn, "nope") is None and wl.by_token(conn, "x" * 65) is None
         assert wl.waiting_counts(conn) == {}
 

@@ -24,3 +24,100 @@ def test_version_bumps_in_the_callers_transaction(engine):
         pass
     with engine.connect() as conn:
         assert models.current_version(conn) == v0 + 1
+
+
+# --- the migration policy (docs/migrations.md) -----------------------------------------------------
+
+FROZEN = {"0001": "e4a44d628e75b96e6911b481239bb8f7b939a90dc08aca44e53824f1e6cc95cc"}
+
+
+def test_released_migrations_are_frozen():
+    """0001 is the released schema: it is never regenerated or edited; changes are new revisions."""
+    import hashlib
+    from pathlib import Path
+
+    versions = Path(models.__file__).parent / "migrations" / "versions"
+    for rev, digest in FROZEN.items():
+        (path,) = versions.glob(f"{rev}_*.py")
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
+            f"{path.name} changed: released migrations are frozen; add a new revision instead")
+
+
+def test_one_head_in_a_line():
+    from alembic.script import ScriptDirectory
+
+    from dnsd.db import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
+    revs = list(script.walk_revisions())
+    assert [r.down_revision for r in revs][-1] is None and all(
+        r.down_revision for r in revs[:-1])                      # linear, back to 0001
+
+
+def test_upgrading_a_populated_table_keeps_everything(tmp_path):
+    """A table as 0001 left it, with rows in it, upgraded to the head: nothing lost, the new
+    columns take their defaults, existing applicants become their offer's first maintainer."""
+    import datetime as dt
+    import os
+
+    import sqlalchemy as sa
+
+    from dnsd.db import make_engine, upgrade
+
+    for url in [f"sqlite:///{tmp_path}/old.sqlite", os.environ.get("MIRRORDNS_TEST_DB_URL", "")]:
+        if not url:
+            continue
+        engine = make_engine(url)
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+                conn.exec_driver_sql("CREATE SCHEMA public")
+        upgrade(engine, "0001")
+        now = dt.datetime(2026, 11, 1, 12, 0)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO mirrors (id, name, hostname, country, ipv4, http_url, provider_name,"
+                " provider_url, provider_logo, status, status_reason, status_since, backup, "
+                "weight, has_ipv6, has_https, source, created_at, updated_at) VALUES (1, 'de1', "
+                "'m.example.de', 'DE', '192.0.2.1', 'http://m.example.de/', '', '', '', "
+                "'active', '', %s, false, 1.0, false, false, '', %s, %s)"
+                .replace("%s", "'2026-11-01 12:00:00'"))
+            conn.exec_driver_sql(
+                "INSERT INTO mirror_health (mirror_id, failures_in_row, passes_in_row, "
+                "last_error, geo_check, updated_at, ipv4_up) VALUES (1, 0, 4, '', '', "
+                "'2026-11-01 12:00:00', true)")
+            conn.exec_driver_sql(
+                "INSERT INTO applications (id, token, status, name, email, country, hostname, "
+                "provider_name, provider_url, has_ipv6, has_https, comments, source_ip, "
+                "created_at, updated_at, confirmed_at) VALUES (1, 'tok', 'new', 'Doe, Jane', "
+                "'jane@example.org', 'FR', 'm.example.fr', '', '', false, false, '', '', "
+                "'2026-11-01 12:00:00', '2026-11-01 12:00:00', '2026-11-01 12:00:00')")
+            conn.exec_driver_sql(
+                "INSERT INTO users (id, username, password_hash, role, email, failed_logins, "
+                "created_at) VALUES (1, 'root', '$argon2id$x', 'admin', '', 0, "
+                "'2026-11-01 12:00:00')")
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (id, created_at, kind, author, recipients, message, subject, "
+                "attempts, next_attempt_at, failed, last_error) VALUES (1, '2026-11-01 12:00:00',"
+                " 'test', '', 'a@example.org', %s, 's', 0, '2026-11-01 12:00:00', false, '')"
+                .replace("%s", "x'41'" if engine.dialect.name == "sqlite" else "'\\x41'::bytea"))
+        upgrade(engine)
+        with engine.connect() as conn:
+            m = conn.execute(sa.select(models.mirrors)).one()
+            assert (m.name, m.ipv4, m.status_since) == ("de1", "192.0.2.1", now)
+            h = conn.execute(sa.select(models.mirror_health)).one()
+            assert (h.passes_in_row, h.ipv4_up, h.probed_ipv4) == (4, True, None)
+            a = conn.execute(sa.select(models.applications)).one()
+            assert (a.name, a.http_url, a.ipv4) == ("Doe, Jane", None, None)
+            people = conn.execute(sa.select(models.application_maintainers.c.name,
+                                            models.application_maintainers.c.email)).all()
+            assert [tuple(p) for p in people] == [("Doe, Jane", "jane@example.org")]
+            assert conn.execute(sa.select(models.users.c.disabled)).scalar_one() is False
+            o = conn.execute(sa.select(models.outbox)).one()
+            assert (o.discarded_at, bytes(o.message)) == (None, b"A")
+        with engine.connect() as conn:                           # the models match the head
+            from alembic.autogenerate import compare_metadata
+            from alembic.migration import MigrationContext
+            assert compare_metadata(MigrationContext.configure(conn), models.metadata) == []
+        engine.dispose()

@@ -1,8 +1,10 @@
 """The private admin pages under /admin (login required).
 
 Reading goes through admin.web.queries; every change goes through admin.store, which writes the
-audit row, bumps the table version (so the DNS plan follows within a poll interval) and queues the
-list mail, all in the one transaction `pool.run` gives it. Roles follow php.net's rule: admins
+audit row, bumps the table version and queues the list mail, all in one transaction, run by
+admin.web.plans.change, which then waits until the live DNS plan has the change: the page shown
+next says "serving" exactly when the DNS answers with the mirror. Fields are checked by
+dnsd.validation, the rules mirrorctl, the API and the importers apply. Roles follow php.net's rule: admins
 change anything; helpers may disable a mirror and add notes, nothing else (enforced here per
 route, and the pages hide what a helper cannot use).
 
@@ -13,15 +15,13 @@ not repeat the change; a refused change re-renders the page with the message and
 from __future__ import annotations
 
 import datetime as _dt
-from email.utils import formataddr
 
 import sqlalchemy as sa
 from twisted.logger import Logger
 
 from admin import store
 from admin.passwords import hash_password
-from admin.waitinglist import is_web_url
-from admin.web import graphs, queries
+from admin.web import graphs, plans, queries
 from admin.web.auth import LoginPages, check_password
 from admin.web.framework import (
     HTTPError,
@@ -32,7 +32,9 @@ from admin.web.framework import (
     form_value,
     redirect,
 )
-from dnsd import countries
+from dnsd import countries, recipients, statuses, validation
+from dnsd import outbox as _outbox
+from dnsd.errors import Invalid, Refused
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
 from probes import history
@@ -48,10 +50,14 @@ DONE = {
     "unchanged": "Nothing changed.",
     "queued": "Mail queued in the outbox.",
     "status": "Application status changed.",
-    "accepted": "Application accepted: a pending mirror was created.",
+    "accepted": "Application accepted: the mirror serves once a probe over it passed.",
     "added": "Mirror added (pending until enabled).",
     "password": "Password changed.",
     "revoked": "API token revoked.",
+    "retried": "The mail goes out on the sender's next round.",
+    "discarded": "The mail is discarded; it will not be sent.",
+    "user": "User changed.",
+    "deleted": "User deleted.",
 }
 
 DISPLAY_FIELDS = ("provider_name", "provider_url", "provider_logo")
@@ -72,11 +78,12 @@ LABELS = {
 HINTS = {
     "name": "two letters and a number, e.g. de2; empty = no DNS name yet",
     "weight": "multiplies the score; 0 keeps it out of answers, 1 is normal",
-    "maintainers": "one per line: Name <address@example.org>",
+    "maintainers": "one per line: Name <address@example.org> (commas in a name are fine)",
+    "ipv4": "pinned: the DNS answers this; empty = the probes resolve the host name",
     "provider_logo": "https URL of a small image",
 }
 MAIL_TARGETS = ("mirror", "list", "all")
-MAX_REASON = 500                    # as the page's maxlength
+MAX_REASON = validation.MAX_LEN["reason"]      # as the page's maxlength
 
 
 def build(ctx: WebContext) -> Router:
@@ -103,6 +110,12 @@ def build(ctx: WebContext) -> Router:
     r.add("GET", r"applications/(?P<aid>\d+)", p.application)
     r.add("POST", r"applications/(?P<aid>\d+)/status", p.application_status, role="admin")
     r.add("POST", r"applications/(?P<aid>\d+)/accept", p.accept, role="admin")
+    r.add("GET", r"outbox", p.outbox, role="admin")
+    r.add("POST", r"outbox/(?P<oid>\d{1,9})/(?P<op>retry|discard)", p.outbox_change,
+          role="admin")
+    r.add("GET", r"users", p.users, role="admin")
+    r.add("POST", r"users/(?P<uname>[a-z0-9][a-z0-9._-]{0,63})/(?P<op>role|disable|enable|delete)",
+          p.user_change, role="admin")
     return r
 
 
@@ -122,6 +135,10 @@ class AdminPages:
     def mail_settings(self) -> store.MailSettings:
         return store.MailSettings.from_config(self.ctx.cfg)
 
+    @property
+    def rules(self) -> validation.Rules:
+        return validation.Rules.from_config(self.ctx.cfg)
+
     def _max_age(self) -> float:
         return float(self.ctx.cfg.dns.max_sync_age)
 
@@ -135,13 +152,7 @@ class AdminPages:
         if status not in STATUSES:
             status = ""
         data = await self.ctx.pool.run_readonly(queries.mirror_list(
-            country, status, now=self.ctx.now(), max_age=self._max_age()))
-        plan = getattr(self.ctx.plan, "current", None) if self.ctx.plan is not None else None
-        for g in data["groups"]:
-            for m in g["mirrors"]:
-                # an active mirror can still be out of the answers (out of sync, weight 0, ...)
-                e = plan.by_id.get(m["id"]) if plan is not None else None
-                m["plan_reason"] = e.reason if (e is not None and not e.serving) else ""
+            country, status, plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now()))
         return await self.ctx.render_threaded(
             "admin/mirrors.html", request, title="Mirrors", flash=_done(request),
             country=country, status=status, statuses=queries.STATUS_ORDER,
@@ -149,9 +160,9 @@ class AdminPages:
 
     # --- mirror page -------------------------------------------------------------------------
 
-    async def _load(self, mid: str) -> dict:
+    async def _load(self, mid: str):
         m = await self.ctx.pool.run_readonly(queries.mirror_page(
-            int(mid), now=self.ctx.now(), max_age=self._max_age()))
+            int(mid), plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now()))
         if m is None:
             raise HTTPError(404, "No such mirror.")
         return m
@@ -159,21 +170,22 @@ class AdminPages:
     async def mirror_page(self, request, mid, *, error: str = "", code: int = 200,
                           form: dict | None = None):
         m = await self._load(mid)
-        history = await self.ctx.pool.run_readonly(_history(m["id"], self.ctx.now()))
+        history = await self.ctx.pool.run_readonly(_history(m.id, self.ctx.now()))
         now = self.ctx.now()
         html = await self.ctx.render_threaded(
-            "admin/mirror.html", request, title=m["name"] or m["hostname"], m=m,
+            "admin/mirror.html", request, title=m.name or m.hostname, m=m,
             flash=error or _done(request), flash_kind="bad" if error else "ok",
-            geo=self._geo_check(m), plan=self._plan_entry(m),
+            geo=self._geo_check(m),
             uptime=graphs.uptime_days(history["days"], now.date()),
             rtt=graphs.rtt_hours(history["hours"], now),
             form=form or {}, max_age=self._max_age(), labels=LABELS)
         return Response(html, code=code)
 
-    def _geo_check(self, m: dict) -> list[dict]:
-        """Where each address of the mirror geolocates, against the country it is listed in."""
+    def _geo_check(self, m) -> list[dict]:
+        """Where each address the DNS would answer geolocates, against the listed country."""
         out = []
-        for fam, ip in (("IPv4", m["ipv4"]), ("IPv6", m["ipv6"])):
+        a = m.addresses
+        for fam, ip in (("IPv4", a.ipv4), ("IPv6", a.ipv6)):
             if not ip:
                 continue
             cc = None
@@ -184,20 +196,8 @@ class AdminPages:
                     _log.failure("geo lookup of {ip}", ip=ip)
             out.append({"family": fam, "address": ip, "country": cc,
                         "known": self.ctx.geo is not None,
-                        "ok": cc == m["country"] if cc else None})
+                        "ok": cc == m.country if cc else None})
         return out
-
-    def _plan_entry(self, m: dict):
-        """The mirror as the live DNS plan sees it (None: no plan handed in, the web runs alone)."""
-        holder = self.ctx.plan
-        plan = getattr(holder, "current", None) if holder is not None else None
-        if plan is None:
-            return None
-        e = plan.by_id.get(m["id"])
-        return {"version": plan.version, "built_at": plan.built_at, "entry": e,
-                "serving": bool(e and e.serving),
-                "reason": (e.reason if e else "not in the plan"),
-                "score": e.score if e else None}
 
     # --- edit --------------------------------------------------------------------------------
 
@@ -207,7 +207,7 @@ class AdminPages:
 
     async def _edit_page(self, request, m: dict | None, form: dict, errors: dict, code: int):
         """The edit form of mirror m, or the form for a new mirror when m is None."""
-        title = "Add a mirror" if m is None else f"Edit {m['name'] or m['hostname']}"
+        title = "Add a mirror" if m is None else f"Edit {m.name or m.hostname}"
         html = await self.ctx.render_threaded(
             "admin/edit.html", request, title=title, m=m, form=form, errors=errors,
             labels=LABELS, hints=HINTS, display_fields=DISPLAY_FIELDS, dns_fields=DNS_FIELDS,
@@ -218,23 +218,23 @@ class AdminPages:
     async def edit(self, request, mid):
         m = await self._load(mid)
         form = _form_from_request(request)
-        values, people, errors = validate_mirror_form(form)
+        values, people, errors = validate_mirror_form(form, self.rules)
         if not errors:
             actor = _actor(request)
+            rules = self.rules
 
-            def thd(conn):
-                res = store.edit_mirror(conn, f"#{m['id']}", actor, **values)
-                old = [{"name": x["name"], "email": x["email"]} for x in m["maintainers"]]
-                changed_people = people != old
+            def op(conn):
+                res = store.edit_mirror(conn, f"#{m.id}", actor, rules=rules, **values)
+                changed_people = people != tuple(m.maintainers)
                 if changed_people:
-                    store.set_maintainers(conn, f"#{m['id']}", actor, people)
-                return bool(res["changed"]) or changed_people
+                    store.set_maintainers(conn, f"#{m.id}", actor, people)
+                return bool(res.changed) or changed_people
             try:
-                changed = await self.ctx.pool.run(thd)
-            except store.StoreError as e:
-                errors["name" if "name" in str(e) and "used by" in str(e) else "_"] = str(e)
+                changed = await plans.change(self.ctx, op)
+            except Refused as e:
+                errors[e.field if e.field in form else "_"] = str(e)
             else:
-                return redirect(f"/admin/mirrors/{m['id']}",
+                return redirect(f"/admin/mirrors/{m.id}",
                                 done="saved" if changed else "unchanged")
         return await self._edit_page(request, m, form, errors, 400)
 
@@ -245,20 +245,21 @@ class AdminPages:
 
     async def new_mirror(self, request):
         form = _form_from_request(request)
-        values, people, errors = validate_mirror_form(form)
+        values, people, errors = validate_mirror_form(form, self.rules)
         if not errors:
             actor = _actor(request)
             name = values.pop("name")
             country, hostname = values.pop("country"), values.pop("hostname")
+            rules = self.rules
             try:
-                m = await self.ctx.pool.run(lambda conn: store.add_mirror(
+                m = await plans.change(self.ctx, lambda conn: store.add_mirror(
                     conn, actor=actor, mail=self.mail_settings, country=country, hostname=hostname,
                     name=name, auto_name=not name, status="pending", maintainers_=people,
-                    **values))
-            except store.StoreError as e:
-                errors["name" if "name" in str(e) else "_"] = str(e)
+                    rules=rules, **values))
+            except Refused as e:
+                errors[e.field if e.field in form else "_"] = str(e)
             else:
-                return redirect(f"/admin/mirrors/{m['id']}", done="added")
+                return redirect(f"/admin/mirrors/{m.id}", done="added")
         return await self._edit_page(request, None, form, errors, 400)
 
     # --- status changes and notes ------------------------------------------------------------
@@ -266,10 +267,10 @@ class AdminPages:
     async def _change(self, request, mid, op, done):
         m = await self._load(mid)
         try:
-            await self.ctx.pool.run(lambda conn: op(conn, f"#{m['id']}"))
-        except store.StoreError as e:
+            await plans.change(self.ctx, lambda conn: op(conn, f"#{m.id}"))
+        except Refused as e:
             return await self.mirror_page(request, mid, error=str(e), code=409)
-        return redirect(f"/admin/mirrors/{m['id']}", done=done)
+        return redirect(f"/admin/mirrors/{m.id}", done=done)
 
     async def _status(self, request, mid, which: str, op, done: str, missing: str = ""):
         """Disable, enable or retire with the form's reason; a missing (when `missing` says why
@@ -303,12 +304,11 @@ class AdminPages:
 
     async def add_note(self, request, mid):
         text = form_value(request, "text")
-        if not text:
-            return await self.mirror_page(request, mid, code=400,
-                                          form={"note_error": "An empty note says nothing."})
-        if len(text) > 10000:
+        try:
+            validation.note(text)
+        except Invalid as e:
             return await self.mirror_page(request, mid, code=400, form={
-                "note_error": "Notes are limited to 10,000 characters.", "note": text})
+                "note_error": _sentence(e.message), "note": text})
         actor = _actor(request)
         return await self._change(request, mid, lambda conn, ref: store.add_note(
             conn, ref, actor, text), "note")
@@ -336,21 +336,21 @@ class AdminPages:
         errors = {}
         if form["target"] not in MAIL_TARGETS:
             errors["target"] = "Choose who gets the mail."
-        if not form["subject"]:
-            errors["subject"] = "A subject, please."
-        elif len(form["subject"]) > 200 or "\n" in form["subject"] or "\r" in form["subject"]:
-            errors["subject"] = "One line of at most 200 characters."
-        if not form["body"]:
-            errors["body"] = "The mail has no text."
-        elif len(form["body"]) > 50_000:
-            errors["body"] = "At most 50,000 characters."
+        for f, fn in (("subject", lambda v: validation.text(
+                          v, "subject", required=True, what="the subject")),
+                      ("body", lambda v: validation.text(
+                          v, "mail_body", required=True, lines=True, what="the text"))):
+            try:
+                fn(form[f])
+            except Invalid as e:
+                errors[f] = _sentence(e.message)
         if form["target"] == "mirror" and not form["mirror"].isdigit():
             errors["mirror"] = "Choose a mirror."
         mails = []
         if not errors:
             mails = await self.ctx.pool.run_readonly(lambda conn: _mail_recipients(
-                conn, form["target"], int(form["mirror"]) if form["mirror"].isdigit() else None,
-                self.ctx.cfg.mail.list))
+                conn, form["target"], int(form["mirror"][:9]) if form["mirror"].isdigit()
+                else None, self.ctx.cfg.mail.list))
             if not mails:
                 errors["mirror" if form["target"] == "mirror" else "target"] = (
                     "Nobody to send to: no maintainer addresses (or no list address) are known.")
@@ -362,7 +362,7 @@ class AdminPages:
 
         def thd(conn):
             for mail in mails:
-                queue_mail(conn, kind="admin-mail", sender=cfg.mail.from_, to=mail["to"],
+                queue_mail(conn, kind=mail["kind"], sender=cfg.mail.from_, to=mail["to"],
                            subject=form["subject"], body=form["body"],
                            mirror_id=mail["mirror_id"], author=actor,
                            reply_to=cfg.mail.reply_to, auto=False)
@@ -427,28 +427,32 @@ class AdminPages:
 
     async def applications(self, request):
         status = form_value(request, "status")
-        if status not in ("", "all", "new", "contacted", "accepted", "declined", "withdrawn"):
+        if status not in ("", "all", *statuses.APPLICATION_STATUSES):
             status = ""
-        data = await self.ctx.pool.run_readonly(queries.applications_list(status))
+        data = await self.ctx.pool.run_readonly(queries.applications_list(
+            status, plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now()))
         return await self.ctx.render_threaded(
             "admin/applications.html", request, title="Waiting list", status=status,
-            flash=_done(request), **data)
+            all_statuses=statuses.APPLICATION_STATUSES, flash=_done(request), **data)
 
     async def application(self, request, aid, *, errors=None, code=200, proposed=None):
-        app = await self.ctx.pool.run_readonly(queries.application(int(aid)))
-        if app is None:
+        data = await self.ctx.pool.run_readonly(queries.application(
+            int(aid[:9]), plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now()))
+        if data is None:
             raise HTTPError(404, "No such application.")
+        app = data["app"]
         if proposed is None:
             proposed = await self.ctx.pool.run_readonly(
-                lambda conn: store.next_free_name(conn, app["country"]))
+                lambda conn: store.next_free_name(conn, app.country))
         html = await self.ctx.render_threaded(
-            "admin/application.html", request, title=f"Application #{app['id']}", app=app,
-            proposed=proposed, errors=errors or {}, flash=_done(request))
+            "admin/application.html", request, title=f"Application #{app.id}", proposed=proposed,
+            errors=errors or {}, flash=_done(request), waiting=statuses.WAITING,
+            decisions=statuses.APPLICATION_DECISIONS, **data)
         return Response(html, code=code)
 
     async def application_status(self, request, aid):
         status = form_value(request, "status")
-        if status not in ("new", "contacted", "declined", "withdrawn"):
+        if status not in statuses.APPLICATION_DECISIONS:
             return await self.application(request, aid, code=400, errors={
                 "status": "Choose new, contacted, declined or withdrawn (accept has its own "
                           "button)."})
@@ -456,34 +460,87 @@ class AdminPages:
         try:
             await self.ctx.pool.run(lambda conn: store.set_application_status(
                 conn, int(aid), actor, status))
-        except store.StoreError as e:
+        except Refused as e:
             return await self.application(request, aid, code=409, errors={"status": str(e)})
         return redirect(f"/admin/applications/{int(aid)}", done="status")
 
     async def accept(self, request, aid):
         name = form_value(request, "name").lower()
         actor = _actor(request)
+        rules = self.rules
         try:
-            m = await self.ctx.pool.run(lambda conn: store.accept_application(
-                conn, int(aid), actor, name, self.mail_settings))
-        except store.StoreError as e:
+            m = await plans.change(self.ctx, lambda conn: store.accept_application(
+                conn, int(aid), actor, name, self.mail_settings, rules))
+        except Refused as e:
             return await self.application(request, aid, code=409, errors={"name": str(e)},
                                           proposed=name)
-        return redirect(f"/admin/mirrors/{m['id']}", done="accepted")
+        return redirect(f"/admin/mirrors/{m.id}", done="accepted")
+
+    # --- the outbox --------------------------------------------------------------------------
+
+    async def outbox(self, request, *, error: str = "", code: int = 200):
+        state = form_value(request, "state")
+        if state not in statuses.MAIL_STATES:
+            state = ""
+
+        def thd(conn):
+            return {"mails": _outbox.select(conn, state or None, limit=200),
+                    "counts": _outbox.counts(conn)}
+        data = await self.ctx.pool.run_readonly(thd)
+        html = await self.ctx.render_threaded(
+            "admin/outbox.html", request, title="Outbox", state=state,
+            states=statuses.MAIL_STATES, flash=error or _done(request),
+            flash_kind="bad" if error else "ok", **data)
+        return Response(html, code=code)
+
+    async def outbox_change(self, request, oid, op):
+        actor = _actor(request)
+        fn = store.retry_mail if op == "retry" else store.discard_mail
+        try:
+            await self.ctx.pool.run(lambda conn: fn(conn, int(oid), actor))
+        except Refused as e:
+            return await self.outbox(request, error=str(e), code=409)
+        _log.info("{actor}: outbox mail {id} {op}", actor=actor, id=oid, op=op)
+        return redirect("/admin/outbox", done="retried" if op == "retry" else "discarded")
+
+    # --- users -------------------------------------------------------------------------------
+
+    async def users(self, request, *, error: str = "", code: int = 200):
+        rows = await self.ctx.pool.run_readonly(store.list_users)
+        html = await self.ctx.render_threaded(
+            "admin/users.html", request, title="Users", users=rows, roles=statuses.ROLES,
+            flash=error or _done(request), flash_kind="bad" if error else "ok")
+        return Response(html, code=code)
+
+    async def user_change(self, request, uname, op):
+        actor = _actor(request)
+        role = form_value(request, "role")
+
+        def thd(conn):
+            if op == "role":
+                return store.set_role(conn, uname, role, actor)
+            if op == "delete":
+                return store.delete_user(conn, uname, actor)
+            return store.set_user_disabled(conn, uname, op == "disable", actor)
+        try:
+            await self.ctx.pool.run(thd)
+        except Refused as e:
+            return await self.users(request, error=str(e), code=409)
+        _log.info("{actor}: user {user} {op}", actor=actor, user=uname, op=op)
+        return redirect("/admin/users", done="deleted" if op == "delete" else "user")
 
 
 # --- form handling -------------------------------------------------------------------------------
 
-def _form_from_mirror(m: dict) -> dict:
+def _form_from_mirror(m) -> dict:
     form = {}
     for k in (*DISPLAY_FIELDS, *DNS_FIELDS, *SPEC_FIELDS):
-        v = m.get(k)
+        v = getattr(m, k)
         if k in BOOL_FIELDS:
             form[k] = bool(v)
         else:
             form[k] = "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
-    form["maintainers"] = "\n".join(formataddr((x["name"], x["email"])) if x["name"] else x["email"]
-                                    for x in m["maintainers"])
+    form["maintainers"] = "\n".join(str(x) for x in m.maintainers)
     return form
 
 
@@ -497,90 +554,64 @@ def _form_from_request(request) -> dict:
     return form
 
 
-def validate_mirror_form(form: dict) -> tuple[dict, list[dict], dict]:
-    """(values for store.edit_mirror, maintainers, {field: message}); messages sit by each field."""
+def _sentence(msg: str) -> str:
+    return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")
+
+
+def validate_mirror_form(form: dict, rules: validation.Rules = validation.STRICT
+                         ) -> tuple[dict, tuple, dict]:
+    """(values for store.edit_mirror, maintainers, {field: message}), with dnsd.validation's
+    rules; messages sit by each field."""
     values, errors = {}, {}
-
-    def check(field, fn):
+    for f in (*DNS_FIELDS, *DISPLAY_FIELDS, *SPEC_FIELDS):
+        v = form[f]
+        if f in ("hostname", "country") and not v:
+            errors[f] = f"Please give {'a host name' if f == 'hostname' else 'a country'}."
+            continue
+        if f == "weight" and v == "":
+            v = "1"
         try:
-            values[field] = fn(form[field])
-        except store.StoreError as e:
-            errors[field] = str(e)
-
-    check("name", lambda v: store.check_name(v) if v else None)
-    check("hostname", lambda v: store.check_hostname(v) if v else _missing("a host name"))
-    check("country", lambda v: store.check_country(v) if v else _missing("a country"))
-    check("ipv4", lambda v: store.check_ip(v, 4))
-    check("ipv6", lambda v: store.check_ip(v, 6))
-    for f in ("http_url", "https_url", "ftp_url", "rsync_url"):
-        check(f, lambda v, f=f: store.check_url(v, f))
-    if not any(values.get(f) for f in ("http_url", "https_url")) and \
-            not errors.keys() & {"http_url", "https_url"}:
-        errors["http_url"] = "A mirror needs an HTTP or an HTTPS URL."
-    for f in ("provider_url", "provider_logo"):
-        v = form[f]
-        if v and not is_web_url(v):
-            errors[f] = "An http:// or https:// address, please."
-        elif len(v) > 512:
-            errors[f] = "At most 512 characters."
-        else:
-            values[f] = v
-    if len(form["provider_name"]) > 255:
-        errors["provider_name"] = "At most 255 characters."
-    else:
-        values["provider_name"] = form["provider_name"]
+            values[f] = validation.mirror_field(f, v, rules)
+        except Invalid as e:
+            errors[f] = _sentence(e.message)
+    if not errors.keys() & {*store.URL_FIELDS, "ipv4", "ipv6"}:
+        if problem := validation.mirror_problem(values):
+            errors["http_url"] = _sentence(problem)
+    people: list = []
     try:
-        w = float(form["weight"] or "1")
-        if not (0 <= w <= 1000):
-            raise ValueError
-        values["weight"] = w
-    except ValueError:
-        errors["weight"] = "A number from 0 to 1000."
-    for f in ("bandwidth_mbit", "cores", "memory_gb", "disk_gb"):
-        v = form[f]
-        if not v:
-            values[f] = None
-        elif not v.isascii() or not v.isdigit() or int(v) > 100_000_000:
-            errors[f] = "A whole number (or empty)."
-        else:
-            values[f] = int(v)
-    for f in BOOL_FIELDS:
-        values[f] = bool(form[f])
-    people = []
-    for line in form["maintainers"].splitlines():
-        if line.strip():
-            try:
-                people.append(store.parse_maintainer(line.strip()))
-            except store.StoreError as e:
-                errors["maintainers"] = str(e)
-                break
-    return values, people, errors
+        people = list(validation.maintainers(
+            [line.strip() for line in form["maintainers"].splitlines() if line.strip()]))
+    except Invalid as e:
+        errors["maintainers"] = _sentence(e.message)
+    return values, tuple(people), errors
 
 
 def reason_error(reason: str) -> str:
-    """Why a status-change reason is refused ('' = fine): it goes into a mail's Subject and the
-    mirror list, so one line of at most MAX_REASON characters."""
-    if len(reason) > MAX_REASON:
-        return f"At most {MAX_REASON} characters, please."
-    if any(ord(c) < 32 or ord(c) == 127 for c in reason):
-        return "One line without control characters, please."
+    """Why a status-change reason is refused ('' = fine): dnsd.validation.reason's rule."""
+    try:
+        validation.reason(reason)
+    except Invalid as e:
+        return _sentence(e.message)
     return ""
 
 
-def _missing(what: str):
-    raise store.StoreError(f"Please give {what}.")
-
-
 def _mail_recipients(conn, target: str, mirror_id: int | None, list_addr: str) -> list[dict]:
-    """One mail per mirror (maintainers stay private to each other), or one to the list."""
+    """One mail per mirror (maintainers stay private to each other), or one to the list; who is
+    in each is dnsd.recipients' rule."""
     if target == "list":
-        return [{"to": [list_addr], "mirror_id": None, "label": "the mailing list"}] \
-            if list_addr else []
+        to = recipients.for_kind("admin-mail-list", list_address=list_addr)
+        return [{"to": to, "mirror_id": None, "label": "the mailing list",
+                 "kind": "admin-mail-list"}] if to else []
     groups = queries.maintainer_groups(conn)
     if target == "mirror":
         groups = [g for g in groups if g["id"] == mirror_id]
-    return [{"to": [formataddr((p["name"], p["email"])) for p in g["people"]],
-             "mirror_id": g["id"], "label": g["name"] or g["hostname"]} for g in groups]
+    out = []
+    for g in groups:
+        to = recipients.for_kind("admin-mail", maintainers=g["people"])
+        if to:
+            out.append({"to": to, "mirror_id": g["id"], "label": g["name"] or g["hostname"],
+                        "kind": "admin-mail"})
+    return out
 
 
 def _history(mid: int, now: _dt.datetime):

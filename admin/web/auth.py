@@ -108,8 +108,10 @@ class LoginPages:
         now = self.ctx.now()
 
         def load(conn):
+            # a disabled user is answered like an unknown one (admin.store.set_user_disabled)
             r = conn.execute(sa.select(users.c.id, users.c.password_hash, users.c.locked_until)
-                             .where(users.c.username == username)).first()
+                             .where(users.c.username == username,
+                                    users.c.disabled.is_(False))).first()
             return None if r is None else (r.id, r.password_hash, r.locked_until)
         row = await self.ctx.pool.run_readonly(load) if username else None
         stored = row[1] if row else None

@@ -570,25 +570,19 @@ def static_resource() -> resource.Resource:
 
 # --- template filters --------------------------------------------------------------------------
 
-STATUS_WORDS = {
-    "active": "serving",
-    "disabled-by-probes": "disabled by probes",
-    "disabled-by-admin": "disabled by admin",
-    "pending": "pending",
-    "retired": "retired",
-}
-
-
 def is_web_url(u) -> bool:
     """For `{% if url is web_url %}`: only http(s) URLs become links (never javascript: or data:);
-    the rule of admin.waitinglist, so what a form accepts and what a page links agree."""
-    from admin.waitinglist import is_web_url as _rule
+    dnsd.validation's rule, so what a form accepts and what a page links agree."""
+    from dnsd.validation import is_web_url as _rule
 
     return bool(u) and _rule(str(u))
 
 
 def status_word(status: str) -> str:
-    return STATUS_WORDS.get(status, status)
+    """A status in words (dnsd.statuses); "serving" is never a status word, it is the plan's."""
+    from dnsd.statuses import word
+
+    return word(status)
 
 
 def format_duration(seconds) -> str:

@@ -2,8 +2,9 @@
 
 What it shows: the process registry, where dnsd.metrics registers the DNS collector (dnsd_queries_total,
 dnsd_plan_age_seconds, ...: the DNS service runs in this process), and gauges computed from the
-table: mirrors per status, per-mirror probe state (up, per family, sync age), whether the live
-plan serves each mirror, probe outcomes of the last hour, outbox depth and the waiting list.
+table: mirrors per status, per-mirror probe state (up, per family, sync age), whether the plan
+that answers serves each mirror (dnsd.serving's verdict: the live plan, else one built from the
+same read), probe outcomes of the last hour, outbox depth and the waiting list.
 
 The table gauges are read per scrape with one `pool.run_readonly` (off the reactor thread) and cached
 for a few seconds on ctx.clock, then `generate_latest` runs over in-memory values only, so a scrape
@@ -26,9 +27,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.logger import Logger
 
-from admin.waitinglist import WAITING
+from admin.web import plans
 from admin.web.framework import HTTPError, Response, Router, WebContext, client_ip
-from dnsd.models import STATUSES, applications, mirror_health, mirrors, outbox, probe_results
+from dnsd import outbox, serving, statuses
+from dnsd.models import STATUSES, probe_results
+from dnsd.records import applications as _apps
+from dnsd.records import health as _health
+from dnsd.records import mirrors as _mirrors
 
 _log = Logger(namespace="admin.web.metrics")
 
@@ -36,32 +41,24 @@ CACHE_SECONDS = 5.0
 PROBE_WINDOW = _dt.timedelta(hours=1)
 
 
-def snapshot_thd(now: _dt.datetime):
-    """thd: everything the table gauges need, as plain data."""
+def snapshot_thd(ctx, now: _dt.datetime):
+    """thd: everything the table gauges need, as plain data (and the plan they are judged by)."""
     def thd(conn):
-        m, h = mirrors.c, mirror_health.c
-        by_status = dict(conn.execute(sa.select(m.status, sa.func.count()).group_by(m.status))
-                         .all())
-        per_mirror = [dict(r._mapping) for r in conn.execute(
-            sa.select(m.id, m.name, m.country, m.status, h.failures_in_row, h.last_ok_at,
-                      h.last_probe_at, h.last_sync_at, h.ipv4_up, h.ipv6_up)
-            .select_from(mirrors.outerjoin(mirror_health, h.mirror_id == m.id))
-            .where(m.name.is_not(None), m.status != "retired"))]
+        plan = plans.built_here(ctx, conn)
+        ms = [m for m in _mirrors.select(conn) if m.name and m.status != statuses.RETIRED]
+        health = _health.of(conn, [m.id for m in ms])
         p = probe_results.c
         outcomes = [(bool(ok), err or "", int(n)) for ok, err, n in conn.execute(
             sa.select(p.ok, p.error_class, sa.func.count())
             .where(p.at >= now - PROBE_WINDOW).group_by(p.ok, p.error_class))]
-        o = outbox.c
-        pending = o.sent_at.is_(None) & (o.failed == sa.false())
-        out_pending, oldest = conn.execute(
-            sa.select(sa.func.count(), sa.func.min(o.created_at)).where(pending)).one()
-        out_failed = conn.execute(sa.select(sa.func.count()).where(
-            o.sent_at.is_(None), o.failed == sa.true())).scalar()
-        waiting = conn.execute(sa.select(sa.func.count()).where(
-            applications.c.status.in_(WAITING))).scalar()
-        return {"now": now, "by_status": by_status, "mirrors": per_mirror, "outcomes": outcomes,
-                "outbox_pending": int(out_pending or 0), "outbox_failed": int(out_failed or 0),
-                "outbox_oldest": oldest, "waiting": int(waiting or 0)}
+        counts = outbox.counts(conn)
+        waiting = sum(_apps.waiting_by_country(conn, statuses.WAITING).values())
+        return {"now": now, "by_status": _mirrors.counts_by_status(conn), "plan": plan,
+                "mirrors": [(m, health.get(m.id, _health.NEVER)) for m in ms],
+                "outcomes": outcomes,
+                "outbox_pending": counts[statuses.MAIL_PENDING],
+                "outbox_failed": counts[statuses.MAIL_FAILED],
+                "outbox_oldest": outbox.oldest_pending(conn), "waiting": int(waiting)}
     return thd
 
 
@@ -90,27 +87,27 @@ class TableCollector:
                                 "(absent until probed)", labels=["mirror", "family"])
         age = GaugeMetricFamily("mirrordns_mirror_sync_age_seconds", "Age of the mirror's "
                                 "timestamp file at the last probe", labels=["mirror"])
-        serving = GaugeMetricFamily("mirrordns_mirror_serving", "1 when the live plan names the "
-                                    "mirror in answers", labels=["mirror", "country"])
-        plan = self._plan()
-        for r in s["mirrors"]:
-            if r["last_probe_at"] is not None:
-                ok = (r["failures_in_row"] or 0) == 0 and r["last_ok_at"] is not None
-                up.add_metric([r["name"], r["country"]], 1 if ok else 0)
-            for f, col in (("ipv4", "ipv4_up"), ("ipv6", "ipv6_up")):
-                if r[col] is not None:
-                    fam.add_metric([r["name"], f], 1 if r[col] else 0)
-            if r["last_sync_at"] is not None:
-                age.add_metric([r["name"]], max(0.0, (now - r["last_sync_at"]).total_seconds()))
-            if plan is not None:
-                e = plan.by_id.get(r["id"])
-                serving.add_metric([r["name"], r["country"]], 1 if e is not None and e.serving
-                                   else 0)
+        srv = GaugeMetricFamily("mirrordns_mirror_serving", "1 when the DNS answers with the "
+                                "mirror (the plan's verdict), 0 when not", labels=["mirror",
+                                                                                   "country"])
+        plan = s["plan"]
+        for m, h in s["mirrors"]:
+            if h.last_probe_at is not None:
+                up.add_metric([m.name, m.country], 0 if serving.probe_failing(h) else 1)
+            for f, v in (("ipv4", h.ipv4_up), ("ipv6", h.ipv6_up)):
+                if v is not None:
+                    fam.add_metric([m.name, f], 1 if v else 0)
+            a = serving.sync_age(h.last_sync_at, now)
+            if a is not None:
+                age.add_metric([m.name], a)
+            e = plan.by_id.get(m.id)
+            srv.add_metric([m.name, m.country], 1 if e is not None and e.serving else 0)
         yield up
         yield fam
         yield age
-        if plan is not None:
-            yield serving
+        yield srv
+        yield GaugeMetricFamily("mirrordns_mirrors_serving", "Mirrors the DNS answers with",
+                                value=len(plan.serving))
 
         po = GaugeMetricFamily("mirrordns_probe_results_last_hour", "Probe results of the last "
                                "hour by outcome", labels=["outcome", "error_class"])
@@ -133,9 +130,6 @@ class TableCollector:
                                 max(0.0, (now - oldest).total_seconds()))
         yield GaugeMetricFamily("mirrordns_waiting_applications",
                                 "Mirror offers on the waiting list", value=s["waiting"])
-
-    def _plan(self):
-        return getattr(self.ctx.plan, "current", None) if self.ctx.plan is not None else None
 
 
 class _Forward:
@@ -185,7 +179,8 @@ class MetricsPage:
             raise HTTPError(403, "metrics are for the monitoring host only")
         t = self.ctx.clock.seconds()
         if self._fetched_at is None or t - self._fetched_at >= CACHE_SECONDS:
-            self.table.snap = await self.ctx.pool.run_readonly(snapshot_thd(self.ctx.now()))
+            self.table.snap = await self.ctx.pool.run_readonly(snapshot_thd(self.ctx,
+                                                                            self.ctx.now()))
             self._fetched_at = t
         return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.encode(),
                         headers={b"cache-control": b"no-store"})

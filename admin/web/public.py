@@ -1,12 +1,15 @@
 """The public pages (no login): the mirror list, /mirrors.json, and the application form.
 
-The mirror list shows serving mirrors only. "Serving" is what the DNS answers from: the serving
-entries of the live plan when dnsd hands one in (ctx.plan.current), else of a plan built on the spot
-from the table by dnsd.plan's pure builder (the web running alone).
-Display fields (provider, logo) come from the table, read off the reactor thread. The visitor's
-country comes from ctx.geo on the address `client_ip` believes (X-Forwarded-For only from
-[admin] trusted_proxies); "close to you" is the nearest non-empty tier (country, UN sub-region,
-continent), sorted by distance, as the picker would tier them.
+The mirror list shows serving mirrors only: the serving entries of the plan that answers
+(admin.web.plans: the live plan, else one built on the spot by dnsd.plan's pure builder), which
+carry the display fields too. The visitor's country comes from ctx.geo on the address `client_ip`
+believes (X-Forwarded-For only from [admin] trusted_proxies); "close to you" is the nearest
+non-empty tier of the picker's own tiers (dnsd.picker.tiers_for: country, UN sub-region,
+continent), sorted by distance.
+
+The application form asks for the mirror's host, addresses, URLs and the people who run it;
+admin.waitinglist checks it with dnsd.validation and keeps the applicant's private link open
+until the mirror serves.
 
 The application form is public, so there is no session to hang a CSRF token on. It uses a *signed
 double-submit* token instead: the GET sets a random HttpOnly, SameSite=Strict cookie (path /apply)
@@ -25,10 +28,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from twisted.logger import Logger
 
 from admin import waitinglist
+from admin.web import plans
 from admin.web.framework import (
     HTTPError,
     RateLimiter,
@@ -39,9 +42,8 @@ from admin.web.framework import (
     redirect,
     set_cookie,
 )
-from dnsd import countries
-from dnsd.models import ACTIVE, mirrors
-from dnsd.plan import build_plan, load_rows
+from dnsd import countries, picker, validation
+from dnsd.errors import Refused
 
 _log = Logger(namespace="admin.web.public")
 
@@ -102,7 +104,7 @@ class FormTokens:
 
 @dataclass(frozen=True)
 class PublicMirror:
-    name: str
+    name: str | None
     hostname: str
     country: str
     country_name: str
@@ -115,6 +117,12 @@ class PublicMirror:
     rsync_url: str
     ipv6: bool
     backup: bool
+    lat: float | None = None
+    lon: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.hostname
 
     def as_json(self) -> dict:
         return {
@@ -128,71 +136,50 @@ class PublicMirror:
         }
 
 
-def plan_serving_names(plan) -> set[str]:
-    """Names of the mirrors a dnsd.plan.ResolutionPlan calls serving."""
-    return {e.name for e in plan.mirrors if e.serving and e.name}
-
-
 def _safe_url(u: str | None) -> str:
-    return u if u and waitinglist.is_web_url(u) else ""
+    return u if u and validation.is_web_url(u) else ""
 
 
 def _safe_logo(u: str | None) -> str:
     """Logos over https only: the pages' Content-Security-Policy allows no other images."""
-    return u if u and u.startswith("https://") and waitinglist.is_web_url(u) else ""
+    return u if u and u.startswith("https://") and validation.is_web_url(u) else ""
 
 
-def load_mirrors_thd(cfg, now, with_plan: bool):
-    """thd: (active named mirrors as PublicMirror, serving names or None, waiting-list counts).
-
-    Without a live plan (the web running alone) the serving names come from a plan built here from
-    the same rows by dnsd.plan's pure builder, so the page and the DNS never disagree on the rule.
-    """
-    def thd(conn):
-        m = mirrors.c
-        rows = conn.execute(
-            sa.select(m.name, m.hostname, m.country, m.provider_name, m.provider_url,
-                      m.provider_logo, m.http_url, m.https_url, m.ftp_url, m.rsync_url, m.ipv6,
-                      m.has_ipv6, m.backup)
-            .where(m.status == ACTIVE, m.name.is_not(None))
-            .order_by(m.country, m.name)
-        ).mappings().all()
-        out = []
-        for r in rows:
-            c = countries.get(r["country"])
-            out.append(PublicMirror(
-                name=r["name"], hostname=r["hostname"], country=r["country"],
-                country_name=c.name if c else r["country"],
-                provider_name=r["provider_name"] or "", provider_url=_safe_url(r["provider_url"]),
-                provider_logo=_safe_logo(r["provider_logo"]),
-                http_url=_safe_url(r["http_url"]), https_url=_safe_url(r["https_url"]),
-                ftp_url=r["ftp_url"] or "", rsync_url=r["rsync_url"] or "",
-                ipv6=bool(r["ipv6"]) or bool(r["has_ipv6"]), backup=bool(r["backup"])))
-        names = None
-        if not with_plan:
-            names = plan_serving_names(build_plan(load_rows(conn), cfg, now))
-        return out, names, waitinglist.waiting_counts(conn)
-    return thd
+def public_mirror(e) -> PublicMirror:
+    """A serving plan entry as the public list shows it."""
+    c = countries.get(e.country)
+    return PublicMirror(
+        name=e.name, hostname=e.hostname, country=e.country,
+        country_name=c.name if c else e.country, provider_name=e.provider_name or "",
+        provider_url=_safe_url(e.provider_url), provider_logo=_safe_logo(e.provider_logo),
+        http_url=_safe_url(e.http), https_url=_safe_url(e.https), ftp_url=e.ftp or "",
+        rsync_url=e.rsync or "", ipv6=not e.family_problem("AAAA"), backup=e.backup,
+        lat=e.lat, lon=e.lon)
 
 
-def close_to(mirrors_: list[PublicMirror], cc: str | None,
-             limit: int = CLOSE_LIMIT) -> tuple[str, list[PublicMirror]]:
-    """The nearest non-empty tier for a visitor in country cc: (tier word, mirrors by distance)."""
+def serving_mirrors(plan) -> list[PublicMirror]:
+    return [public_mirror(e) for e in plan.serving]
+
+
+def close_to(plan, cc: str | None, limit: int = CLOSE_LIMIT) -> tuple[str, list[PublicMirror]]:
+    """The nearest non-empty tier of the picker (country, sub-region, continent; never the world)
+    for a visitor in country cc: (tier word, mirrors by distance)."""
     here = countries.get(cc) if cc else None
     if here is None:
         return "none", []
-    tiers = (("country", lambda c: c.alpha2 == here.alpha2),
-             ("subregion", lambda c: bool(here.subregion) and c.subregion == here.subregion),
-             ("continent", lambda c: c.continent == here.continent))
-    for word, same in tiers:
-        picked = []
-        for mm in mirrors_:
-            c = countries.get(mm.country)
-            if c is not None and same(c) and not mm.backup:
-                picked.append((countries.distance_km(here, c) or 0.0, mm.country, mm.name, mm))
-        if picked:
-            picked.sort(key=lambda t: t[:3])
-            return word, [t[3] for t in picked[:limit]]
+    loc = picker.Location.of_country(here.alpha2)
+    point = loc.point()
+    for level, key in picker.tiers_for(loc):
+        if level == "world":
+            break
+        entries = plan.pool(None, level, key)
+        if entries:
+            def dist(e):
+                if point is None or e.lat is None:
+                    return 0.0
+                return countries.haversine_km(point[0], point[1], e.lat, e.lon)
+            ordered = sorted(entries, key=lambda e: (dist(e), e.country, _name_key(e.label)))
+            return level, [public_mirror(e) for e in ordered[:limit]]
     return "none", []
 
 
@@ -201,7 +188,7 @@ def by_country(mirrors_: list[PublicMirror]) -> list[tuple[str, str, list[Public
     groups: dict[str, list[PublicMirror]] = collections.defaultdict(list)
     for mm in mirrors_:
         groups[mm.country].append(mm)
-    out = [(cc, ms[0].country_name, sorted(ms, key=lambda x: _name_key(x.name)))
+    out = [(cc, ms[0].country_name, sorted(ms, key=lambda x: _name_key(x.label)))
            for cc, ms in groups.items()]
     return sorted(out, key=lambda g: g[1])
 
@@ -242,14 +229,10 @@ class PublicPages:
         root.putChild(b"apply", apply)
 
     # -- the mirror list --
-    async def _serving(self) -> tuple[list[PublicMirror], dict[str, int]]:
-        ctx = self.ctx
-        plan = getattr(ctx.plan, "current", None) if ctx.plan is not None else None
-        rows, names, counts = await ctx.pool.run_readonly(
-            load_mirrors_thd(ctx.cfg, ctx.now(), with_plan=plan is not None))
-        if plan is not None:
-            names = plan_serving_names(plan)
-        return [m for m in rows if m.name in names], counts
+    async def _serving(self):
+        plan = await plans.current(self.ctx)
+        counts = await self.ctx.pool.run_readonly(waitinglist.waiting_counts)
+        return plan, serving_mirrors(plan), counts
 
     def _visitor(self, request) -> tuple[str, str | None]:
         ip = client_ip(self.ctx, request)
@@ -262,9 +245,9 @@ class PublicPages:
         return ip, cc
 
     async def mirror_list(self, request):
-        ms, counts = await self._serving()
+        plan, ms, counts = await self._serving()
         _ip, cc = self._visitor(request)
-        tier, close = close_to(ms, cc)
+        tier, close = close_to(plan, cc)
         here = countries.get(cc) if cc else None
         return await self.ctx.render_threaded(       # a long list: jinja off the reactor thread
             "public/mirrors.html", request, title=self.ctx.cfg.admin.public_title,
@@ -273,12 +256,13 @@ class PublicPages:
 
     async def mirrors_json(self, request):
         import json
-        ms, _counts = await self._serving()
+        plan, ms, _counts = await self._serving()
         _ip, cc = self._visitor(request)
-        tier, close = close_to(ms, cc)
+        tier, close = close_to(plan, cc)
         body = {
             "generated_at": self.ctx.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "your_country": cc, "close_tier": tier, "close": [m.name for m in close],
+            "plan_version": plan.version,
+            "your_country": cc, "close_tier": tier, "close": [m.label for m in close],
             "mirrors": [m.as_json() for _cc, _n, group in by_country(ms) for m in group],
         }
         return Response(json.dumps(body, indent=1), content_type=b"application/json",
@@ -290,15 +274,17 @@ class PublicPages:
         return sorted(((c.alpha2, c.name) for c in countries.all_countries()), key=lambda t: t[1])
 
     async def _form_page(self, request, *, values=None, errors=None, message="", code=200,
-                         template="public/apply.html", **extra):
+                         template="public/apply.html", people=None, **extra):
         counts = await self.ctx.pool.run_readonly(waitinglist.waiting_counts)
         waiting = sorted(((cc, (countries.get(cc).name if countries.get(cc) else cc), n)
                           for cc, n in counts.items()), key=lambda t: t[1])
+        rows = list(people or [])[:waitinglist.EXTRA_PEOPLE]
+        rows += [("", "")] * (waitinglist.EXTRA_PEOPLE - len(rows))
         html = await self.ctx.render_threaded(
             template, request, title="Offer a mirror", values=values or {}, errors=errors or {},
             message=message, form_token=self.tokens.issue(self.ctx, request),
             country_choices=self._country_choices(), waiting=waiting, honeypot=HONEYPOT,
-            int_fields=waitinglist.INT_FIELDS, **extra)
+            int_fields=waitinglist.INT_FIELDS, people=rows, **extra)
         return Response(html, code=code, headers={b"cache-control": b"no-store"})
 
     async def apply_form(self, request):
@@ -315,6 +301,23 @@ class PublicPages:
             except UnicodeDecodeError:
                 raise HTTPError(400, "form data is not UTF-8") from None
         return out
+
+    @staticmethod
+    def _people(request) -> list[tuple[str, str]]:
+        """The extra maintainer rows of the form (m_name / m_email, in order)."""
+        try:
+            names = [v.decode("utf-8") for v in request.args.get(b"m_name", [])]
+            mails = [v.decode("utf-8") for v in request.args.get(b"m_email", [])]
+        except UnicodeDecodeError:
+            raise HTTPError(400, "form data is not UTF-8") from None
+        n = min(max(len(names), len(mails)), waitinglist.EXTRA_PEOPLE)
+        names += [""] * n
+        mails += [""] * n
+        return list(zip(names[:n], mails[:n]))
+
+    @property
+    def rules(self) -> validation.Rules:
+        return validation.Rules.from_config(self.ctx.cfg)
 
     def _rate_limited(self, request, limiter: RateLimiter) -> Response | None:
         ip = client_ip(self.ctx, request)
@@ -340,32 +343,48 @@ class PublicPages:
         if form.get(HONEYPOT, "").strip():
             _log.info("application form honeypot filled from {ip}", ip=client_ip(self.ctx, request))
             return redirect("/apply/sent")
-        v = waitinglist.validate(form)
+        people = self._people(request)
+        v = waitinglist.validate(form, people, self.rules)
         if not v.ok:
             return await self._form_page(request, values=form, errors=v.errors, code=400,
+                                         people=people,
                                          message="Please correct the fields marked below.")
         cfg = self.ctx.cfg
         ip = client_ip(self.ctx, request)
         now = self.ctx.now()
         await self.ctx.pool.run(lambda conn: waitinglist.create(
-            conn, v.values, source_ip=ip, base_url=waitinglist.public_base_url(cfg),
+            conn, v, source_ip=ip, base_url=waitinglist.public_base_url(cfg),
             sender=cfg.mail.from_, reply_to=cfg.mail.reply_to, title=cfg.admin.public_title,
             now=now))
         return redirect("/apply/sent")
 
     # -- the applicant's private link --
+    async def _mirror_state(self, app) -> tuple[bool | None, str]:
+        """(serving, why not) of the mirror an accepted offer became (None: it has none)."""
+        if app.mirror_id is None:
+            return None, ""
+        plan = await plans.current(self.ctx)
+        e = plan.by_id.get(app.mirror_id)
+        if e is None:
+            return False, "not in the DNS plan yet"
+        return e.serving, e.reason
+
     async def _manage_page(self, request, token, app, **kw):
-        return await self._form_page(request, template="public/apply_manage.html", app=app,
-                                     token=token, done=kw.pop("done", ""), **kw)
+        serving, why = await self._mirror_state(app)
+        return await self._form_page(
+            request, template="public/apply_manage.html", app=app, token=token,
+            done=kw.pop("done", ""), mirror_serving=serving, mirror_reason=why,
+            link_open=waitinglist.link_open(app, serving), waiting_statuses=waitinglist.WAITING,
+            people=kw.pop("people", [(p.name, p.email) for p in app.maintainers[1:]]), **kw)
 
     async def manage_form(self, request, token):
         app = await self.ctx.pool.run_readonly(lambda conn: waitinglist.by_token(conn, token))
         if app is None:
             raise HTTPError(404, "There is no application behind this link.")
         done = (request.args.get(b"done") or [b""])[0].decode("ascii", "replace")
-        values = {k: ("" if app[k] is None else str(app[k])) for k in
+        values = {k: ("" if getattr(app, k) is None else str(getattr(app, k))) for k in
                   (*waitinglist.TEXT_FIELDS, *waitinglist.INT_FIELDS)}
-        values.update({k: "on" if app[k] else "" for k in waitinglist.BOOL_FIELDS})
+        values.update({k: "on" if getattr(app, k) else "" for k in waitinglist.BOOL_FIELDS})
         return await self._manage_page(request, token, app, values=values,
                                        done=done if done in ("updated", "confirmed",
                                                              "withdrawn") else "")
@@ -378,17 +397,22 @@ class PublicPages:
         if app is None:
             raise HTTPError(404, "There is no application behind this link.")
         form = self._form(request)
+        people = self._people(request)
         if not self.tokens.valid(request):
             return await self._manage_page(
-                request, token, app, values=form, code=403,
+                request, token, app, values=form, code=403, people=people,
                 message="This form has expired or did not come from this site; please submit it "
                         "again.")
-        if app["status"] not in waitinglist.WAITING:
+        serving, _why = await self._mirror_state(app)
+        if not waitinglist.link_open(app, serving):
             return await self._manage_page(request, token, app, values=form, code=409,
+                                           people=people,
                                            message="This application is closed; it can no "
                                                    "longer be changed.")
         action = form.get("action", "")
         now = self.ctx.now()
+        if action in ("confirm", "withdraw") and app.status not in waitinglist.WAITING:
+            raise HTTPError(400, "Unknown action.")
         if action == "confirm":
             await self.ctx.pool.run(lambda conn: waitinglist.confirm(conn, token, now))
             return redirect(f"/apply/{token}", done="confirmed")
@@ -397,12 +421,20 @@ class PublicPages:
             return redirect(f"/apply/{token}", done="withdrawn")
         if action != "update":
             raise HTTPError(400, "Unknown action.")
-        v = waitinglist.validate(form)
+        v = waitinglist.validate(form, people, self.rules)
         if not v.ok:
             return await self._manage_page(request, token, app, values=form, errors=v.errors,
-                                           code=400,
+                                           code=400, people=people,
                                            message="Please correct the fields marked below.")
-        await self.ctx.pool.run(lambda conn: waitinglist.update(conn, token, v.values, now))
+        rules = self.rules
+        try:
+            await plans.change(self.ctx, lambda conn: waitinglist.update(
+                conn, token, v, mirror_serving=serving, rules=rules, now=now))
+        except Refused as e:                        # a rule of the table (a host taken, ...)
+            return await self._manage_page(
+                request, token, app, values=form, code=409, people=people,
+                errors={e.field if e.field in form else "hostname": e.message},
+                message="Please correct the fields marked below.")
         return redirect(f"/apply/{token}", done="updated")
 
 

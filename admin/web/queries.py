@@ -1,106 +1,106 @@
-"""Read-only queries behind the admin pages; each is a thd(conn) returning plain data (STYLE E8).
+"""Read-only queries behind the admin pages; each is a thd(conn) returning records (STYLE E8).
 
-Changes go through admin.store (audit, version bump, list mail); this module only reads.
+Changes go through admin.store (audit, version bump, list mail); this module only reads. Whether
+a mirror serves, and its score, come from the plan the page is shown with (admin.web.plans): the
+queries take it, or build it from the same transaction when the web runs alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 
 import sqlalchemy as sa
 
-from dnsd import countries
-from dnsd.models import (
-    ACTIVE,
-    DISABLED_ADMIN,
-    DISABLED_PROBES,
-    PENDING,
-    RETIRED,
-    STATUSES,
-    applications,
-    audit,
-    maintainers,
-    mirror_health,
-    mirrors,
-    notes,
-    outbox,
-    probe_results,
-)
-from dnsd.score import ScoreInputs, compute
+from dnsd import countries, serving, statuses
+from dnsd.errors import NotFound
+from dnsd.models import mirrors, outbox, probe_results
+from dnsd.plan import build_plan, load_rows
+from dnsd.records import applications as _apps
+from dnsd.records import health as _health
+from dnsd.records import maintainers as _maint
+from dnsd.records import mirrors as _mirrors
+from dnsd.records import notes as _notes
+from dnsd.records.health import Health
+from dnsd.records.mirrors import Mirror
 
-HEALTH_COLS = ("last_probe_at", "last_ok_at", "last_error", "last_sync_at", "ipv4_up", "ipv6_up",
-               "https_ok", "uptime_24h", "uptime_7d", "uptime_30d", "rtt_p50_ms", "rtt_p95_ms",
-               "geo_check", "failures_in_row", "passes_in_row")
+STATUS_ORDER = statuses.DISPLAY_ORDER
 
 
-def score_of(m: dict, now: _dt.datetime, max_age: float):
-    """dnsd.score for a mirror row merged with its health columns (None when never probed)."""
-    sync_age = None
-    if m.get("last_sync_at") is not None:
-        sync_age = max(0.0, (now - m["last_sync_at"]).total_seconds())
-    return compute(ScoreInputs(
-        bandwidth_mbit=m.get("bandwidth_mbit"), cores=m.get("cores"), memory_gb=m.get("memory_gb"),
-        has_https=bool(m.get("has_https")), has_ipv6=bool(m.get("has_ipv6")),
-        uptime_7d=m.get("uptime_7d"), rtt_p95_ms=m.get("rtt_p95_ms"), sync_age=sync_age,
-        weight=m.get("weight") if m.get("weight") is not None else 1.0,
-    ), max_age)
+@dataclasses.dataclass(frozen=True)
+class MirrorView:
+    """A mirror as a page shows it: its record, its health and the plan's verdict on it. Fields of
+    the mirror and of its health read through (`view.hostname`, `view.last_probe_at`)."""
+
+    mirror: Mirror
+    health: Health
+    entry: object = None                  # the plan's MirrorEntry (None: not in that plan)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        extra = object.__getattribute__(self, "extra")
+        if name in extra:
+            return extra[name]
+        m = object.__getattribute__(self, "mirror")
+        if name in Mirror.__dataclass_fields__:
+            return getattr(m, name)
+        return getattr(object.__getattribute__(self, "health"), name)
+
+    def __getitem__(self, name):
+        return getattr(self, name)
+
+    @property
+    def serving(self) -> bool:
+        return bool(self.entry is not None and self.entry.serving)
+
+    @property
+    def serving_reason(self) -> str:
+        if self.entry is None:
+            return "not in the plan yet"
+        return self.entry.reason
+
+    @property
+    def score(self):
+        return self.entry.score_detail if self.entry is not None else None
+
+    @property
+    def sync_age(self) -> float | None:
+        return self.entry.sync_age if self.entry is not None else None
 
 
-def _latest_notes(conn, ids=None) -> dict[int, dict]:
-    last = sa.select(notes.c.mirror_id, sa.func.max(notes.c.id).label("nid")) \
-        .group_by(notes.c.mirror_id)
-    if ids is not None:
-        last = last.where(notes.c.mirror_id.in_(ids))
-    last = last.subquery()
-    rows = conn.execute(sa.select(notes.c.mirror_id, notes.c.author, notes.c.created_at,
-                                  notes.c.text).join(last, notes.c.id == last.c.nid))
-    return {r.mirror_id: {"author": r.author, "created_at": r.created_at, "text": r.text}
-            for r in rows}
+def _plan(conn, plan, cfg, now):
+    return plan if plan is not None else build_plan(load_rows(conn), cfg, now)
 
 
-def mirror_list(country: str = "", status: str = "", *, now: _dt.datetime, max_age: float):
+def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.datetime):
     """Everything the mirror list shows: groups by country, totals, filter choices."""
     def thd(conn):
-        q = (sa.select(mirrors, *[mirror_health.c[c] for c in HEALTH_COLS])
-             .select_from(mirrors.outerjoin(mirror_health,
-                                            mirror_health.c.mirror_id == mirrors.c.id)))
-        if country:
-            q = q.where(mirrors.c.country == country)
-        if status:
-            q = q.where(mirrors.c.status == status)
-        q = q.order_by(mirrors.c.country, sa.func.length(mirrors.c.name), mirrors.c.name,
-                       mirrors.c.id)
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-        latest = _latest_notes(conn)
-        for m in rows:
-            m["latest_note"] = latest.get(m["id"])
-            m["score"] = score_of(m, now, max_age).total
-            m["sync_age"] = (None if m["last_sync_at"] is None
-                             else (now - m["last_sync_at"]).total_seconds())
-        totals = {s: 0 for s in STATUSES}
-        for s, n in conn.execute(sa.select(mirrors.c.status, sa.func.count())
-                                 .group_by(mirrors.c.status)):
-            totals[s] = int(n)
-        totals["total"] = sum(totals[s] for s in STATUSES)
+        p = _plan(conn, plan, cfg, now)
+        ms = _mirrors.select(conn, country or None, status or None)
+        health = _health.of(conn, [m.id for m in ms])
+        latest = _notes.latest_notes(conn)
+        views = [MirrorView(m, health.get(m.id, _health.NEVER), p.by_id.get(m.id),
+                            {"latest_note": latest.get(m.id)}) for m in ms]
+        totals = _mirrors.counts_by_status(conn)
+        totals["total"] = sum(totals.values())
+        totals["serving"] = len(p.serving)
         all_cc = sorted(set(conn.execute(sa.select(mirrors.c.country).distinct()).scalars()))
-        waiting = dict(conn.execute(
-            sa.select(applications.c.country, sa.func.count())
-            .where(applications.c.status.in_(("new", "contacted")))
-            .group_by(applications.c.country)).all())
+        waiting = _apps.waiting_by_country(conn, statuses.WAITING)
         groups: list[dict] = []
-        for m in rows:
-            if not groups or groups[-1]["country"] != m["country"]:
-                c = countries.get(m["country"])
-                groups.append({"country": m["country"], "name": c.name if c else m["country"],
-                               "mirrors": [], "waiting": int(waiting.get(m["country"], 0)),
+        for v in views:
+            if not groups or groups[-1]["country"] != v.country:
+                c = countries.get(v.country)
+                groups.append({"country": v.country, "name": c.name if c else v.country,
+                               "mirrors": [], "waiting": int(waiting.get(v.country, 0)),
                                "serving": 0})
-            groups[-1]["mirrors"].append(m)
-            if m["status"] == ACTIVE:
-                groups[-1]["serving"] += 1
+            groups[-1]["mirrors"].append(v)
+            groups[-1]["serving"] += int(v.serving)
         choices = [(cc, (countries.get(cc).name if countries.get(cc) else cc)) for cc in all_cc]
         return {"groups": groups, "totals": totals, "countries": choices,
-                "shown": len(rows)}
+                "shown": len(views), "plan": p}
     return thd
 
 
@@ -134,50 +134,41 @@ def _show(v) -> str:
     return str(v)
 
 
-def mirror_page(mid: int, *, now: _dt.datetime, max_age: float, results: int = 50):
+def mirror_page(mid: int, *, plan, cfg, now: _dt.datetime, results: int = 50):
     """One mirror with maintainers, health, all notes, audit, last probe results, mails sent."""
     def thd(conn):
-        row = conn.execute(sa.select(mirrors).where(mirrors.c.id == mid)).first()
-        if row is None:
+        m = _mirrors.get(conn, mid)
+        if m is None:
             return None
-        m = dict(row._mapping)
-        h = conn.execute(sa.select(mirror_health).where(mirror_health.c.mirror_id == mid)).first()
-        m["health"] = dict(h._mapping) if h else None
-        for c in HEALTH_COLS:
-            m[c] = m["health"][c] if m["health"] else None
-        m["maintainers"] = [dict(r._mapping) for r in conn.execute(
-            sa.select(maintainers.c.name, maintainers.c.email)
-            .where(maintainers.c.mirror_id == mid).order_by(maintainers.c.id))]
-        m["notes"] = [dict(r._mapping) for r in conn.execute(
-            sa.select(notes.c.author, notes.c.created_at, notes.c.text)
-            .where(notes.c.mirror_id == mid)
-            .order_by(notes.c.created_at.desc(), notes.c.id.desc()))]
-        m["audit"] = [audit_entry(dict(r._mapping)) for r in conn.execute(
-            sa.select(audit).where(audit.c.mirror_id == mid)
-            .order_by(audit.c.at.desc(), audit.c.id.desc()).limit(200))]
-        m["results"] = [dict(r._mapping) for r in conn.execute(
-            sa.select(probe_results).where(probe_results.c.mirror_id == mid)
-            .order_by(probe_results.c.at.desc(), probe_results.c.id.desc()).limit(results))]
-        m["mails"] = [dict(r._mapping) for r in conn.execute(
-            sa.select(outbox.c.id, outbox.c.created_at, outbox.c.kind, outbox.c.author,
-                      outbox.c.recipients, outbox.c.subject, outbox.c.sent_at, outbox.c.failed)
-            .where(outbox.c.mirror_id == mid)
-            .order_by(outbox.c.created_at.desc(), outbox.c.id.desc()).limit(30))]
-        m["sync_age"] = (None if m["last_sync_at"] is None
-                         else (now - m["last_sync_at"]).total_seconds())
-        m["score"] = score_of(m, now, max_age)
-        c = countries.get(m["country"])
-        m["country_name"] = c.name if c else m["country"]
-        return m
+        p = _plan(conn, plan, cfg, now)
+        c = countries.get(m.country)
+        extra = {
+            "maintainers": _maint.of_mirror(conn, mid),
+            "notes": _notes.notes_of(conn, mid),
+            "audit": [audit_entry(dataclasses.asdict(a)) for a in
+                      _notes.audit_entries(conn, mid, 200)],
+            "results": [dict(r._mapping) for r in conn.execute(
+                sa.select(probe_results).where(probe_results.c.mirror_id == mid)
+                .order_by(probe_results.c.at.desc(), probe_results.c.id.desc())
+                .limit(results))],
+            "mails": [dict(r._mapping) for r in conn.execute(
+                sa.select(outbox.c.id, outbox.c.created_at, outbox.c.kind, outbox.c.author,
+                          outbox.c.recipients, outbox.c.subject, outbox.c.sent_at,
+                          outbox.c.failed, outbox.c.discarded_at)
+                .where(outbox.c.mirror_id == mid)
+                .order_by(outbox.c.created_at.desc(), outbox.c.id.desc()).limit(30))],
+            "country_name": c.name if c else m.country,
+            "plan_version": p.version, "plan_built_at": p.built_at,
+        }
+        h = _health.get(conn, mid)
+        extra["addresses"] = serving.addresses(m, h)
+        return MirrorView(m, h, p.by_id.get(mid), extra)
     return thd
 
 
-def mirror_choices(conn) -> list[dict]:
+def mirror_choices(conn) -> list[Mirror]:
     """Mirrors for the mail form's select (not retired), by country and name."""
-    return [dict(r._mapping) for r in conn.execute(
-        sa.select(mirrors.c.id, mirrors.c.name, mirrors.c.hostname, mirrors.c.country)
-        .where(mirrors.c.status != RETIRED)
-        .order_by(mirrors.c.country, sa.func.length(mirrors.c.name), mirrors.c.name))]
+    return [m for m in _mirrors.select(conn) if m.status in statuses.LIVE]
 
 
 def sent_mails(limit: int = 100):
@@ -194,82 +185,69 @@ def sent_mails(limit: int = 100):
 
 
 def maintainer_groups(conn) -> list[dict]:
-    """[{mirror id, name, hostname, emails}] for every mirror that is not retired."""
-    rows = conn.execute(
-        sa.select(mirrors.c.id, mirrors.c.name, mirrors.c.hostname, maintainers.c.name.label("mn"),
-                  maintainers.c.email)
-        .join(maintainers, maintainers.c.mirror_id == mirrors.c.id)
-        .where(mirrors.c.status != RETIRED)
-        .order_by(mirrors.c.country, mirrors.c.name, maintainers.c.id))
-    out: dict[int, dict] = {}
-    for r in rows:
-        g = out.setdefault(r.id, {"id": r.id, "name": r.name, "hostname": r.hostname,
-                                  "people": []})
-        g["people"].append({"name": r.mn, "email": r.email})
-    return list(out.values())
+    """[{id, name, hostname, people: (Maintainer, ...)}] for every live mirror with maintainers."""
+    ms = mirror_choices(conn)
+    people = _maint.of(conn, [m.id for m in ms])
+    return [{"id": m.id, "name": m.name, "hostname": m.hostname, "people": people[m.id]}
+            for m in ms if people[m.id]]
 
 
-def applications_list(status: str = ""):
+def serving_by_country(plan) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in plan.serving:
+        out[e.country] = out.get(e.country, 0) + 1
+    return out
+
+
+def applications_list(status: str = "", *, plan, cfg, now: _dt.datetime):
     """Applications grouped by country (waiting ones by default), with per-country counts."""
     def thd(conn):
-        a = applications.c
-        q = sa.select(applications)
-        if status == "all":
-            pass
-        elif status:
-            q = q.where(a.status == status)
-        else:
-            q = q.where(a.status.in_(("new", "contacted")))
-        rows = [dict(r._mapping) for r in conn.execute(q.order_by(a.country, a.created_at, a.id))]
-        counts = {s: 0 for s in ("new", "contacted", "accepted", "declined", "withdrawn")}
-        for s, n in conn.execute(sa.select(a.status, sa.func.count()).group_by(a.status)):
-            counts[s] = int(n)
+        chosen = None if status == "all" else ((status,) if status else statuses.WAITING)
+        rows = _apps.select(conn, chosen)
+        counts = {s: 0 for s in statuses.APPLICATION_STATUSES}
+        counts.update(_apps.counts_by_status(conn))
         groups: list[dict] = []
         for r in rows:
-            if not groups or groups[-1]["country"] != r["country"]:
-                c = countries.get(r["country"])
-                groups.append({"country": r["country"], "name": c.name if c else r["country"],
+            if not groups or groups[-1]["country"] != r.country:
+                c = countries.get(r.country)
+                groups.append({"country": r.country, "name": c.name if c else r.country,
                                "apps": [], "waiting": 0})
             groups[-1]["apps"].append(r)
-            if r["status"] in ("new", "contacted"):
+            if r.status in statuses.WAITING:
                 groups[-1]["waiting"] += 1
-        serving = dict(conn.execute(
-            sa.select(mirrors.c.country, sa.func.count()).where(mirrors.c.status == ACTIVE)
-            .group_by(mirrors.c.country)).all())
+        by_cc = serving_by_country(_plan(conn, plan, cfg, now))
         for g in groups:
-            g["serving"] = int(serving.get(g["country"], 0))
+            g["serving"] = by_cc.get(g["country"], 0)
         return {"groups": groups, "counts": counts, "shown": len(rows)}
     return thd
 
 
-def application(app_id: int):
+def application(app_id: int, *, plan, cfg, now: _dt.datetime):
     def thd(conn):
-        r = conn.execute(sa.select(applications).where(applications.c.id == app_id)).first()
-        if r is None:
+        try:
+            app = _apps.get(conn, app_id)
+        except NotFound:
             return None
-        app = dict(r._mapping)
-        c = countries.get(app["country"])
-        app["country_name"] = c.name if c else app["country"]
-        app["mirror"] = None
-        if app["mirror_id"]:
-            mr = conn.execute(sa.select(mirrors.c.id, mirrors.c.name, mirrors.c.status)
-                              .where(mirrors.c.id == app["mirror_id"])).first()
-            app["mirror"] = dict(mr._mapping) if mr else None
-        app["history"] = []
-        for r in conn.execute(sa.select(audit).where(audit.c.action.in_(
-                ("application-status", "application-accept"))).order_by(audit.c.at.desc(),
-                                                                        audit.c.id.desc())):
+        c = countries.get(app.country)
+        p = _plan(conn, plan, cfg, now)
+        mirror = None
+        if app.mirror_id:
+            m = _mirrors.get(conn, app.mirror_id)
+            if m is not None:
+                e = p.by_id.get(m.id)
+                mirror = {"id": m.id, "name": m.name, "status": m.status,
+                          "serving": bool(e and e.serving),
+                          "reason": e.reason if e else "not in the plan yet"}
+        history = []
+        for r in _notes.audit_entries(conn, None, 10_000, ("application-status",
+                                                           "application-accept")):
             try:
                 ref = json.loads(r.after or "{}").get("application")
             except (ValueError, AttributeError):
                 continue
             if ref == app_id:
-                app["history"].append(audit_entry(dict(r._mapping)))
-        same = conn.execute(sa.select(sa.func.count()).select_from(mirrors).where(
-            mirrors.c.country == app["country"], mirrors.c.status == ACTIVE)).scalar_one()
-        app["serving_in_country"] = int(same)
-        return app
+                history.append(audit_entry(dataclasses.asdict(r)))
+        return {"app": app, "country_name": c.name if c else app.country, "mirror": mirror,
+                "history": history,
+                "serving_in_country": serving_by_country(p).get(app.country, 0)}
     return thd
-
-
-STATUS_ORDER = (ACTIVE, DISABLED_PROBES, DISABLED_ADMIN, PENDING, RETIRED)
