@@ -227,16 +227,14 @@ def parse_mirmon(text: str, fname: str = "<input>") -> Parsed:
 
 
 def _contact(text: str):
-    """A contact column: mailto:a@b, a@b or "Name <a@b>"; a Unix timestamp means none."""
+    """A contact column: mailto:a@b, a@b or "Name <a@b>" (dnsd.validation's rules: a control
+    character or a bad address refuses the line); a Unix timestamp means none."""
     t = text.strip()
     if not t or t.isdigit():
         return None
     if t.lower().startswith("mailto:"):
         t = t[7:]
-    try:
-        return validation.parse_maintainer(t)
-    except Refused:
-        return None
+    return validation.parse_maintainer(t)
 
 
 def parse_apache(text: str, fname: str = "<input>") -> Parsed:
@@ -250,8 +248,12 @@ def parse_apache(text: str, fname: str = "<input>") -> Parsed:
             raise ImportFormatError(f"{fname}:{lineno}: expected 'type cc url contact', found "
                                     f"{len(parts)} fields")
         typ, cc, url = parts[0].lower(), parts[1], parts[2]
-        contact = _contact(parts[3]) if len(parts) == 4 else None
         host = _host_of(url, fname, lineno)
+        try:
+            contact = _contact(parts[3]) if len(parts) == 4 else None
+        except Refused as e:
+            skipped.append(Skipped(lineno, url, f"contact: {e.message}"))
+            continue
         if typ not in ("http", "https", "ftp", "rsync"):
             skipped.append(Skipped(lineno, url, f"type '{parts[0]}' is not http, https, ftp or "
                                                 "rsync"))

@@ -60,6 +60,7 @@ def rows() -> list[dict]:
             host = r["hostname"]
             out.append(row(
                 id=i, name=host.split(".")[0], hostname=host, country=c.alpha2,
+                ipv4=f"192.0.2.{i % 250 + 1}",          # serving means the DNS can answer it
                 https_url=f"https://{host}/dist/", http_url=f"http://{host}/dist/",
                 status="active" if r["status"] == "MIRROR_OK" else "disabled-by-probes",
                 last_probe_at=NOW, last_ok_at=NOW, last_sync_at=NOW - _dt.timedelta(hours=1),
@@ -67,7 +68,7 @@ def rows() -> list[dict]:
     n = len(out) + 1000
     for j, host in enumerate(("backup1.example.org", "backup2.example.org")):
         out.append(row(id=n + j, hostname=host, country="US", backup=True,
-                       https_url=f"https://{host}/dist/"))
+                       ipv4=f"198.51.100.{j + 1}", https_url=f"https://{host}/dist/"))
     return out
 
 

@@ -167,7 +167,8 @@ class RequestsProber:
         runs = [self._fetch(url, t.ipv4, f"{own}:{host_port}", deadline)]
         if runs[0].ok:
             runs += [self._fetch(url, t.ipv4, f"{n}:{host_port}", deadline) for n in t.names]
-        return self.summary._summarise(t, start, [("http", url, t.ipv4, 4)], [runs])
+        return self.summary._summarise(t, start, [("http", url, t.ipv4, 4)], [runs], t.ipv4,
+                                       None)
 
 
 # --- the benchmark (parent) ----------------------------------------------------------------------

@@ -197,3 +197,19 @@ def test_mirmon_third_field_is_a_maintainer_and_the_report_says_what_each_line_b
         rep = importers.apply(conn, parsed, actor="t", mail=None, fname="list", fmt="mirmon")
     assert [str(o) for o in rep.lines] == ["line 2: unchanged de1 (with line 3)",
                                            "line 6: unchanged fr1"]
+
+
+def test_apache_contacts_follow_the_same_rules():
+    text = ("http de http://a.example.de/ Jane\x00Doe <jane@example.de>\n"
+            "http de http://b.example.de/ not an address\n"
+            "http de http://c.example.de/ 1441187393\n"
+            "http de http://d.example.de/ Doe, Jane <jane@example.de>\n")
+    p = importers.parse_apache(text, "l")
+    assert {s.what: s.reason for s in p.skipped} == {
+        "http://a.example.de/": "contact: a maintainer must not hold control characters or "
+                                "line breaks",
+        "http://b.example.de/": "contact: 'not an address' does not look like a mail address "
+                                "(name@example.org)"}
+    by_host = {e.hostname: e.maintainers for e in p.entries}
+    assert by_host == {"c.example.de": [], "d.example.de": [Maintainer("Doe, Jane",
+                                                                       "jane@example.de")]}
