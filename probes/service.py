@@ -51,6 +51,7 @@ class ProbeService(service.Service):
         self._stopping = False
         self.dropped = 0                     # probes cut short by a stop, not recorded
         self.cycles = 0
+        self.vantage = store.vantage_of(cfg)      # this node's name as a vantage point
         self.last_cycle_seconds: float | None = None
 
     # --- service ---------------------------------------------------------------------------------
@@ -103,6 +104,12 @@ class ProbeService(service.Service):
         except Exception:
             self._log.failure("probe cycle could not read the mirror list")
             return
+        try:
+            now = utc_from_ts(start)
+            await self.pool.run(lambda conn: store.start_cycle(conn, self.vantage, now))
+        except Exception:
+            self._log.failure("probe cycle could not be started")
+            return
         n = len(targets)
         slot = self.cfg.probes.interval / n if n else 0
         done = []
@@ -124,12 +131,18 @@ class ProbeService(service.Service):
                        cycle=self.cycles, n=n, seconds=self.last_cycle_seconds)
         try:
             now = utc_from_ts(self.reactor.seconds())
-            res = await self.pool.run(lambda conn: store.check_pass_share(conn, self.cfg, now))
-            if res["mailed"]:
-                self._log.warn("only {passing} of {total} mirrors pass; warned the list",
-                               passing=res["passing"], total=res["total"])
+            res = await self.pool.run(lambda conn: store.end_cycle(conn, self.cfg, self.vantage,
+                                                                   now))
         except Exception:
-            self._log.failure("pass share check failed")
+            self._log.failure("judging the cycle failed")
+            return
+        if res["broken"] and not res["was_broken"]:
+            self._log.warn("vantage {vantage} is broken: only {passed} of {total} mirrors passed "
+                           "from it; its results do not count until a cycle passes again",
+                           vantage=self.vantage, passed=res["passed"], total=res["total"])
+        elif res["was_broken"] and not res["broken"]:
+            self._log.info("vantage {vantage} counts again: {passed} of {total} mirrors passed",
+                           vantage=self.vantage, passed=res["passed"], total=res["total"])
 
     def _start_one(self, t, d: defer.Deferred):
         defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)
@@ -184,7 +197,7 @@ class ProbeService(service.Service):
         batch, self._pending = self._pending, []
         if not batch:
             return defer.succeed(None)
-        cfg, vantage = self.cfg, self.cfg.probes.vantage
+        cfg, vantage = self.cfg, self.vantage
         now = utc_from_ts(self.reactor.seconds())
 
         def thd(conn):

@@ -28,6 +28,7 @@ verdicts set and the counters they keep.
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,6 +85,47 @@ def agreed(counters: Sequence[Counters], need: int) -> Counters:
 def broken(passed: int, total: int, min_pass_share: float) -> bool:
     """A vantage whose cycle saw fewer than `min_pass_share` of the mirrors pass."""
     return total > 0 and passed / total < min_pass_share
+
+
+COUNTS = "counts"
+BROKEN = "broken"
+GONE = "gone"
+MIN_SAMPLE = 10          # results of a cycle in progress before its share alone can break it
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether a vantage's results count now, and if not, why."""
+    state: str                           # COUNTS | BROKEN | GONE
+    reason: str = ""
+
+    @property
+    def counts(self) -> bool:
+        return self.state == COUNTS
+
+
+def _share(passed: int, total: int) -> str:
+    return f"{passed} of {total} mirrors passed"
+
+
+def standing(v, *, now: _dt.datetime, interval: float, min_pass_share: float,
+             me: bool = False) -> Standing:
+    """A vantage (dnsd.records.vantages.Vantage) counts unless its last complete cycle broke it,
+    its cycle in progress is breaking it (after MIN_SAMPLE results), or it is not live: it
+    finished no cycle in the last LIVE_CYCLES intervals. `me` is the vantage asking, which is
+    live by definition (it is probing right now)."""
+    if v.broken_since is not None:
+        return Standing(BROKEN, f"broken: only {_share(v.last_passed, v.last_total)} in its "
+                                f"last cycle")
+    if v.cycle_total >= MIN_SAMPLE and broken(v.cycle_passed, v.cycle_total, min_pass_share):
+        return Standing(BROKEN, f"breaking: only {_share(v.cycle_passed, v.cycle_total)} in its "
+                                f"cycle so far")
+    if not me:
+        if v.last_cycle_at is None:
+            return Standing(GONE, "no complete cycle yet")
+        if (now - v.last_cycle_at).total_seconds() > LIVE_CYCLES * interval:
+            return Standing(GONE, f"no complete cycle since {v.last_cycle_at:%Y-%m-%d %H:%M}")
+    return Standing(COUNTS)
 
 
 def decide(status: str, before: Counters, ok: bool, error_class: str, error: str, *,
