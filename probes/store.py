@@ -171,8 +171,12 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
     by_mirror = _vantages.views(conn, counted, ids)
     if not by_mirror:
         return {}
-    ms = [m for m in (_mirrors.get(conn, i) for i in by_mirror) if m is not None]
-    healths = _health.of(conn, [m.id for m in ms])
+    if ids is None:                       # a cycle's end: every mirror, in two reads
+        ms = [m for m in _mirrors.select(conn) if m.id in by_mirror]
+        healths = _health.of(conn)
+    else:
+        ms = [m for m in (_mirrors.get(conn, i) for i in by_mirror) if m is not None]
+        healths = _health.of(conn, [m.id for m in ms])
     out, moved_any = {}, False
     for m in ms:
         views = by_mirror[m.id]

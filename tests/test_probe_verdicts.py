@@ -12,7 +12,7 @@ from dnsd.config import Config, DNSConfig, MailConfig, ProbesConfig
 from dnsd.models import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES
 from dnsd.plan import build_plan, load_rows
 from probes.probe import utc_from_ts
-from probes.service import ProbeService
+from probes.service import ProbeService, spread_window
 from probes.verdicts import DISABLED, RECOVERED, Counters, decide
 from tests.probe_support import (
     ScriptedProber,
@@ -167,10 +167,13 @@ def test_probes_are_spread_over_the_interval(loop):
     svc.startService()
     one_cycle(clock)
     times = sorted(t - START for t, _ in prober.calls)
-    assert len(times) == 30
-    assert times[-1] < INTERVAL and times[-1] - times[0] > INTERVAL / 2
-    per_slot = [sum(1 for t in times if s * 10 <= t < (s + 1) * 10) for s in range(6)]
-    assert max(per_slot) <= 7, per_slot                          # no burst: about 5 per 10 s
+    window = spread_window(svc.cfg.probes)                     # 45 s: the last ends in time
+    assert len(times) == 30 and window == INTERVAL - svc.cfg.probes.timeout
+    assert times[-1] <= window and times[-1] - times[0] > window * 0.8
+    per_slot = [sum(1 for t in times if s * 9 <= t < (s + 1) * 9) for s in range(5)]
+    assert max(per_slot) <= 8, per_slot                          # no burst: about 6 per 9 s
+    one_cycle(clock)                                             # and the next tick is kept:
+    assert len(prober.calls) == 60                               # every mirror every interval
 
 
 def test_one_crashing_probe_does_not_stop_the_loop(loop):
