@@ -172,7 +172,8 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
     if not by_mirror:
         return {}
     if ids is None:                       # a cycle's end: every mirror, in two reads
-        ms = [m for m in _mirrors.select(conn) if m.id in by_mirror]
+        ms = [m for m in _mirrors.select(conn)
+              if m.id in by_mirror and m.status in statuses.PROBED]   # not the retired
         healths = _health.of(conn)
     else:
         ms = [m for m in (_mirrors.get(conn, i) for i in by_mirror) if m is not None]
