@@ -324,10 +324,12 @@ def register_show(sub):
 def cmd_show(args, ctx):
     from dnsd import countries, serving
     from dnsd.models import utcnow
+    from probes.store import vantage_verdicts
 
     with ctx.transaction() as conn:
         d = store.get_mirror(conn, args.mirror)
         plan = ctx.plan(conn)
+        views = vantage_verdicts(conn, ctx.cfg, d.mirror.id, utcnow())
     m, h, e = d.mirror, d.health, plan.by_id.get(d.mirror.id)
     addr = serving.addresses(m, h)
     if args.json:
@@ -335,7 +337,10 @@ def cmd_show(args, ctx):
                     "notes": plain(d.notes), "serving": bool(e and e.serving),
                     "not_serving_reason": e.reason if e else "not in the plan",
                     "score": e.score if e else None,
-                    "score_explained": e.score_explain if e else ""})
+                    "score_explained": e.score_explain if e else "",
+                    "vantages": [{"vantage": v.vantage, "counts": v.standing.counts,
+                                  "standing": v.standing.state, "why": v.standing.reason,
+                                  "says": v.says, **plain(v.view)} for v in views]})
         return
     zone = ctx.cfg.dns.zone
     print(f"{m.name or '#' + str(m.id)}.{zone}  ({m.hostname})")
@@ -375,6 +380,10 @@ def cmd_show(args, ctx):
             print(f"              geo check: {h.geo_check}")
     else:
         print("  health      not probed yet")
+    for i, v in enumerate(views):
+        counts = "counts" if v.standing.counts else f"does not count ({v.standing.reason})"
+        print(f"  {'vantages' if i == 0 else '':<11} {v.vantage}: {v.says}; {counts}; "
+              f"last probe {_when(v.view.last_probe_at)}")
     if e is not None:
         print(f"  {e.score_explain}")
     print(f"  notes       {len(d.notes)} latest" if d.notes else "  notes       none")

@@ -2,7 +2,10 @@
 # DNS benchmark: the project's server against gdnsd (the speed reference) and PowerDNS LUA records
 # (the peer that, like us, does geo and health in the server), one after the other in one run, on
 # loopback, same mmdb, same zone content, same dnsperf query mix with ECS. Each server is pinned to
-# one core (taskset -c $SERVER_CPU), dnsperf to the other ($CLIENT_CPU). See docs/benchmarks.md.
+# one core (taskset -c $SERVER_CPU), dnsperf to the other ($CLIENT_CPU). Then the spread mix:
+# gdnsd and mirrordns on the GeoLite2 City database, a paced load from bench/dnsload.py with a fresh
+# ECS /24 per query, a fresh ECS /56 per query and one ECS repeated, server CPU per answered query
+# from /proc; and mirrordns once more while its geo index is rebuilt. See docs/benchmarks.md.
 #
 # Usage: bench/dns.sh            (or `make bench-dns`; everything below can be set from the environment)
 #   BENCH_DNS_DURATION=10        seconds of each max-rate dnsperf run
@@ -10,7 +13,12 @@
 #   BENCH_DNS_ROUNDS=2           rounds over all servers, interleaved; each server's best round counts
 #   BENCH_DNS_CLIENTS=4          dnsperf -c
 #   BENCH_DNS_OUTSTANDING=100    dnsperf -q
-#   BENCH_DNS_SERVERS="gdnsd pdns mirrordns mirrordns-2w"   which runs, in this order
+#   BENCH_DNS_SERVERS="gdnsd pdns mirrordns mirrordns-2w gdnsd-city mirrordns-city"   which runs, in this order
+#   BENCH_DNS_SPREAD_RATE=15000  queries/s of the spread runs (gdnsd-city, mirrordns-city)
+#   BENCH_DNS_SPREAD_DURATION=10 seconds of each spread run
+#   BENCH_DNS_SPREAD_MIXES="fresh24 fresh56 repeat"   which spread mixes
+#   BENCH_DNS_PACING=steady      bench/dnsload.py --pacing: steady, poisson or burst
+#   BENCH_DNS_REBUILD=1          one more mirrordns-city run while the geo index is rebuilt (0: skip)
 #   BENCH_DNS_PORT=15300         first of 4 consecutive loopback ports used (checked free at start)
 #   BENCH_DNS_KEEP=1             keep the temp dir (configs, logs, raw dnsperf output)
 set -euo pipefail
@@ -23,13 +31,22 @@ LAT_DURATION=${BENCH_DNS_LAT_DURATION:-5}
 ROUNDS=${BENCH_DNS_ROUNDS:-2}
 CLIENTS=${BENCH_DNS_CLIENTS:-4}
 OUTSTANDING=${BENCH_DNS_OUTSTANDING:-100}
-SERVERS=${BENCH_DNS_SERVERS:-"gdnsd pdns mirrordns mirrordns-2w"}
+SERVERS=${BENCH_DNS_SERVERS:-"gdnsd pdns mirrordns mirrordns-2w gdnsd-city mirrordns-city"}
+SPREAD_RATE=${BENCH_DNS_SPREAD_RATE:-15000}
+SPREAD_DURATION=${BENCH_DNS_SPREAD_DURATION:-10}
+SPREAD_MIXES=${BENCH_DNS_SPREAD_MIXES:-"fresh24 fresh56 repeat"}
+PACING=${BENCH_DNS_PACING:-steady}
+REBUILD=${BENCH_DNS_REBUILD:-1}
 BASE_PORT=${BENCH_DNS_PORT:-15300}
 SERVER_CPU=0
 CLIENT_CPU=1
 ECS=8:00011800c00002          # ECS option: family 1 (IPv4), source /24, scope 0, 192.0.2.0 (DE in geo.mmdb)
 ZONE=mirrors.example.org
 QUERIES=$HERE/queries.txt
+# subnets the answer checks use: in the test mmdb (make_mmdb.py), and in GeoLite2 City (2018)
+TEST_DE_NET=192.0.2.0/24 TEST_US_NET=198.51.100.0/24
+CITY_DE_NET=217.0.0.0/24 CITY_US_NET=8.8.8.0/24      # Deutsche Telekom, Google
+DE_NET=$TEST_DE_NET US_NET=$TEST_US_NET
 
 GDNSD_PORT=$BASE_PORT
 PDNS_PORT=$((BASE_PORT + 1))
@@ -135,10 +152,10 @@ subset_of() {  # subset_of "ANSWERS" "ALLOWED": at least one answer, and every o
 
 answers_wrong() {  # answers_wrong PORT: print what is wrong with the mix's answers (nothing if all right)
     local port=$1 ans
-    ans=$(q "$port" "www.$ZONE" A +subnet=192.0.2.0/24)
-    subset_of "$ans" "$DE_IPS" || echo "www.$ZONE with ECS 192.0.2.0/24 (DE) answered '${ans//$'\n'/ }', expected DE mirrors ($DE_IPS)"
-    ans=$(q "$port" "www.$ZONE" A +subnet=198.51.100.0/24)
-    subset_of "$ans" "$US_IPS" || echo "www.$ZONE with ECS 198.51.100.0/24 (US) answered '${ans//$'\n'/ }', expected US mirrors ($US_IPS)"
+    ans=$(q "$port" "www.$ZONE" A +subnet=$DE_NET)
+    subset_of "$ans" "$DE_IPS" || echo "www.$ZONE with ECS $DE_NET (DE) answered '${ans//$'\n'/ }', expected DE mirrors ($DE_IPS)"
+    ans=$(q "$port" "www.$ZONE" A +subnet=$US_NET)
+    subset_of "$ans" "$US_IPS" || echo "www.$ZONE with ECS $US_NET (US) answered '${ans//$'\n'/ }', expected US mirrors ($US_IPS)"
     ans=$(q "$port" "de.$ZONE" A)
     subset_of "$ans" "$DE_IPS" || echo "de.$ZONE answered '${ans//$'\n'/ }', expected DE mirrors ($DE_IPS)"
     ans=$(q "$port" "us.$ZONE" A)
@@ -160,8 +177,8 @@ check_answers() {  # check_answers NAME PORT: every server answers the mix's nam
         sleep 0.5
     done
     [ -z "$wrong" ] || die "$name answers wrongly (dig @127.0.0.1 -p $port ...):"$'\n'"$wrong"
-    log "$name answers: www(ECS DE)=$(q "$port" "www.$ZONE" A +subnet=192.0.2.0/24 | paste -sd,)" \
-        "www(ECS US)=$(q "$port" "www.$ZONE" A +subnet=198.51.100.0/24 | paste -sd,)" \
+    log "$name answers: www(ECS DE)=$(q "$port" "www.$ZONE" A +subnet=$DE_NET | paste -sd,)" \
+        "www(ECS US)=$(q "$port" "www.$ZONE" A +subnet=$US_NET | paste -sd,)" \
         "fr=$(q "$port" "fr.$ZONE" A | paste -sd,) us=$(q "$port" "us.$ZONE" A | paste -sd,) nx1=NXDOMAIN AAAA=NODATA"
 }
 
@@ -231,7 +248,8 @@ pct() {  # pct FRACTION SORTED_FILE: that percentile of a sorted column of secon
 
 render() {  # render TEMPLATE OUT: copy with the placeholders filled in
     sed -e "s#@PERF@#$WORK#g" -e "s#@HEALTH_PORT@#$HEALTH_PORT#g" \
-        -e "s#@WORKERS@#${WORKERS:-1}#g" -e "s#@PORT@#$PORT#g" "$1" > "$2"
+        -e "s#@WORKERS@#${WORKERS:-1}#g" -e "s#@PORT@#$PORT#g" -e "s#@MMDB@#$MMDB#g" \
+        -e "s#@RELOAD@#${RELOAD_INTERVAL:-60}#g" "$1" > "$2"
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -243,6 +261,17 @@ fi
 log "work dir $WORK"
 "$PY" "$HERE/make_mmdb.py" "$WORK/geo.mmdb" \
     || die "could not build the test mmdb (mmdb-writer missing from $PY's venv? run 'make install-test')"
+case " $SERVERS " in
+    *-city*)
+        # the spread runs use a copy (the rebuild run touches it) of the bundled GeoLite2 City
+        cp "$("$PY" -c 'from dnsd.geo import bundled_database; print(bundled_database())')" "$WORK/city.mmdb" \
+            || die "GeoLite2 City not found (maxminddb-geolite2 missing from $PY's venv? run 'make install-test')"
+        log "compiling the geo index of GeoLite2 City once on core $SERVER_CPU, for its time and memory"
+        GEO_TIME=$(taskset -c "$SERVER_CPU" "$PY" -m dnsd.geoindex time "$WORK/city.mmdb") \
+            || die "python -m dnsd.geoindex time failed"
+        log "geo index: $GEO_TIME"
+        ;;
+esac
 : > "$WORK/down.txt"
 # the peers' own health checks hit these; on dnsperf's core (a probe every 2 s), with a bounded lifetime
 # shellcheck disable=SC2086  # MIRROR_IPS is a list of addresses, one argument each
@@ -255,17 +284,29 @@ for _ in $(seq 50); do
 done
 
 # --- the servers ---------------------------------------------------------------------------------
-run_gdnsd() {
+use_db() {  # use_db LABEL: the geo database and answer-check subnets of that run
+    case $1 in
+        *-city) MMDB=$WORK/city.mmdb DE_NET=$CITY_DE_NET US_NET=$CITY_US_NET ;;
+        *) MMDB=$WORK/geo.mmdb DE_NET=$TEST_DE_NET US_NET=$TEST_US_NET ;;
+    esac
+}
+
+run_gdnsd() {  # run_gdnsd LABEL: gdnsd (test mmdb, dnsperf) or gdnsd-city (GeoLite2 City, spread mix)
+    local label=$1
     PORT=$GDNSD_PORT
+    use_db "$label"
     rm -rf "$WORK/gdnsd"
     cp -r "$HERE/gdnsd" "$WORK/gdnsd"
     render "$HERE/gdnsd/config" "$WORK/gdnsd/config"
-    gdnsd -c "$WORK/gdnsd" checkconf >"$WORK/gdnsd-checkconf.log" 2>&1 \
-        || die "gdnsd checkconf failed: $(tail -n 5 "$WORK/gdnsd-checkconf.log")"
-    start gdnsd "$SERVER_CPU" gdnsd -c "$WORK/gdnsd" start
-    wait_up gdnsd "$PORT" "$LASTPID"
-    check_answers gdnsd "$PORT"
-    measure gdnsd "$PORT" "$LASTPID"
+    gdnsd -c "$WORK/gdnsd" checkconf >"$WORK/$label-checkconf.log" 2>&1 \
+        || die "gdnsd checkconf failed: $(tail -n 5 "$WORK/$label-checkconf.log")"
+    start "$label" "$SERVER_CPU" gdnsd -c "$WORK/gdnsd" start
+    wait_up "$label" "$PORT" "$LASTPID"
+    check_answers "$label" "$PORT"
+    case $label in
+        *-city) spread "$label" "$PORT" "$LASTPID" ;;
+        *) measure "$label" "$PORT" "$LASTPID" ;;
+    esac
     stop "$LASTPID"
 }
 
@@ -282,10 +323,13 @@ run_pdns() {
     stop "$LASTPID"
 }
 
-run_mirrordns() {  # run_mirrordns LABEL WORKERS CPUS
+run_mirrordns() {  # run_mirrordns LABEL WORKERS CPUS: mirrordns, mirrordns-2w (dnsperf), mirrordns-city (spread)
     local label=$1 cpus=$3
     PORT=$MDNS_PORT
     WORKERS=$2
+    use_db "$label"
+    RELOAD_INTERVAL=60
+    case $label in *-city) RELOAD_INTERVAL=1 ;; esac
     rm -f "$WORK/mirrordns.sqlite"*
     render "$HERE/mirrordns.toml" "$WORK/mirrordns.toml"
     render "$HERE/mirrordns.zone" "$WORK/mirrordns.zone"
@@ -295,6 +339,9 @@ run_mirrordns() {  # run_mirrordns LABEL WORKERS CPUS
     # process (--single) on the same port with SO_REUSEPORT, in the same process group
     start "$label" "$cpus" "$PY" -m dnsd.worker --config "$WORK/mirrordns.toml"
     wait_up "$label" "$PORT" "$LASTPID"
+    # answers start at once (geoip2); measure only once the compiled geo index is in (its first
+    # build in this run takes seconds, later starts read it from $WORK/geoip)
+    wait_log "$label" "geo index of .* in "
     if [ "$WORKERS" -gt 1 ]; then
         # one worker per core: the first stays on core $SERVER_CPU, the second joins dnsperf on $CLIENT_CPU
         local pids n=0 p
@@ -316,8 +363,89 @@ run_mirrordns() {  # run_mirrordns LABEL WORKERS CPUS
         sleep 1
     fi
     check_answers "$label" "$PORT"
-    measure "$label" "$PORT" "$LASTPID"
+    case $label in
+        *-city)
+            spread "$label" "$PORT" "$LASTPID"
+            [ "$REBUILD" = 1 ] && [ "$ROUND" = 1 ] && rebuild_run "$label" "$PORT" "$LASTPID"
+            GEO_RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$LASTPID/status")
+            grep "geo index of" "$WORK/$label.log" | sed "s/^[^]]*] /round $ROUND: /" >> "$WORK/geo-index.log" || true
+            ;;
+        *)
+            measure "$label" "$PORT" "$LASTPID"
+            [ "$label" = mirrordns ] && SMALL_RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$LASTPID/status")
+            ;;
+    esac
     stop "$LASTPID"
+}
+
+wait_log() {  # wait_log LABEL REGEX: until the server's log has a line matching REGEX (120 s)
+    for _ in $(seq 240); do
+        grep -qE "$2" "$WORK/$1.log" && return 0
+        sleep 0.5
+    done
+    die "$1: no log line matching '$2' within 120 s (log in $WORK/$1.log)"
+}
+
+# Spread runs: per label and mix, the round with the lowest server CPU per answer (S_*), every
+# round's figure (S_ALL).
+declare -A S_SENT S_ANS S_US S_P99 S_MAX S_BEHIND S_ALL
+SPREAD_ORDER=()
+
+load() {  # load LABEL PORT PGID MIX OUT [SECONDS]: one paced run of bench/dnsload.py, its JSON line to OUT
+    local label=$1 port=$2 pgid=$3 mix=$4 out=$5 secs=${6:-$SPREAD_DURATION} pids
+    pids=$(ps -e -o pgid=,pid= | awk -v g="$pgid" '$1 == g {printf " --pid %s", $2}')
+    # shellcheck disable=SC2086  # pids is a list of options
+    taskset -c "$CLIENT_CPU" "$PY" "$ROOT/bench/dnsload.py" --server "127.0.0.1:$port" \
+        --rate "$SPREAD_RATE" --duration "$secs" --name "www.$ZONE" --mix "$mix" \
+        --subnet "$CITY_DE_NET" --pacing "$PACING" $pids >"$out" 2>"$out.err" \
+        || die "$label: bench/dnsload.py failed: $(tail -n 5 "$out.err")"
+}
+
+field() {  # field JSON_FILE KEY: one value of dnsload's JSON line
+    "$PY" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]; print("n/a" if v is None else v)' "$1" "$2"
+}
+
+spread() {  # spread LABEL PORT PGID: the spread mixes, one paced run each
+    local label=$1 port=$2 pgid=$3 mix f us k
+    for mix in $SPREAD_MIXES; do
+        f="$WORK/out/$label-$mix-r$ROUND.json"
+        log "$label: $mix at $SPREAD_RATE q/s ($PACING) for ${SPREAD_DURATION}s (round $ROUND of $ROUNDS)"
+        load "$label" "$port" "$pgid" "$mix" "$f"
+        us=$(field "$f" server_us_per_answer)
+        log "$label: $mix: sent $(field "$f" sent), answered $(field "$f" answered), server $us µs per answer, p99 $(field "$f" p99_ms) ms"
+        k="$label $mix"
+        [ -n "${S_ALL[$k]:-}" ] || SPREAD_ORDER+=("$k")
+        S_ALL[$k]="${S_ALL[$k]:-}${S_ALL[$k]:+ }$us"
+        if [ -z "${S_US[$k]:-}" ] || awk -v a="$us" -v b="${S_US[$k]}" 'BEGIN {exit !(a < b)}'; then
+            S_US[$k]=$us
+            S_SENT[$k]=$(field "$f" sent)
+            S_ANS[$k]=$(field "$f" answered)
+            S_P99[$k]=$(field "$f" p99_ms)
+            S_MAX[$k]=$(field "$f" max_ms)
+            S_BEHIND[$k]=$(field "$f" behind)
+        fi
+    done
+}
+
+rebuild_run() {  # rebuild_run LABEL PORT PGID: fresh24 while the mmdb changes and its index is rebuilt
+    local label=$1 port=$2 pgid=$3 f="$WORK/out/$1-rebuild.json" before lpid secs
+    secs=$(( SPREAD_DURATION > 12 ? SPREAD_DURATION : 12 ))     # the build takes 6-8 s
+    before=$(grep -c "geo index of .* built in" "$WORK/$label.log" || true)
+    log "$label: fresh24 for ${secs}s while the geo index is rebuilt (the mmdb is touched after 1 s)"
+    load "$label" "$port" "$pgid" fresh24 "$f" "$secs" &
+    lpid=$!
+    sleep 1
+    touch "$MMDB"           # a new mtime: within reload_interval (1 s) the server reopens and rebuilds
+    wait "$lpid" || die "$label: the rebuild run failed"
+    for _ in $(seq 120); do
+        [ "$(grep -c "geo index of .* built in" "$WORK/$label.log" || true)" -gt "$before" ] && break
+        sleep 0.5
+    done
+    REBUILD_LINE=$(grep "geo index of .* built in" "$WORK/$label.log" | tail -n 1 | sed 's/.*built in \([0-9.]*\) s.*/\1/')
+    [ "$(grep -c "geo index of .* built in" "$WORK/$label.log" || true)" -gt "$before" ] \
+        || die "$label: the index was not rebuilt after touching $MMDB (log in $WORK/$label.log)"
+    R_REBUILD="${secs}s: sent $(field "$f" sent), answered $(field "$f" answered), server $(field "$f" server_us_per_answer) µs per answer, p50 $(field "$f" p50_ms) ms, p99 $(field "$f" p99_ms) ms, max $(field "$f" max_ms) ms; index rebuilt in $REBUILD_LINE s (child process, same core)"
+    log "$label: during the rebuild: $R_REBUILD"
 }
 
 # Rounds interleave the servers (gdnsd, pdns, mirrordns, ..., gdnsd, pdns, ...), each started afresh,
@@ -325,12 +453,14 @@ run_mirrordns() {  # run_mirrordns LABEL WORKERS CPUS
 for ROUND in $(seq "$ROUNDS"); do
     for s in $SERVERS; do
         case $s in
-            gdnsd) run_gdnsd ;;
+            gdnsd) run_gdnsd gdnsd ;;
             pdns) run_pdns ;;
             mirrordns) run_mirrordns mirrordns 1 "$SERVER_CPU" ;;
             # 2 workers need 2 cores, so dnsperf shares its core with one of them (docs/benchmarks.md)
             mirrordns-2w) run_mirrordns mirrordns-2w 2 "$SERVER_CPU,$CLIENT_CPU" ;;
-            *) die "unknown server '$s' in BENCH_DNS_SERVERS (known: gdnsd pdns mirrordns mirrordns-2w)" ;;
+            gdnsd-city) run_gdnsd gdnsd-city ;;
+            mirrordns-city) run_mirrordns mirrordns-city 1 "$SERVER_CPU" ;;
+            *) die "unknown server '$s' in BENCH_DNS_SERVERS (known: gdnsd pdns mirrordns mirrordns-2w gdnsd-city mirrordns-city)" ;;
         esac
     done
 done
@@ -347,7 +477,7 @@ OUT=$ROOT/bench/out/dns-$(date -u +%Y%m%dT%H%M%SZ).txt
         "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "srv CPU / perf CPU: the server's (all its processes) and dnsperf's CPU use during the max-rate run, 100% = one core"
     echo
-    printf '%-13s %10s %7s %5s %8s %8s %10s %7s %7s %8s\n' server "queries/s" "avg ms" lost "srv CPU" "perf CPU" "half rate" "p50 ms" "p99 ms" "vs gdnsd"
+    [ "${#ORDER[@]}" -eq 0 ] || printf '%-13s %10s %7s %5s %8s %8s %10s %7s %7s %8s\n' server "queries/s" "avg ms" lost "srv CPU" "perf CPU" "half rate" "p50 ms" "p99 ms" "vs gdnsd"
     for l in "${ORDER[@]}"; do
         ratio=n/a
         if [ -n "${R_QPS[gdnsd]:-}" ]; then
@@ -364,6 +494,42 @@ OUT=$ROOT/bench/out/dns-$(date -u +%Y%m%dT%H%M%SZ).txt
         echo
         awk -v a="${R_QPS[mirrordns-2w]}" -v b="${R_QPS[mirrordns]}" \
             'BEGIN {printf "mirrordns 2 workers / 1 worker: %.2fx (one worker shares dnsperf'"'"'s core)\n", a / b}'
+    fi
+    if [ "${#SPREAD_ORDER[@]}" -gt 0 ]; then
+        echo
+        echo "Spread mix: bench/dnsload.py at $SPREAD_RATE q/s ($PACING) from one UDP socket on core $CLIENT_CPU," \
+            "${SPREAD_DURATION}s per run, pre-built queries for www.$ZONE A, ECS per the mix;" \
+            "servers on GeoLite2 City (maxminddb-geolite2), pinned to core $SERVER_CPU;" \
+            "µs = server CPU (/proc/PID/task/*/schedstat, all threads) per answered query; each server's best round"
+        echo "mixes: fresh24 = a new ECS /24 per query, fresh56 = a new ECS /56 per query (RIR blocks), repeat = ECS $CITY_DE_NET every time"
+        echo
+        printf '%-8s | %8s %8s %6s %7s | %8s %8s %6s %7s | %s\n' mix "sent" "answered" "µs" "p99 ms" \
+            "sent" "answered" "µs" "p99 ms" "gdnsd/mirrordns CPU"
+        printf '%-8s | %-32s | %-32s |\n' "" "gdnsd" "mirrordns"
+        for mix in $SPREAD_MIXES; do
+            g="gdnsd-city $mix" m="mirrordns-city $mix"
+            ratio=n/a
+            if [ -n "${S_US[$g]:-}" ] && [ -n "${S_US[$m]:-}" ]; then
+                ratio=$(awk -v a="${S_US[$g]}" -v b="${S_US[$m]}" 'BEGIN {printf "%.2f", a / b}')
+            fi
+            printf '%-8s | %8s %8s %6s %7s | %8s %8s %6s %7s | %s\n' "$mix" \
+                "${S_SENT[$g]:-}" "${S_ANS[$g]:-}" "${S_US[$g]:-}" "${S_P99[$g]:-}" \
+                "${S_SENT[$m]:-}" "${S_ANS[$m]:-}" "${S_US[$m]:-}" "${S_P99[$m]:-}" "$ratio"
+        done
+        if [ -n "${S_US[mirrordns-city fresh24]:-}" ] && [ -n "${S_US[mirrordns-city fresh56]:-}" ]; then
+            awk -v a="${S_US[mirrordns-city fresh56]}" -v b="${S_US[mirrordns-city fresh24]}" \
+                'BEGIN {printf "mirrordns fresh /56 vs fresh /24 CPU per answer: %.2fx\n", a / b}'
+        fi
+        if [ "$ROUNDS" -gt 1 ]; then
+            for k in "${SPREAD_ORDER[@]}"; do printf 'µs per answer per round, %-23s %s\n' "$k:" "${S_ALL[$k]}"; done
+        fi
+        [ -z "${R_REBUILD:-}" ] || echo "mirrordns fresh24 during a geo index rebuild: $R_REBUILD"
+    fi
+    if [ -n "${GEO_TIME:-}" ]; then
+        echo
+        echo "geo index of GeoLite2 City (python -m dnsd.geoindex time, on core $SERVER_CPU): $GEO_TIME"
+        [ -z "${GEO_RSS_KB:-}" ] || echo "mirrordns RSS with GeoLite2 City and its index: $((GEO_RSS_KB / 1024)) MB${SMALL_RSS_KB:+; with the test mmdb: $((SMALL_RSS_KB / 1024)) MB}"
+        [ -f "$WORK/geo-index.log" ] && sed 's/^/mirrordns-city log, /' "$WORK/geo-index.log"
     fi
 } | tee "$OUT"
 log "written to ${OUT#"$ROOT"/}"

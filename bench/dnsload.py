@@ -436,16 +436,18 @@ class TcpHolders:
 MIXES = ("fresh24", "fresh56", "repeat", "noecs")
 
 
-def build_mix(mix: str, name: str, qtype: str, count: int, seed: int = 1) -> list[bytes]:
-    """The packets of one named mix: a fresh ECS /24 or /56 per query, one ECS /24 repeated
-    (192.0.2.0/24), or no ECS (with EDNS)."""
+def build_mix(mix: str, name: str, qtype: str, count: int, seed: int = 1,
+              subnet: str = "192.0.2.0/24") -> list[bytes]:
+    """The packets of one named mix: a fresh ECS /24 or /56 per query, one ECS subnet repeated
+    (`subnet`), or no ECS (with EDNS)."""
     if mix == "fresh24":
         return ecs_queries(name, qtype, fresh_v4_subnets(count, 24, seed), 24)
     if mix == "fresh56":
         return ecs_queries(name, qtype, fresh_v6_subnets(count, 56, seed), 56)
     if mix == "repeat":
-        one = [(4, bytes((192, 0, 2)))]
-        return ecs_queries(name, qtype, one * min(count, 65536), 24)
+        net = ipaddress.ip_network(subnet)
+        one = [(net.version, _truncate(net.network_address.packed, net.prefixlen))]
+        return ecs_queries(name, qtype, one * min(count, 65536), net.prefixlen)
     if mix == "noecs":
         return queries(name, qtype, min(count, 65536))
     raise ValueError(f"unknown mix {mix!r} (known: {', '.join(MIXES)})")
@@ -459,6 +461,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", required=True, help="the name asked")
     ap.add_argument("--qtype", default="A")
     ap.add_argument("--mix", choices=MIXES, default="fresh24")
+    ap.add_argument("--subnet", default="192.0.2.0/24", help="the ECS subnet of the repeat mix")
     ap.add_argument("--pacing", choices=PACINGS, default="steady")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--grace", type=float, default=1.0, help="seconds to wait for late replies")
@@ -469,7 +472,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     host, _, port = args.server.rpartition(":")
     host = host.strip("[]")
-    packets = build_mix(args.mix, args.name, args.qtype, int(args.rate * args.duration), args.seed)
+    packets = build_mix(args.mix, args.name, args.qtype, int(args.rate * args.duration), args.seed,
+                        args.subnet)
     c0, k0 = cpu_seconds(args.pid), cpu_ticks_seconds(args.pid)
     res = run_paced(packets, (host, int(port)), args.rate, args.duration, args.source, args.grace,
                     args.pacing, args.seed)

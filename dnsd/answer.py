@@ -35,7 +35,6 @@ not depend on location).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import itertools
 import random
 import socket
@@ -68,7 +67,7 @@ EDNS_PAYLOAD = 1232              # what we advertise (the DNS flag day 2020 valu
 ANY_KEY = -1                     # acts[ANY_KEY]: the answer for any qtype without its own entry
 DELEG_KEY = -2                   # acts[DELEG_KEY]: the cut a name is at or below
 WILD_KEY = -3                    # acts[WILD_KEY]: this name, when "*.<name>" exists (RFC 4592)
-CACHE_MAX = 100_000              # per-answerer caches are emptied when they grow past this
+OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
 MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
 # AXFR 252, IXFR 251, MAILB 253, MAILA 254: answered NOTIMP (see docs/dns.md, "Zone transfers")
 NOTIMP_TYPES = frozenset((251, 252, 253, 254))
@@ -104,11 +103,7 @@ def wire_name(name: str) -> bytes:
 
 def ring_key(loc: Location) -> str:
     """The rings a client at `loc` is answered from (see module docstring)."""
-    if loc.country and loc.country in KNOWN_KEYS:
-        return loc.country
-    if loc.continent in countries.CONTINENTS:
-        return "@" + loc.continent
-    return ""
+    return countries.ring_key(loc.country, loc.continent)
 
 
 def _location_of_key(key: str) -> Location:
@@ -515,6 +510,29 @@ def _opt_plus(opt: bytes, extra: bytes = b"", ext_rcode: int | None = None) -> b
     return b"".join((opt[:5], ext, opt[6:9], rdlen.to_bytes(2, "big"), opt[11:], extra))
 
 
+_ECS_HEAD = struct.Struct("!BHHBBHHHHHBB")   # OPT RR head, then one option: code, length, ECS head
+_BYTE = [bytes((i,)) for i in range(256)]
+
+
+def _ecs_shape(head: bytes):
+    """For the first 19 bytes of an OPT RR holding one ECS option: (IPv4?, source prefix, address
+    length, shift to a full address, mask of the bits that must be 0 in the last byte, reply OPT
+    bytes up to the scope, max UDP reply size); False if the record is anything else."""
+    if len(head) != 19:
+        return False
+    (root, rtype, payload, _ext, version, flags, rdlen, code, olen, fam, srcp,
+     scope) = _ECS_HEAD.unpack(head)
+    bits = 32 if fam == 1 else 128 if fam == 2 else 0
+    n = (srcp + 7) // 8
+    if (root or rtype != T_OPT or version or code != 8 or rdlen != olen + 4 or olen != 4 + n
+            or not bits or not 0 < srcp <= bits or scope):
+        return False
+    ohead = _OPT.pack(0, T_OPT, EDNS_PAYLOAD, 0, 0, flags & 0x8000, rdlen) + struct.pack(
+        "!HHHB", 8, olen, fam, srcp)
+    return (fam == 1, srcp, n, bits - 8 * n, 0xFF >> (srcp % 8) if srcp % 8 else 0, ohead,
+            max(512, min(payload, EDNS_PAYLOAD)))
+
+
 def _skip_name(data: bytes, p: int) -> int:
     """Offset after a (possibly compressed) name; FormErr if it runs off the end."""
     while True:
@@ -549,15 +567,17 @@ class Answerer:
         self.nsid = nsid
         self.rrl = rrl
         self._opt_cache: dict[bytes, tuple] = {}
-        self._src_cache: dict[str, str] = {}
+        self._ecs_heads: dict[bytes, tuple | bool] = {}
+        self._index = getattr(geo, "index", None)
         if geo is not None and hasattr(geo, "on_reload"):
             geo.on_reload(self.clear_caches)
         if rrl is not None:
             self.answer = self._answer_limited        # the plain path stays free of the check
 
     def clear_caches(self):
+        """The geo database changed: forget locations, take its new compiled index."""
         self._opt_cache = {}
-        self._src_cache = {}
+        self._index = getattr(self.geo, "index", None)
 
     def set_table(self, table: WireTable) -> None:
         self.table = table
@@ -565,13 +585,61 @@ class Answerer:
     # the location of a client ------------------------------------------------------------------
 
     def _src_key(self, src: str) -> str:
-        rk = self._src_cache.get(src)
-        if rk is None:
-            if len(self._src_cache) > CACHE_MAX:
-                self._src_cache = {}
-            loc = self.geo.location(src) if self.geo is not None else Location()
-            rk = self._src_cache[src] = ring_key(loc)
-        return rk
+        """Ring key of the resolver's address: the compiled index (a bisect, no cache needed), or
+        geoip2 through GeoLocator's cache until the index is ready."""
+        ix = self._index
+        if ix is not None:
+            return ix.key_of(src)
+        return ring_key(self.geo.location(src)) if self.geo is not None else ""
+
+    def _ecs_locate(self, fam: int, srcp: int, addr: bytes) -> tuple[str, int]:
+        """(ring key, scope) of an ECS subnet (family 1 or 2, source prefix, address bytes)."""
+        ix = self._index
+        if ix is not None:
+            return ix.ecs(fam, srcp, addr)
+        if self.geo is None:
+            return "", 0
+        full = addr + bytes((4 if fam == 1 else 16) - len(addr))
+        ip = socket.inet_ntop(socket.AF_INET if fam == 1 else socket.AF_INET6, full)
+        loc, scope = self.geo.locate(ip, srcp)
+        return ring_key(loc), max(0, min(scope, srcp))
+
+    def _ecs_opt(self, rest: bytes):
+        """The OPT tuple (see _parse_opt) of an OPT RR that is exactly one ECS option, the form
+        resolvers send, decoded here rather than by _full: under traffic from many client
+        subnets the OPT cache mostly misses, so a miss must be cheap. Per distinct head (the 19
+        bytes before the address: payload size, flags, family, prefix) the checks and the
+        reply's OPT head are worked out once; then the address goes to the index. None: not
+        that form (a cookie or NSID too, or no index yet), let _full decode it."""
+        ix = self._index
+        if ix is None:
+            return None
+        head = rest[:19]
+        shape = self._ecs_heads.get(head)
+        if shape is None:
+            if len(self._ecs_heads) > 256:
+                self._ecs_heads = {}
+            shape = self._ecs_heads[head] = _ecs_shape(head)
+        if not shape:
+            return None
+        v4, srcp, n, shift, mask, ohead, maxsize = shape
+        addr = rest[19:]
+        if len(addr) != n or addr[-1] & mask:
+            return None
+        a = int.from_bytes(addr, "big") << shift
+        rk, scope = ix.ecs4(a, srcp) if v4 else ix.ecs6(a, srcp)
+        o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize, None)
+        self._remember(rest, o)
+        return o
+
+    def _remember(self, opt: bytes, o: tuple) -> None:
+        """Cache the decoded OPT record `opt` (from the end of the question to the end of the
+        message). Bounded and emptied when full: under spread traffic entries are rarely hit
+        again, and a small dict costs little to fill; repeated subnets stay fast."""
+        c = self._opt_cache
+        if len(c) >= OPT_CACHE:
+            c = self._opt_cache = {}
+        c[opt] = o
 
     def _choose(self, act, o, src: str):
         """(reply triple, ring key counted in the metrics, OPT bytes) for one name's action:
@@ -597,7 +665,8 @@ class Answerer:
                 if data[z + 3:z + 5] == b"\x00\x01":
                     qe = z + 5
                     if counts[7]:
-                        o = self._opt_cache.get(data[qe:])
+                        rest = data[qe:]
+                        o = self._opt_cache.get(rest) or self._ecs_opt(rest)
                     else:
                         o = None if len(data) != qe else False
                     if o is not None:
@@ -661,7 +730,7 @@ class Answerer:
             while p < z:
                 p += data[p] + 1
             qe = z + 5
-            o = (self._opt_cache.get(data[qe:]) if counts[7] else
+            o = ((self._opt_cache.get(data[qe:]) or self._ecs_opt(data[qe:])) if counts[7] else
                  (False if len(data) == qe else None))
             if p == z and z - 12 < 255 and data[z + 3:z + 5] == b"\x00\x01" and o is not None:
                 return self._truncated(data, qe, o[3] if o else b"", _FLAGS_OK[0])
@@ -777,16 +846,10 @@ class Answerer:
         flat = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + head + addr + mine)
         if srcp == 0:
             return (None, 0, flat, flat, maxsize, cookie)
-        full = addr + bytes((4 if fam == 1 else 16) - len(addr))
-        ip = str(ipaddress.ip_address(full))
-        if self.geo is not None:
-            loc, scope = self.geo.locate(ip, srcp)
-        else:
-            loc, scope = Location(), 0
-        scope = max(0, min(scope, 32 if fam == 1 else 128))
+        rk, scope = self._ecs_locate(fam, srcp, addr)
         geo = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + struct.pack("!HBB", fam, srcp,
                                                                              scope) + addr + mine)
-        return (ring_key(loc), scope, geo, flat, maxsize, cookie)
+        return (rk, scope, geo, flat, maxsize, cookie)
 
     def _cookie_option(self, cookie: bytes, src: str, note: list | None = None) -> bytes:
         """The COOKIE option of our reply (client cookie + a server cookie); whether the query's
@@ -889,9 +952,7 @@ class Answerer:
                 return self._error(data, NOERROR, b"", _opt_plus(ropt, extra))
             return self._error(data, FORMERR, b"", _opt_plus(ropt, extra))
         if o and cookie is None and opt_start is not None and an == ns == 0 and ar == 1:
-            if len(self._opt_cache) > CACHE_MAX:
-                self._opt_cache = {}
-            self._opt_cache[data[opt_start:]] = o
+            self._remember(data[opt_start:], o)
         if slip:                                # rate limited: make the client come back
             if cookie is not None:              # ... with the cookie it now has (RFC 7873 5.2.3)
                 return self._error(data, BADCOOKIE, question,

@@ -86,6 +86,8 @@ class DNSConfig:
 class GeoIPConfig:
     database: str = ""                    # empty = the bundled GeoLite2 City from maxminddb-geolite2
     cache_size: int = 65536               # client location keys kept in memory
+    index_cache: str = "var/geoip"        # folder keeping compiled lookups ("" = rebuild each start)
+    reload_interval: float = 60.0         # seconds between checks of the file for a new version
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,9 @@ class ProbesConfig:
     keep_daily_days: int = 400            # daily rollups older than this are dropped
     vantage: str = ""                     # this probe node's name, stored with each result
     stats_interval: int = 600             # seconds between uptime/rtt refreshes and rollups
-    min_pass_share: float = 0.5           # warn the list when fewer mirrors pass
+    min_pass_share: float = 0.5           # a vantage that sees fewer pass in a cycle is broken
+    quorum: int = 0                       # vantages that must agree (0 = a majority of those
+                                          # that count)
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,9 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")
     if p.interval < 1 or p.timeout <= 0:
         raise ConfigError(f"{fname}: [probes] interval and timeout must be positive")
+    if not 0 <= p.min_pass_share <= 1 or p.quorum < 0:
+        raise ConfigError(f"{fname}: [probes] min_pass_share must be between 0 and 1, quorum 0 "
+                          "or more")
     for hp in p.nameservers:
         split_hostport(hp, f"{fname}: [probes] nameservers")
     if p.timestamp_format not in ("mirmon", "phpnet", "debian-trace"):

@@ -61,6 +61,17 @@ def is_country(code: str) -> bool:
     return code.upper() in _table()[0]
 
 
+def ring_key(country: str | None, continent: str | None) -> str:
+    """The key of the answer rings a client is served from: its ISO country code when we know
+    the country, else "@" and its continent code ("@EU"), else "" (unknown). The DNS answer path
+    (dnsd.answer) and the compiled geo lookup (dnsd.geoindex) both use this one rule."""
+    if country and country.upper() in _table()[0]:
+        return country.upper()
+    if continent in CONTINENTS:
+        return "@" + continent
+    return ""
+
+
 # Codes people (and older mirror lists) use that ISO 3166-1 alpha-2 does not: mirmon and Apache
 # wrote the United Kingdom as "uk" (closer.lua turned GeoIP's "gb" into "uk"), the EU writes Greece
 # as "EL"; 'EU' and 'AP' were GeoIP's pseudo-countries.

@@ -2,10 +2,18 @@
 
 One `geoip2.database.Reader` is reused (MODE_AUTO: the C extension with mmap when available).
 Lookups are cached per network key: the /24 of an IPv4 address, the /56 of an IPv6 one, or the
-prefix an EDNS Client Subnet option carried, so a busy resolver costs one database read per network,
-not one per query. `check_reload()` (run by `reload_service()`'s TimerService, never on the query
-path) reopens the file on a pool thread when its mtime or size changes, then swaps the reader and
-empties the cache on the reactor thread.
+prefix an EDNS Client Subnet option carried. This serves the closer, the probes' geo check,
+`mirrorctl resolve` (they need coordinates and names), and the DNS answer path until its compiled
+index is ready.
+
+With `compile=True` (the DNS service) the locator also holds `.index`, the dnsd.geoindex.GeoIndex
+of the same file: ring keys straight from flat arrays, which is what the answer path reads once it
+is there. `check_reload()` (run by `reload_service()`'s TimerService, never on the query path)
+does the blocking part on a pool thread: it reopens the file when its size or mtime changes and
+gets the index of that version (read from `index_cache`, else built, in a child process for large
+files); then it swaps the reader and the index, empties the cache and tells the listeners on the
+reactor thread. Until a new index is there, the previous one (or geoip2) keeps answering; an index
+that fails to build is logged and not retried until the file changes again.
 
 `path` "" means the GeoLite2 City database bundled with the `maxminddb-geolite2` package (old, 2018,
 but enough for a demo); production points `[geoip] database` at a maintained GeoLite2/DB-IP file.
@@ -13,10 +21,14 @@ but enough for a demo); production points `[geoip] database` at a maintained Geo
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-import os
+import subprocess
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import geoip2.database
 import geoip2.errors
@@ -24,6 +36,15 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from dnsd.geoindex import (
+    BuildCancelled,
+    GeoIndex,
+    GeoIndexError,
+    client_country,
+    load_or_build,
+    stamp_of,
+)
+from dnsd.mmdbtree import MMDBError
 from dnsd.picker import Location
 
 _log = Logger()
@@ -48,13 +69,48 @@ def network_key(ip: str, v4_prefix: int = 24, v6_prefix: int = 56) -> tuple[int,
     return 6, v6_prefix, int(a) >> (128 - v6_prefix) << (128 - v6_prefix)
 
 
+class _ReloadService(TimerService):
+    """The reload timer; stopping it also stops a geo index build in progress, so a server that
+    is told to stop does not wait seconds for a build it will never use."""
+
+    def __init__(self, cancel: threading.Event, *args):
+        super().__init__(*args)
+        self._cancel = cancel
+
+    def startService(self):
+        self._cancel.clear()
+        super().startService()
+
+    def stopService(self):
+        self._cancel.set()
+        return super().stopService()
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """What one reload check found on disk (made on a pool thread, installed on the reactor's)."""
+
+    stamp: tuple[int, int]
+    reader: object = None                 # a new geoip2 Reader, or None: the file is unchanged
+    index: GeoIndex | None = None         # a new compiled index, or None
+    how: str = ""                         # "built" or "cache"
+    seconds: float = 0.0                  # spent getting the index
+    error: str = ""                       # why the index could not be had
+
+
 class GeoLocator:
     """`.country(ip) -> "DE" | None`, `.location(ip) -> Location`, cached; thread-safe enough for
-    the closer's threads (a cache race only costs a second lookup)."""
+    the closer's threads (a cache race only costs a second lookup). `.index`: see the module."""
 
-    def __init__(self, path: str = "", cache_size: int = 65536):
+    def __init__(self, path: str = "", cache_size: int = 65536, *, compile: bool = False,
+                 index_cache: str | None = None):
         self.path = path or bundled_database()
         self.cache_size = max(16, cache_size)
+        self.compile = compile
+        self.index_cache = index_cache or None
+        self.index: GeoIndex | None = None
+        self._index_failed = None          # stamp of the file version whose index failed
+        self._cancel = threading.Event()   # set: a build in progress stops (the service stops)
         self._cache: OrderedDict[tuple, tuple[Location, int]] = OrderedDict()
         self._listeners: list[Callable[[], None]] = []
         self._reader = None
@@ -64,38 +120,68 @@ class GeoLocator:
     # -- file handling ----------------------------------------------------------------------------
 
     def _file_stamp(self):
-        st = os.stat(self.path)
-        return st.st_mtime_ns, st.st_size
+        return stamp_of(self.path)
 
     def _open(self) -> None:
         self._install(self._read())
 
-    def _read(self):
-        """(reader, stamp) of the file as it is now: the blocking part of a reload."""
+    def _read(self) -> _Changes:
+        """The file as it is now (reader only): the blocking part of reopening it."""
         stamp = self._file_stamp()
-        return geoip2.database.Reader(self.path), stamp
+        return _Changes(stamp, reader=geoip2.database.Reader(self.path))
 
-    def _read_if_changed(self):
-        return None if self._file_stamp() == self._stamp else self._read()
+    def _changes(self) -> _Changes | None:
+        """On a pool thread: a new reader if the file changed, a new index if one is wanted and
+        the current one is not of this file version. None when there is nothing to do."""
+        stamp = self._file_stamp()
+        reader = geoip2.database.Reader(self.path) if stamp != self._stamp else None
+        have = self.index.stamp if self.index is not None else None
+        if not self.compile or stamp in (have, self._index_failed):
+            return _Changes(stamp, reader) if reader is not None else None
+        t0 = time.monotonic()
+        try:
+            index, how = load_or_build(self.path, self.index_cache, cancel=self._cancel)
+        except BuildCancelled:
+            return _Changes(stamp, reader) if reader is not None else None
+        except (OSError, MMDBError, GeoIndexError, subprocess.SubprocessError) as e:
+            return _Changes(stamp, reader, seconds=time.monotonic() - t0, error=str(e))
+        return _Changes(stamp, reader, index, how, time.monotonic() - t0)
 
-    def _install(self, loaded) -> bool:
-        """Swap in a reader from `_read` (on the thread that answers lookups) and empty the cache."""
-        if loaded is None:
+    def load_index(self) -> bool:
+        """Get the compiled index now, blocking (tests, tools); check_reload is the service's way."""
+        self.compile = True
+        return self._install(self._changes())
+
+    def _install(self, ch: _Changes | None) -> bool:
+        """Swap in what `_read`/`_changes` found (on the thread that answers lookups)."""
+        if ch is None:
             return False
-        reader, stamp = loaded
-        dbtype = reader.metadata().database_type
-        old = self._reader
-        self._reader, self._stamp = reader, stamp
-        self._is_city = "City" in dbtype or "Enterprise" in dbtype
-        self.database_type = dbtype
-        self._cache.clear()
-        if old is not None:
-            old.close()
+        if ch.reader is not None:
+            reader = ch.reader
+            dbtype = reader.metadata().database_type
+            old = self._reader
+            self._reader, self._stamp = reader, ch.stamp
+            self._is_city = "City" in dbtype or "Enterprise" in dbtype
+            self.database_type = dbtype
+            self._cache.clear()
+            if old is not None:
+                old.close()
+                _log.info("geo database {path} reopened ({dbtype})", path=self.path,
+                          dbtype=dbtype)
+        if ch.index is not None:
+            self.index = ch.index
+            self._index_failed = None
+            _log.info("geo index of {path} {how} in {secs:.2f} s: {index!r}", path=self.path,
+                      how="read from the cache" if ch.how == "cache" else "built",
+                      secs=ch.seconds, index=ch.index)
+        elif ch.error:
+            self._index_failed = ch.stamp
+            _log.error("geo index of {path} not built, {still}: {err}", path=self.path,
+                       err=ch.error, still="still answering from the previous one"
+                       if self.index is not None else "answering through geoip2")
         for cb in list(self._listeners):
             cb()
-        if old is not None:
-            _log.info("geo database {path} reopened ({dbtype})", path=self.path, dbtype=dbtype)
-        return True
+        return ch.reader is not None or ch.index is not None
 
     def on_reload(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after the file was reopened (the DNS answerer empties its cache)."""
@@ -107,10 +193,11 @@ class GeoLocator:
         return False
 
     def check_reload(self, in_thread=defer.maybeDeferred) -> defer.Deferred:
-        """Reopen the file when it changed; fires True if it did. Errors are logged and the old
-        reader kept. The stat and open run through `in_thread` (reload_service: a pool thread),
-        the swap on the caller's thread, so lookups never see a half-made reader."""
-        d = in_thread(self._read_if_changed)
+        """Reopen the file when it changed (and get its index, with `compile`); fires True if
+        something was swapped. Errors are logged and the old reader kept. The stat, open and
+        build run through `in_thread` (reload_service: a pool thread), the swap on the caller's
+        thread, so lookups never see a half-made reader or index."""
+        d = in_thread(self._changes)
         d.addCallback(self._install)
         d.addErrback(self._reload_failed)
         return d
@@ -126,12 +213,13 @@ class GeoLocator:
             def in_thread(f):
                 return threads.deferToThreadPool(r, r.getThreadPool(), f)
 
-        svc = TimerService(interval, self.check_reload, in_thread)
+        svc = _ReloadService(self._cancel, interval, self.check_reload, in_thread)
         if clock is not None:
             svc.clock = clock
         return svc
 
     def close(self) -> None:
+        self._cancel.set()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -166,12 +254,14 @@ class GeoLocator:
         cache = self._cache
         hit = cache.get(key)
         if hit is not None:
-            cache.move_to_end(key)
+            with contextlib.suppress(KeyError):     # emptied by a reload on another thread
+                cache.move_to_end(key)
             return hit
         res = self._lookup(ip, key[1])
         cache[key] = res
         if len(cache) > self.cache_size:
-            cache.popitem(last=False)
+            with contextlib.suppress(KeyError):
+                cache.popitem(last=False)
         return res
 
     def _lookup(self, ip: str, bucket_prefix: int) -> tuple[Location, int]:
@@ -185,7 +275,7 @@ class GeoLocator:
             return UNKNOWN, net.prefixlen if net is not None else bucket_prefix
         except ValueError:
             return UNKNOWN, 0
-        cc = r.country.iso_code or r.registered_country.iso_code
+        cc = client_country(r.country.iso_code, r.registered_country.iso_code)
         cont = r.continent.code
         lat = lon = None
         if self._is_city:
@@ -193,4 +283,4 @@ class GeoLocator:
         net = r.traits.network
         # how far the answer holds: the database's network (wider or narrower than the bucket)
         scope = net.prefixlen if net is not None else bucket_prefix
-        return Location(cc.upper() if cc else None, cont, lat, lon), scope
+        return Location(cc, cont, lat, lon), scope

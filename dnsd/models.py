@@ -144,6 +144,46 @@ mirror_health = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow),
 )
 
+# Several probe nodes (vantage points, `[probes] vantage`) each keep their own view of every mirror;
+# mirror_health above holds what a quorum of them agrees on (probes.store, probes.verdicts).
+vantage_health = sa.Table(
+    "vantage_health",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("vantage", sa.String(64), primary_key=True),
+    sa.Column("failures_in_row", sa.Integer, nullable=False, default=0),
+    sa.Column("passes_in_row", sa.Integer, nullable=False, default=0),
+    sa.Column("last_probe_at", sa.DateTime, nullable=True),
+    sa.Column("last_ok_at", sa.DateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("last_sync_at", sa.DateTime, nullable=True),
+    sa.Column("ipv4_up", sa.Boolean, nullable=True),
+    sa.Column("ipv6_up", sa.Boolean, nullable=True),
+    sa.Column("https_ok", sa.Boolean, nullable=True),
+    sa.Column("geo_check", sa.Text, nullable=False, default=""),
+    sa.Column("probed_ipv4", sa.String(15), nullable=True),
+    sa.Column("probed_ipv6", sa.String(45), nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False, default=utcnow),
+)
+sa.Index("ix_vantage_health_vantage", vantage_health.c.vantage)
+
+# One row per vantage point: its cycle in progress, its last complete cycle, and whether that
+# cycle found it broken (too few mirrors passed from it: its results then decide nothing).
+vantages = sa.Table(
+    "vantages",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("cycle_started_at", sa.DateTime, nullable=True),
+    sa.Column("cycle_passed", sa.Integer, nullable=False, default=0),
+    sa.Column("cycle_total", sa.Integer, nullable=False, default=0),
+    sa.Column("last_cycle_at", sa.DateTime, nullable=True),          # the last complete cycle
+    sa.Column("last_passed", sa.Integer, nullable=False, default=0),
+    sa.Column("last_total", sa.Integer, nullable=False, default=0),
+    sa.Column("broken_since", sa.DateTime, nullable=True),           # NULL: not broken
+    sa.Column("broken_mailed_at", sa.DateTime, nullable=True),
+)
+
 probe_results = sa.Table(
     "probe_results",
     metadata,

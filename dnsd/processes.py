@@ -18,7 +18,9 @@ How:
   snapshot, dnsd.snapshot, by its slot K), sharing one DNS cookie secret; the main process keeps
   its own plan for the admin and the closer (dnsd.service.DNSService with serve=False).
 - A child writes one line of JSON a second on stdout: its counters and its plan's state
-  (dnsd.metrics.report). The main process sums them for /metrics (`ProcessesCollector`: the
+  (dnsd.metrics.report). Asked on stdin (``wait N``), it refreshes at once and reports as soon as
+  its plan has version N: the admin's changes wait for the plan that answers
+  (dnsd.service.PlanHolder.wait_for), here the children's. The main process sums them for /metrics (`ProcessesCollector`: the
   usual dnsd_* families, counters summed over all DNS processes, plan gauges of the worst one).
 - Its log events arrive as JSON on stderr and go into the main process's log, marked dns-K.
 - A child that exits is started again on the same sockets, after a pause that grows to 30 s; one
@@ -46,7 +48,7 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 from dnsd import metrics
 from dnsd.config import split_hostport
-from dnsd.server import DNSTCPPort, DNSUDPPort, listen_error, reuseport_socket
+from dnsd.server import DNSTCPPort, listen_error, reuseport_socket, udp_socket
 from dnsd.service import _Listener
 
 _log = Logger(namespace="dnsd.processes")
@@ -90,7 +92,10 @@ def open_sockets(listen, n: int, backlog: int = 1024) -> list[list[tuple]]:
         for kind, st in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
             for k in range(n):
                 try:
-                    s = reuseport_socket(host, port, st, backlog, reuse=n > 1)
+                    if kind == "udp":
+                        s = udp_socket(host, port, n > 1)
+                    else:
+                        s = reuseport_socket(host, port, st, backlog, reuse=n > 1)
                 except OSError as e:
                     for group in out:
                         for *_x, sock in group:
@@ -132,6 +137,7 @@ class _Child(ProcessProtocol):
             if r.get("ready") and not self.ready:
                 self.ready = True
                 self.owner._child_ready(self)
+            self.owner._reported()
         if len(self._out) > 1 << 20:
             self._out = b""
 
@@ -185,6 +191,7 @@ class DNSProcesses(service.Service):
         self.collector = ProcessesCollector(self)
         self.ready = defer.Deferred()
         self._ready_told = False
+        self._waiters: list[tuple[int, defer.Deferred]] = []
 
     # -- sockets: bound before privileges are dropped --
     def privilegedStartService(self):
@@ -263,6 +270,46 @@ class DNSProcesses(service.Service):
                 child.reported_at = now              # one kill per silence
                 _signal(child, "KILL")
 
+    # -- "does the DNS answer with this change yet?" (PlanHolder.wait_for) --
+    def versions(self) -> list[int]:
+        """The plan version each DNS process reported last (-1: none yet)."""
+        return [c.report["plan_version"] if c.report else -1
+                for _k, c in sorted(self.children.items())]
+
+    def _have(self, version: int) -> bool:
+        v = self.versions()
+        return len(v) == self.n and min(v) >= version
+
+    def wait_for(self, version: int, clock, timeout: float) -> defer.Deferred:
+        """Fires True once every DNS process reports a plan of at least `version`, False after
+        `timeout` seconds. Each is asked to refresh now and to report as soon as it has it."""
+        if self._have(version):
+            return defer.succeed(True)
+        d = defer.Deferred()
+        entry = (version, d)
+        self._waiters.append(entry)
+        timer = clock.callLater(timeout, self._expire, entry)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        for c in self.children.values():
+            try:
+                c.transport.write(b"wait %d\n" % version)
+            except Exception:
+                pass                                # gone meanwhile: the timeout answers
+        return d
+
+    def _expire(self, entry) -> None:
+        if entry in self._waiters:
+            self._waiters.remove(entry)
+            entry[1].callback(False)
+
+    def _reported(self) -> None:
+        if not self._waiters:
+            return
+        ready = [w for w in self._waiters if self._have(w[0])]
+        self._waiters = [w for w in self._waiters if w not in ready]
+        for _v, d in ready:
+            d.callback(True)
+
     def pids(self) -> list[int]:
         return [c.transport.pid for _k, c in sorted(self.children.items())
                 if c.transport is not None and c.transport.pid]
@@ -340,8 +387,8 @@ class ProcessesCollector:
 # --- the child's side ----------------------------------------------------------------------------
 
 class AdoptedListener(_Listener):
-    """A listening socket inherited from the main process, served here (UDP on the lean
-    DNSUDPPort read loop, TCP on DNSTCPPort), started and stopped like any listener."""
+    """A listening socket inherited from the main process, served here like any listener (UDP on
+    an answer thread of its own, dnsd.server.UDPAnswerThread; TCP on DNSTCPPort)."""
 
     def __init__(self, reactor, sock: Inherited, proto):
         super().__init__(reactor, sock.kind, sock.host, sock.port, proto)
@@ -349,28 +396,37 @@ class AdoptedListener(_Listener):
 
     def _open(self):
         fam = socket.AF_INET6 if ":" in self.sock.host else socket.AF_INET
-        cls = DNSUDPPort if self.sock.kind == "udp" else DNSTCPPort
-        extra = (8192,) if self.sock.kind == "udp" else ()
+        if self.sock.kind == "udp":
+            return socket.socket(fam, socket.SOCK_DGRAM, fileno=self.sock.fd)
         try:
-            return cls._fromListeningDescriptor(self._reactor, self.sock.fd, fam, self._proto,
-                                                *extra)
+            return DNSTCPPort._fromListeningDescriptor(self._reactor, self.sock.fd, fam,
+                                                       self._proto)
         finally:
             os.close(self.sock.fd)                  # the port holds a duplicate
 
 
 class _Control:
-    """The child's end of the pipes: reports out on stdout; stdin's EOF (the main process is
-    gone, or stopping us) ends the process."""
+    """The child's end of the pipes: reports out on stdout; on stdin, ``wait N`` lines (refresh
+    now, and report as soon as the plan has version N), and its EOF (the main process is gone,
+    or stopping us) ends the process."""
 
     def __init__(self, reactor):
         self.reactor = reactor
         self.transport = None
+        self.on_wait = None                         # callable(version), set by run_child
+        self._buf = b""
 
     def makeConnection(self, transport):
         self.transport = transport
 
     def dataReceived(self, data):
-        pass
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            cmd, _, arg = line.strip().partition(b" ")
+            if cmd == b"wait" and arg.isdigit() and self.on_wait is not None:
+                self.on_wait(int(arg))
+        self._buf = self._buf[-64:]
 
     def connectionLost(self, reason=None):
         _stop(self.reactor)
@@ -387,7 +443,6 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
     from dnsd.db import open_pool
-    from dnsd.server import DNSDatagramProtocol
     from dnsd.service import DNSService
 
     globalLogBeginner.beginLoggingTo([_formatted(jsonFileLogObserver(sys.stderr))],
@@ -396,7 +451,7 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
     pool.start()
     svc = DNSService(cfg, pool, reactor, listen=False, metrics=False, slot=slot)
     for sock in inherited:
-        proto = DNSDatagramProtocol(svc.answerer) if sock.kind == "udp" else svc.tcp
+        proto = svc.answerer if sock.kind == "udp" else svc.tcp
         AdoptedListener(reactor, sock, proto).setServiceParent(svc)
     control = _Control(reactor)
     stdio.StandardIO(control, reactor=reactor)
@@ -406,6 +461,10 @@ def run_child(cfg, slot: int, parent: int, inherited: list[Inherited]) -> int:
         r["slot"], r["ready"] = slot, svc.plan.builds > 0
         control.send(r)
 
+    def on_wait(version: int) -> None:
+        svc.plan.wait_for(version, reactor, HUNG_AFTER).addCallback(lambda _ok: tell())
+
+    control.on_wait = on_wait
     reporter = task.LoopingCall(tell)
     reporter.clock = reactor
     reactor.callWhenRunning(svc.startService)

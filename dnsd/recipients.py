@@ -47,7 +47,7 @@ AUDIENCE = {
     # the probes' verdicts: the people who can fix it; somebody must hear of it
     "disabled": Audience.MAINTAINERS_ELSE_LIST,
     "recovered": Audience.MAINTAINERS_ELSE_LIST,
-    "pass-share": Audience.LIST,
+    "vantage-broken": Audience.LIST,       # one mail about a probe vantage, not one per mirror
     # scheduled mails (admin.reports)
     "weekly": Audience.LIST,
     "reminder": Audience.MAINTAINERS,

@@ -33,6 +33,7 @@ launcher for several processes.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import socket
@@ -50,13 +51,13 @@ from dnsd.cookies import CookieJar, SecretError, SecretFile
 from dnsd.geo import GeoLocator
 from dnsd.plan import build_plan, empty_plan, fmt_age, load_rows, load_version
 from dnsd.server import (
-    DNSDatagramProtocol,
     DNSStreamFactory,
     DNSTCPPort,
-    DNSUDPPort,
     ListenError,
+    UDPAnswerThread,
     listen_error,
     reuseport_socket,
+    udp_socket,
 )
 from dnsd.zonefile import ZoneError, load_zone, zone_for
 
@@ -71,7 +72,8 @@ class PlanHolder:
     `wait_for(version)` lets a writer in this process (the admin web after a change) wait until
     the plan that answers has its change, so what it shows next is what the DNS answers; `kick`
     (set by the DNSService that owns the holder) asks for a refresh now instead of at the next
-    poll."""
+    poll. When DNS is answered in processes of their own, `answering` (dnsd.processes) is waited
+    for as well: the plan that answers is theirs."""
 
     def __init__(self, plan):
         self.current = plan
@@ -84,6 +86,7 @@ class PlanHolder:
         self.source = "none"           # where `current` came from: none, snapshot, database
         self.snapshot_path = ""
         self.kick = None               # callable: refresh now (None: nobody refreshes this plan)
+        self.answering = None          # DNSProcesses answering from plans of their own, or None
         self._waiters: list[tuple[int, defer.Deferred]] = []
 
     def data_age(self) -> float | None:
@@ -97,8 +100,16 @@ class PlanHolder:
         return self.current.version
 
     def wait_for(self, version: int, clock, timeout: float) -> defer.Deferred:
-        """Fires True once the plan's version is at least `version`, False after `timeout`
-        seconds (the caller shows what it has; the DNS catches up on its next poll)."""
+        """Fires True once the plan's version is at least `version` (here, and in the DNS
+        processes when there are some), False after `timeout` seconds (the caller shows what it
+        has; the DNS catches up on its next poll)."""
+        own = self._wait_own(version, clock, timeout)
+        if self.answering is None:
+            return own
+        there = self.answering.wait_for(version, clock, timeout)
+        return defer.gatherResults([own, there]).addCallback(all)
+
+    def _wait_own(self, version: int, clock, timeout: float) -> defer.Deferred:
         if self.current.version >= version:
             return defer.succeed(True)
         if self.kick is None:
@@ -137,27 +148,22 @@ def _stamp(path):
 
 
 class _Listener(service.Service):
-    """One UDP or TCP listen address. UDP runs on DNSUDPPort (the lean read loop), TCP on
-    DNSTCPPort (IPV6_V6ONLY, bounded backlog, one line at the fd limit); with `reuse` both are
-    opened on sockets with SO_REUSEPORT (for several worker processes). Binds in
-    privilegedStartService, so port 53 is taken before twistd drops privileges; a port that
-    cannot be bound raises ListenError (one line: the address and the cause)."""
+    """One UDP or TCP listen address. UDP is answered on a thread of its own
+    (dnsd.server.UDPAnswerThread), TCP on DNSTCPPort (IPV6_V6ONLY, bounded backlog, one line at
+    the fd limit); with `reuse` both are opened on sockets with SO_REUSEPORT (for several worker
+    processes). Binds in privilegedStartService, so port 53 is taken before twistd drops
+    privileges; a port that cannot be bound raises ListenError (one line: the address and the
+    cause). For UDP, `proto` is the Answerer."""
 
     def __init__(self, reactor, kind, host, port, proto, reuse=False, backlog=1024):
         self._reactor, self._kind, self._host, self._port_no = reactor, kind, host, port
         self._proto, self._reuse, self._backlog = proto, reuse, backlog
-        self._port = None
+        self._port = None             # TCP: the listening port; UDP: the bound socket
+        self._thread = None
 
     def _open(self):
         if self._kind == "udp":
-            if self._reuse:
-                s = reuseport_socket(self._host, self._port_no, socket.SOCK_DGRAM)
-                try:
-                    return DNSUDPPort._fromListeningDescriptor(self._reactor, s.fileno(),
-                                                               s.family, self._proto, 8192)
-                finally:
-                    s.close()
-            return DNSUDPPort(self._port_no, self._proto, self._host, 8192, self._reactor)
+            return udp_socket(self._host, self._port_no, self._reuse)
         if self._reuse:
             s = reuseport_socket(self._host, self._port_no, socket.SOCK_STREAM, self._backlog)
             try:
@@ -170,7 +176,8 @@ class _Listener(service.Service):
     def privilegedStartService(self):
         try:
             p = self._open()
-            p.startListening()
+            if self._kind == "tcp":
+                p.startListening()
         except (OSError, CannotListenError) as e:
             raise listen_error(self._host, self._port_no, self._kind, e) from None
         self._port = p
@@ -179,13 +186,40 @@ class _Listener(service.Service):
     def startService(self):
         if self._port is None:
             self.privilegedStartService()
+        if self._kind == "udp":
+            self._thread = UDPAnswerThread(self._port, self._proto,
+                                           f"dns-udp {self._host}:{self._port_no}")
+            self._thread.start()
         service.Service.startService(self)
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._port is not None:
-            d, self._port = self._port.stopListening(), None
-            return d
+        p, self._port = self._port, None
+        t, self._thread = self._thread, None
+        if t is not None:
+            return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), t.stop)
+        if self._kind == "udp" and p is not None:
+            p.close()                 # bound but never started
+        elif p is not None:
+            return p.stopListening()
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, classes, functions: ~75,000 once Twisted,
+    SQLAlchemy and geoip2 are loaded) out of the garbage collector's sight (gc.freeze). A full
+    collection holds the GIL, so it stops the UDP answer thread, and it scanned all of them: 30 ms
+    every few seconds under load, long enough to overflow a socket buffer at 15,000 q/s. Now it
+    scans what came later (the current plan, transient objects). Done once per process, after
+    the first plan; what is frozen then lives as long as the process anyway (and acyclic objects
+    are still freed when their last reference goes)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
+_frozen = False
 
 
 def raise_fd_limit() -> int:
@@ -215,7 +249,7 @@ class DNSService(service.MultiService):
     name = "dns"
 
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
-                 rng=None, geo_interval: float = 60.0, registry=None,
+                 rng=None, geo_interval: float | None = None, registry=None,
                  slot: int = 0, exit_on_listen_error: bool = False, serve: bool = True,
                  listen: bool = True, metrics: bool = True):
         super().__init__()
@@ -225,7 +259,10 @@ class DNSService(service.MultiService):
         self._collector = None
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         d = cfg.dns
-        self.geo = geo = geo if geo is not None else geo_from_config(cfg)
+        # the compiled index is for the answer path: only a serving node needs it
+        self.geo = geo = geo if geo is not None else geo_from_config(cfg, compile=serve)
+        if geo_interval is None:
+            geo_interval = cfg.geoip.reload_interval
         if zone is None:               # read now: a bad zone file fails at startup, not later
             zone, self._zone_path = zone_for(cfg)
         else:
@@ -272,8 +309,7 @@ class DNSService(service.MultiService):
                                     d.tcp_max_per_address, d.tcp_max_unsent)
         for hp in d.listen if serve and listen else ():
             host, port = split_hostport(hp, "[dns] listen")
-            # one datagram protocol per port: a protocol is bound to one transport
-            _Listener(reactor, "udp", host, port, DNSDatagramProtocol(self.answerer),
+            _Listener(reactor, "udp", host, port, self.answerer,
                       self.reuse_port).setServiceParent(self)
             _Listener(reactor, "tcp", host, port, self.tcp, self.reuse_port,
                       d.tcp_backlog).setServiceParent(self)
@@ -443,6 +479,8 @@ class DNSService(service.MultiService):
         h.built_monotonic = time.monotonic()
         h.build_seconds = secs
         h.builds += 1
+        if h.builds == 1:
+            freeze_startup_objects()
         if source == "database":
             self._last_build = self.reactor.seconds()
             _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
@@ -546,10 +584,13 @@ class DNSService(service.MultiService):
         return super().stopService()
 
 
-def geo_from_config(cfg) -> GeoLocator:
-    """The client locator `[geoip]` describes (the bundled GeoLite2 when `database` is empty)."""
-    path = str(cfg.resolve_path(cfg.geoip.database)) if cfg.geoip.database else ""
-    return GeoLocator(path, cfg.geoip.cache_size)
+def geo_from_config(cfg, compile: bool = False) -> GeoLocator:
+    """The client locator `[geoip]` describes (the bundled GeoLite2 when `database` is empty);
+    with `compile`, one that also keeps the compiled index the DNS answer path reads."""
+    g = cfg.geoip
+    path = str(cfg.resolve_path(g.database)) if g.database else ""
+    return GeoLocator(path, g.cache_size, compile=compile,
+                      index_cache=str(cfg.resolve_path(g.index_cache)) if g.index_cache else None)
 
 
 def makeService(cfg, pool, reactor, **kw) -> DNSService:
@@ -571,4 +612,5 @@ def makeService(cfg, pool, reactor, **kw) -> DNSService:
         else ""
     svc.processes = DNSProcesses(cfg, reactor, registry=kw.get("registry"), cookie_secret=secret)
     svc.processes.setServiceParent(svc)
+    svc.plan.answering = svc.processes
     return svc

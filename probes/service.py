@@ -1,7 +1,8 @@
 """The probe loop: every mirror probed once per `[probes] interval`, spread evenly over it.
 
-A cycle reads the mirror list, then starts mirror i at i * interval / n plus a random jitter of up
-to one slot, so the probes trickle out instead of leaving in a burst (and a mirror's probe does not
+A cycle reads the mirror list, then starts mirror i at i * window / n plus a random jitter of up
+to one slot (window: `spread_window`, the interval less one timeout, so the cycle ends within its
+interval), so the probes trickle out instead of leaving in a burst (and a mirror's probe does not
 fall at the same second each cycle). At most `concurrency` probes run at once (a DeferredSemaphore);
 a hanging mirror holds one slot for one timeout and nobody waits for it. Results are written in
 batches (one transaction per batch, each mirror's verdict, version bump and mail in it together),
@@ -21,6 +22,7 @@ service is this service's parent and waits for the Deferred stopService returns)
 from __future__ import annotations
 
 import random
+import time
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -29,6 +31,14 @@ from twisted.logger import Logger
 from dnsd.jobs import run_once
 from probes import history, store
 from probes.probe import Prober, ProbeResult, utc_from_ts
+
+
+def spread_window(p) -> float:
+    """Seconds over which a cycle starts its probes: the interval less one probe timeout (at
+    least half the interval), so the last probe ends within the interval. Spread over the whole
+    interval, a cycle would end just after the next tick was due, LoopingCall would skip that
+    tick, and every mirror would be probed every two intervals."""
+    return max(p.interval / 2, p.interval - p.timeout)
 
 
 class ProbeService(service.Service):
@@ -51,6 +61,7 @@ class ProbeService(service.Service):
         self._stopping = False
         self.dropped = 0                     # probes cut short by a stop, not recorded
         self.cycles = 0
+        self.vantage = store.vantage_of(cfg)      # this node's name as a vantage point
         self.last_cycle_seconds: float | None = None
 
     # --- service ---------------------------------------------------------------------------------
@@ -103,8 +114,14 @@ class ProbeService(service.Service):
         except Exception:
             self._log.failure("probe cycle could not read the mirror list")
             return
+        try:
+            now = utc_from_ts(start)
+            await self.pool.run(lambda conn: store.start_cycle(conn, self.vantage, now))
+        except Exception:
+            self._log.failure("probe cycle could not be started")
+            return
         n = len(targets)
-        slot = self.cfg.probes.interval / n if n else 0
+        slot = spread_window(self.cfg.probes) / n if n else 0
         done = []
         for i, t in enumerate(targets):
             delay = i * slot + self.rng.uniform(0, slot) if slot else 0
@@ -124,12 +141,22 @@ class ProbeService(service.Service):
                        cycle=self.cycles, n=n, seconds=self.last_cycle_seconds)
         try:
             now = utc_from_ts(self.reactor.seconds())
-            res = await self.pool.run(lambda conn: store.check_pass_share(conn, self.cfg, now))
-            if res["mailed"]:
-                self._log.warn("only {passing} of {total} mirrors pass; warned the list",
-                               passing=res["passing"], total=res["total"])
+            t0 = time.perf_counter()
+            res = await self.pool.run(lambda conn: store.end_cycle(conn, self.cfg, self.vantage,
+                                                                   now))
         except Exception:
-            self._log.failure("pass share check failed")
+            self._log.failure("judging the cycle failed")
+            return
+        self._log.info("cycle {cycle} of vantage {vantage} judged in {seconds:.2f} s: {passed} of "
+                       "{total} passed", cycle=self.cycles, vantage=self.vantage,
+                       seconds=time.perf_counter() - t0, passed=res["passed"], total=res["total"])
+        if res["broken"] and not res["was_broken"]:
+            self._log.warn("vantage {vantage} is broken: only {passed} of {total} mirrors passed "
+                           "from it; its results do not count until a cycle passes again",
+                           vantage=self.vantage, passed=res["passed"], total=res["total"])
+        elif res["was_broken"] and not res["broken"]:
+            self._log.info("vantage {vantage} counts again: {passed} of {total} mirrors passed",
+                           vantage=self.vantage, passed=res["passed"], total=res["total"])
 
     def _start_one(self, t, d: defer.Deferred):
         defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)
@@ -184,7 +211,7 @@ class ProbeService(service.Service):
         batch, self._pending = self._pending, []
         if not batch:
             return defer.succeed(None)
-        cfg, vantage = self.cfg, self.cfg.probes.vantage
+        cfg, vantage = self.cfg, self.vantage
         now = utc_from_ts(self.reactor.seconds())
 
         def thd(conn):

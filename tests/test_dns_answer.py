@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import ipaddress
 import random
 import shutil
+import socket
 import struct
 
 import dns.edns
@@ -15,13 +17,16 @@ import dns.rcode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
 
 from dnsd.answer import Answerer, compile_table
 from dnsd.config import parse_config
 from dnsd.geo import GeoLocator
 from dnsd.plan import build_plan, row
-from dnsd.server import DNSDatagramProtocol
+from dnsd.server import UDPAnswerThread, udp_socket
 from dnsd.zonefile import parse_zone
+from tests.helpers import geo_record
 
 NOW = dt.datetime(2026, 11, 21, 12, 0)
 Z = "m.test"
@@ -96,21 +101,32 @@ def test_bad_ecs_is_formerr(test_mmdb, opt):
     assert r.rcode() == dns.rcode.FORMERR
 
 
-def test_ecs_cache_emptied_when_geo_database_reloads(tmp_path, test_mmdb):
+@pytest.mark.parametrize("compiled", [False, True], ids=["geoip2", "index"])
+def test_answers_follow_a_reloaded_geo_database(tmp_path, test_mmdb, compiled):
+    # 192.0.2.0/24 and 127.0.1.0/24 are DE in the test database; the new file makes them US.
+    # Cached locations (OPT records, source addresses) must not outlive the file they came from.
     path = tmp_path / "geo.mmdb"
     shutil.copy(test_mmdb, path)
-    cfg = parse_config(f'[dns]\nzone = "{Z}"\n')
-    plan = build_plan({"version": 1, "mirrors": [row(id=1, name="de1", country="DE",
-                                                     ipv4="192.0.2.1")]}, cfg, NOW)
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\nmin_candidates = 1\n')
+    plan = build_plan({"version": 1, "mirrors": [
+        row(id=1, name="de1", country="DE", ipv4="192.0.2.1"),
+        row(id=2, name="us1", country="US", ipv4="198.51.100.1")]}, cfg, NOW)
     geo = GeoLocator(str(path))
+    if compiled:
+        assert geo.load_index() and geo.index is not None
     a = Answerer(geo, compile_table(plan, parse_zone(ZONE, Z), cfg))
-    ask(a, f"www.{Z}", src="127.0.1.1", use_edns=0,
-        options=[dns.edns.ECSOption("192.0.2.0", 24)])
-    assert a._opt_cache and a._src_cache == {}
-    ask(a, f"www.{Z}", src="127.0.1.1")
-    assert a._src_cache
-    geo._open()                                             # what check_reload does
-    assert not a._opt_cache and not a._src_cache
+    ecs = [dns.edns.ECSOption("192.0.2.0", 24)]
+    for _ in range(2):                                      # the second time from any cache
+        assert addrs(ask(a, f"www.{Z}", use_edns=0, options=ecs))[0] == "192.0.2.1"
+        assert addrs(ask(a, f"www.{Z}", src="127.0.1.1"))[0] == "192.0.2.1"
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    w.insert_network(IPSet(["192.0.2.0/24", "127.0.1.0/24"]), geo_record("US"))
+    w.to_db_file(str(tmp_path / "new.mmdb"))
+    shutil.move(tmp_path / "new.mmdb", path)
+    assert geo._install(geo._changes())                     # what check_reload does
+    assert (geo.index is not None) == compiled
+    assert addrs(ask(a, f"www.{Z}", use_edns=0, options=ecs))[0] == "198.51.100.1"
+    assert addrs(ask(a, f"www.{Z}", src="127.0.1.1"))[0] == "198.51.100.1"
 
 
 def test_response_and_short_messages_are_dropped(test_mmdb):
@@ -122,24 +138,25 @@ def test_response_and_short_messages_are_dropped(test_mmdb):
     assert a.stats.dropped == 2
 
 
-def test_datagram_protocol_writes_reply():
-    class T:
-        def __init__(self):
-            self.sent = []
-            self.socket = self
-
-        def sendto(self, data, addr):
-            self.sent.append((data, addr))
-
+def test_udp_answer_thread_answers_drops_and_stops():
     class A:
         def answer(self, data, src, udp):
+            assert src == "127.0.0.1" and udp
             return None if data == b"drop" else data[::-1]
 
-    p = DNSDatagramProtocol(A())
-    p.makeConnection(T())
-    p.datagramReceived(b"abc", ("192.0.2.9", 5353))
-    p.datagramReceived(b"drop", ("192.0.2.9", 5353))
-    assert p.transport.sent == [(b"cba", ("192.0.2.9", 5353))]
+    srv = udp_socket("127.0.0.1", 0)
+    t = UDPAnswerThread(srv, A())
+    t.start()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(3)
+    try:
+        c.sendto(b"drop", srv.getsockname())
+        c.sendto(b"abc", srv.getsockname())
+        assert c.recvfrom(100) == (b"cba", srv.getsockname())    # and nothing for "drop"
+    finally:
+        c.close()
+        t.stop()
+    assert not t.alive and srv.fileno() == -1
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -188,3 +205,41 @@ def test_fast_path_equals_full_decoder(test_mmdb, name, rdtype, edns, do, subnet
     fast = a.answer(q, "127.0.1.1", True)
     full = a._full(q, "127.0.1.1", True)
     assert fast == full
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.booleans(), st.integers(0, 128), st.binary(min_size=16, max_size=16), st.booleans(),
+       st.integers(0, 65535))
+def test_ecs_fast_path_decodes_like_the_full_parser(test_mmdb, v4, srcp, raw, do, payload):
+    """The fast path's OPT tuple (ring key, scope, both reply OPTs, size limit) is the one the
+    careful decoder makes, for any family, prefix, address, DO bit and payload size."""
+    a = _indexed(test_mmdb)
+    bits = 32 if v4 else 128
+    srcp = srcp % (bits + 1)
+    addr = raw[:bits // 8]
+    a_int = int.from_bytes(addr, "big") >> (bits - srcp) << (bits - srcp) if srcp else 0
+    ip = str(ipaddress.ip_address(a_int) if v4 else ipaddress.IPv6Address(a_int))
+    q = dns.message.make_query(f"www.{Z}", "A", use_edns=0, want_dnssec=do,
+                               payload=max(payload, 1), options=[dns.edns.ECSOption(ip, srcp)])
+    wire = q.to_wire()
+    qe = wire.index(b"\x00", 12) + 5                      # end of the question: the OPT record
+    rest = wire[qe:]
+    full = a._parse_opt(wire, qe, len(wire), "127.0.0.1")
+    fast = a._ecs_opt(rest)
+    if srcp == 0:
+        assert fast is None                                  # left to _full (scope 0, no key)
+    else:
+        assert fast == full
+        assert fast[1] <= srcp and fast[0] == a._index.ecs(1 if v4 else 2, srcp, rest[19:])[0]
+
+
+_INDEXED = {}
+
+
+def _indexed(test_mmdb):
+    if test_mmdb not in _INDEXED:
+        a = make(test_mmdb)
+        a.geo.load_index()
+        assert a._index is a.geo.index is not None
+        _INDEXED[test_mmdb] = a
+    return _INDEXED[test_mmdb]

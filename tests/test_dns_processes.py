@@ -21,8 +21,11 @@ import dns.message
 import dns.query
 import pytest
 
+from admin.web import api
+from dnsd.db import make_engine
 from tests.dns_support import ADDR, ZONE, ZONE_TEXT, write_table
 from tests.helpers import alive, children_of, free_port, stop_process
+from tests.webfakes import add_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +49,11 @@ class Node:
     def __init__(self, tmp_path: Path, mmdb: str, workers: int):
         db = tmp_path / "mirrors.sqlite"
         write_table(f"sqlite:///{db}")
+        engine = make_engine(f"sqlite:///{db}")
+        add_user(engine, "alice", role="admin")
+        with engine.begin() as conn:
+            self.token = api.issue_token(conn, "alice")
+        engine.dispose()
         (tmp_path / "zone").write_text(ZONE_TEXT)
         self.dns_port, self.web_port = free_port(), free_port()
         cfg = tmp_path / "mirrordns.toml"
@@ -114,6 +122,19 @@ poll_interval = 3600
             if now == last:
                 return now
             last = now
+
+    def api(self, method: str, path: str, body: bytes = b"") -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api{path}", data=body,
+                                     method=method, headers={
+                                         "Authorization": f"Bearer {self.token}",
+                                         "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+
+    def country(self, cc: str) -> set[str]:
+        r = dns.query.udp(dns.message.make_query(f"{cc}.{ZONE}", "A"), "127.0.0.1",
+                          port=self.dns_port, timeout=2)
+        return {rd.address for rrset in r.answer for rd in rrset}
 
     def dns_children(self) -> list[int]:
         return [p for p in children_of(self.proc.pid) if b"--child" in _cmdline(p)]
@@ -186,6 +207,16 @@ def test_two_dns_processes_are_summed_and_never_outlive_a_killed_node(node):
     sent = _ask_from_new_ports(node.dns_port, 200)  # spread over both by the kernel
     _until(lambda: node.queries() >= before + 200, 15, "every query counted on /metrics")
     assert before + 200 <= node.settled_queries() <= before + sent     # counted once each
+    # a change through the web is answered only once both DNS processes answer with it
+    assert ADDR["de2"] in _until(lambda: node.country("de"), 10, "an answer for de")
+    assert node.api("POST", "/mirrors/de2/disable", b'{"reason": "moving racks"}') == 200
+    for _ in range(20):                             # whichever process the kernel picks
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(dns.message.make_query(f"de.{ZONE}", "A").to_wire(),
+                     ("127.0.0.1", node.dns_port))
+            reply = dns.message.from_wire(s.recv(4096))
+        assert ADDR["de2"] not in {rd.address for rrset in reply.answer for rd in rrset}
     node.proc.send_signal(signal.SIGKILL)          # no chance to clean up
     node.proc.wait(5)
     _until(lambda: not any(alive(k) for k in kids), 10, "the DNS processes end with the node")

@@ -236,6 +236,45 @@ async def test_country_names_borrow_and_never_go_dark(env):
 
 
 @pytest_twisted.ensureDeferred
+async def test_ecs_per_family_from_the_compiled_index(env):
+    """Over real UDP, once the compiled geo index is in: the client subnet of each family picks
+    the answer, and the scope is the block the answer holds for (capped by the source prefix)."""
+    s = await started(env)
+    try:
+        await until(lambda: s.svc.geo.index is not None and s.svc.answerer._index is not None)
+        assert s.svc.answerer._index is s.svc.geo.index
+        de = {ADDR["de1"], ADDR["de2"]}
+        us = {ADDR["us1"], ADDR["us2"]}
+        # (subnet, source prefix, mirrors, scope): 127.0.1.0/24 is DE with unknown and US
+        # neighbours; 2001:db8:de::/48 is DE; a /25 holds for its whole /24; a /16 spanning
+        # several countries answers for its first address (unknown: the world), scope 16
+        for subnet, srcp, want, scope in (("127.0.1.0", 24, de, 24), ("192.0.2.128", 25, de, 24),
+                                          ("127.0.2.0", 24, us, 24), ("127.0.0.0", 16, None, 16),
+                                          ("::ffff:127.0.2.0", 120, us, 120)):
+            for _ in range(2):                   # the second time from the OPT cache
+                r = await s.udp(query(f"www.{Z}", "A", use_edns=0, options=ecs(subnet, srcp)),
+                                source="127.0.2.9")
+                (opt,) = r.options
+                assert (opt.srclen, opt.scopelen) == (srcp, scope), subnet
+                if want is not None:
+                    assert addresses(r) == want, subnet
+                else:
+                    assert len(addresses(r)) == 2
+        for subnet, want in (("2001:db8:de::", {"2001:db8:de::11", "2001:db8:f::31"}),
+                             ("2001:db8:de:ff00::", {"2001:db8:de::11", "2001:db8:f::31"})):
+            r = await s.udp(query(f"www.{Z}", "AAAA", use_edns=0, options=ecs(subnet, 56)))
+            assert addresses(r) == want and r.options[0].scopelen == 48
+        r = await s.udp(query(f"www.{Z}", "A", use_edns=0, options=ecs("2001:db8:5:100::", 56)),
+                        source="127.0.1.1")
+        assert addresses(r) == us and r.options[0].scopelen == 48
+        # no ECS: the resolver's address, through the same index
+        r = await s.udp(query(f"www.{Z}", "A"), source="127.0.1.7")
+        assert addresses(r) == de
+    finally:
+        await s.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_geo_name_by_source_address_and_by_ecs(env):
     s = await started(env)
     try:

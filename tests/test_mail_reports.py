@@ -139,9 +139,14 @@ def test_every_template_renders():
     s, b = probe_mails.render("recovered.txt", **common, passes=2, since="x", outage_text="3 h",
                               log_lines=["ok"])
     assert "back in the DNS rotation" in s and "out for 3 h" in b
-    s, b = probe_mails.render("pass_share.txt", zone="z", passing=1, total=4, share=0.25,
-                              min_share=0.5, now="n", fail_after=3, classes=[("timeout", 3)])
-    assert s.startswith("Warning: only 1 of 4") and "25 %" in b
+    s, b = probe_mails.render("vantage_broken.txt", zone="z", vantage="probe-eu", passed=1,
+                              total=4, share=0.25, min_share=0.5, now="n", others=["probe-us"],
+                              classes=[("timeout", 3)])
+    assert s == "Probe vantage probe-eu is broken: only 1 of 4 mirrors pass from it"
+    assert "25 %" in b and "(probe-us) decide without it" in b and "timeout" in b
+    _s, b = probe_mails.render("vantage_broken.txt", zone="z", vantage="p", passed=0, total=4,
+                               share=0.0, min_share=0.5, now="n", others=[], classes=[])
+    assert "no mirror is disabled at all meanwhile" in b
 
 
 def test_hints_name_the_fix():

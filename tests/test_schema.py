@@ -116,6 +116,10 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             assert conn.execute(sa.select(models.users.c.disabled)).scalar_one() is False
             o = conn.execute(sa.select(models.outbox)).one()
             assert (o.discarded_at, bytes(o.message)) == (None, b"A")
+            assert (o.claimed_by, o.claimed_until) == (None, None)      # 0002: free to claim
+            # 0004: the agreed counters stay in mirror_health; each vantage starts its own view
+            assert conn.execute(sa.select(sa.func.count()).select_from(
+                models.vantage_health)).scalar() == 0
         with engine.connect() as conn:                           # the models match the head
             from alembic.autogenerate import compare_metadata
             from alembic.migration import MigrationContext

@@ -1,6 +1,10 @@
 """Nodes in network namespaces the test builds itself (tests/netlab.py, root only), each reaching
 the fake mirrors over its own veth link and the machine's PostgreSQL through a forwarder:
 
+- three probe vantages, each a real probe node in its own namespace: one cut off from one mirror
+  (the mirror stays), one cut off from every mirror (nothing is disabled, the list gets one
+  mail), a mirror down for all (disabled, one mail to its maintainer), and a vantage killed with
+  SIGKILL continues where the table says when it starts again;
 - a node under load (probes hanging on silent mirrors and on host names a dead resolver never
   answers, DNS queries, a mail stuck on a silent SMTP server) stops within 5 s of SIGTERM, with
   nothing cut short recorded as a mirror failure and no traceback.
@@ -18,7 +22,18 @@ import dns.query
 import pytest
 import sqlalchemy as sa
 
-from dnsd.models import ACTIVE, bump_version, maintainers, mirror_health, mirrors, probe_results
+from dnsd.models import (
+    ACTIVE,
+    DISABLED_PROBES,
+    bump_version,
+    maintainers,
+    mirror_health,
+    mirrors,
+    outbox,
+    probe_results,
+    vantage_health,
+    vantages,
+)
 from dnsd.outbox import queue_mail
 from tests import netlab
 from tests.cluster_support import (
@@ -33,6 +48,11 @@ from tests.helpers import free_port
 
 pytestmark = [pytest.mark.skipif(not PG_URL, reason=NEEDS_PG),
               pytest.mark.skipif(bool(netlab.can_run()), reason=netlab.can_run() or "-")]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass                         # a probe that gave up mid-answer is no news here
 
 
 class Mirrors:
@@ -82,7 +102,7 @@ class Mirrors:
                 def log_message(self, *args):
                     pass
 
-            srv = ThreadingHTTPServer((addr, self.port), Handler)
+            srv = _QuietServer((addr, self.port), Handler)
             srv.daemon_threads = True
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             self._servers[addr] = srv
@@ -129,6 +149,104 @@ def via(lab_ns: netlab.Namespace, lab: netlab.Lab, url: str) -> str:
     u = sa.engine.make_url(url)
     port = lab.forward(lab_ns.host_ip, u.port or 5432)
     return u.set(host=lab_ns.host_ip, port=port).render_as_string(hide_password=False)
+
+
+def wait(pred, timeout, what, nodes=()):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        for n in nodes:
+            assert n.alive(), f"{n.name} died:\n{n.log()[-3000:]}"
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
+
+
+def test_three_vantages_agree_before_a_mirror_goes_and_a_broken_one_says_so_once(lab, tmp_path):
+    lab, fakes = lab
+    spaces = {name: lab.namespace(name) for name in ("eu", "us", "ap")}
+    with scratch_database() as (url, engine):
+        addrs = {f"de{i}": fakes.add(i) for i in range(1, 7)}
+        ids = add_mirrors(engine, [(n, a, f"{n}.example.net", fakes.port)
+                                   for n, a in addrs.items()])
+        probes = "fail_after = 2\npass_after = 1"
+
+        def node(name):
+            ns = spaces[name]
+            return Node(tmp_path, name, node_config(
+                via(ns, lab, url), name, ["probes"], listen_ip=ns.ip,
+                probes=probes_config(name, interval=2, timeout=1.0, extra=probes)),
+                "mirrordns-probes.service", wrap=ns.wrap())
+
+        nodes = {name: node(name).start() for name in spaces}
+        all_nodes = list(nodes.values())
+
+        def q(stmt):
+            with engine.connect() as c:
+                return c.execute(stmt)
+
+        def cycles(name):
+            return q(sa.select(vantages.c.last_cycle_at).where(vantages.c.name == name)).scalar()
+
+        def after_cycles(n=2):
+            """Wait until every live vantage finished n more cycles."""
+            names = [x for x, nd in nodes.items() if nd.alive()]
+            marks = {x: cycles(x) for x in names}
+            for _ in range(n):
+                wait(lambda: all(cycles(x) and cycles(x) != marks[x] for x in names), 30,
+                     "a cycle of every vantage", all_nodes)
+                marks = {x: cycles(x) for x in names}
+
+        def view(name, mirror):
+            return q(sa.select(vantage_health.c.failures_in_row, vantage_health.c.passes_in_row)
+                     .where(vantage_health.c.vantage == name,
+                            vantage_health.c.mirror_id == ids[mirror])).first()
+
+        def status(mirror):
+            return q(sa.select(mirrors.c.status).where(mirrors.c.id == ids[mirror])).scalar()
+
+        def kinds():
+            return [r.kind for r in q(sa.select(outbox.c.kind, outbox.c.recipients)
+                                      .order_by(outbox.c.id))]
+
+        try:
+            wait(lambda: all(cycles(x) for x in nodes), 60, "every vantage's first cycle",
+                 all_nodes)
+            # 1. eu loses its route to de1: the mirror stays, eu's view shows why
+            spaces["eu"].cut(addrs["de1"])
+            wait(lambda: (view("eu", "de1") or (0,))[0] >= 2, 30, "eu sees de1 fail", all_nodes)
+            after_cycles(1)
+            assert status("de1") == ACTIVE and kinds() == []
+            assert view("us", "de1").passes_in_row > 0 and view("ap", "de1").passes_in_row > 0
+            # 2. us loses every mirror: broken, one mail, nothing disabled
+            spaces["us"].cut_all_mirrors()
+            wait(lambda: q(sa.select(vantages.c.broken_since).where(vantages.c.name == "us"))
+                 .scalar() is not None, 30, "us found broken", all_nodes)
+            after_cycles(2)
+            assert all(status(m) == ACTIVE for m in addrs) and kinds() == ["vantage-broken"]
+            (subject,) = q(sa.select(outbox.c.subject)).scalars()
+            assert subject == "Probe vantage us is broken: only 0 of 6 mirrors pass from it"
+            # 3. de2 goes down for everyone: eu and ap (the ones that count) agree
+            fakes.set(addrs["de2"], "down")
+            wait(lambda: status("de2") == DISABLED_PROBES, 30, "de2 disabled", all_nodes)
+            after_cycles(1)
+            assert status("de1") == ACTIVE and kinds() == ["vantage-broken", "disabled"]
+            (to,) = q(sa.select(outbox.c.recipients).where(outbox.c.kind == "disabled")).scalars()
+            assert to == "ops@de2.example.net"
+            (reason,) = q(sa.select(mirrors.c.status_reason).where(mirrors.c.id == ids["de2"])
+                          ).scalars()
+            assert reason.startswith("2 failed probes in a row from 2 of 2 vantages: refused")
+            # 4. ap killed outright and started again: it continues from its own counters
+            before = view("ap", "de2").failures_in_row
+            nodes["ap"].kill()
+            nodes["ap"] = node("ap").start()
+            all_nodes = list(nodes.values())
+            after_cycles(1)
+            assert view("ap", "de2").failures_in_row > before
+            assert status("de2") == DISABLED_PROBES and kinds() == ["vantage-broken", "disabled"]
+        finally:
+            for n in nodes.values():
+                n.stop()
+        for n in nodes.values():
+            assert not tracebacks(n.log()), n.log()[-3000:]
 
 
 def test_sigterm_under_load_stops_a_node_within_five_seconds(lab, tmp_path):

@@ -24,6 +24,7 @@ from dnsd.records import mirrors as _mirrors
 from dnsd.records import notes as _notes
 from dnsd.records.health import Health
 from dnsd.records.mirrors import Mirror
+from probes import store as probe_store
 
 STATUS_ORDER = statuses.DISPLAY_ORDER
 
@@ -162,6 +163,7 @@ def mirror_page(mid: int, *, plan, cfg, now: _dt.datetime, results: int = 50):
         }
         h = _health.get(conn, mid)
         extra["addresses"] = serving.addresses(m, h)
+        extra["vantages"] = probe_store.vantage_verdicts(conn, cfg, mid, now)
         return MirrorView(m, h, p.by_id.get(mid), extra)
     return thd
 
