@@ -11,7 +11,7 @@ twice: once alone, once while the web port is attacked by
 
 Both runs report DNS p50, p99 and max latency (dnsperf -v, every reply) and the queries lost.
 It does this for each mode of BENCH_ISO_MODES: `separate` ([dns] workers = 1, the default: DNS in
-a process of its own) and `inprocess` ([dns] workers = 0: DNS on the web's reactor), so the
+a process of its own) and `inprocess` ([dns] workers = 0: DNS in the web's process), so the
 figures say what the separate process buys. The web's limits are the defaults in both.
 
     BENCH_ISO_DURATION=20 BENCH_ISO_RATE=5000 BENCH_ISO_MODES="separate inprocess" \\
