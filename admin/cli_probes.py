@@ -49,7 +49,7 @@ def cmd_probe(args, ctx):
     from dnsd import serving
     from dnsd.config import ConfigError
     from dnsd.serving import fmt_age
-    from probes.probe import Prober, utc_from_ts
+    from probes.probe import CanaryUnavailable, Prober, utc_from_ts
     from probes.store import load_target
 
     cfg = ctx.cfg
@@ -61,7 +61,13 @@ def cmd_probe(args, ctx):
     out = {}
 
     async def main(reactor):
-        out["r"] = await Prober(cfg, reactor, geo=geo).probe(t)
+        prober = Prober(cfg, reactor, geo=geo)
+        if cfg.probes.canary_path:
+            try:
+                prober.canary = await prober.load_canary()
+            except CanaryUnavailable as e:
+                print(f"mirrorctl: note: no canary check ({e})", file=sys.stderr)
+        out["r"] = await prober.probe(t)
 
     from twisted.internet import defer, task
 
@@ -93,6 +99,10 @@ def cmd_probe(args, ctx):
     print(f"  health      IPv4 {fam(r.ipv4_up)}, IPv6 {fam(r.ipv6_up)}, HTTPS {fam(r.https_ok)}")
     if r.geo_check:
         print(f"  geo check   {r.geo_check}")
+    if r.mirror_info is not None:
+        i = r.mirror_info
+        print(f"  mirror-info {i.site} PHP {i.php_version}, language {i.language}, search "
+              f"{i.search}, stats {i.stats}, rsync {'ok' if i.rsync_ok else 'NOT SET UP'}")
     return 0 if r.ok else 1
 
 

@@ -48,6 +48,7 @@ def serve(addresses: int, drip_seconds: float) -> None:
             if b"\r\n\r\n" not in self.buf:
                 return
             host = b""
+            target = self.buf.split(b" ", 2)[1] if self.buf.count(b" ") >= 2 else b""
             for line in self.buf.split(b"\r\n"):
                 if line[:5].lower() == b"host:":
                     host = line[5:].strip().split(b".")[0]
@@ -58,6 +59,11 @@ def serve(addresses: int, drip_seconds: float) -> None:
             body = b"%d\n" % stamp
             if kind == 0:
                 return                                   # hang: never answer
+            if not target.endswith(b"/TIME"):            # the content check's random path
+                self.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                                     b"Connection: close\r\n\r\n")
+                self.transport.loseConnection()
+                return
             if kind == 1:                                # drip: headers, then a byte at a time
                 body = body[:-1] + b"    \n"
                 self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"

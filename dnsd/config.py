@@ -138,6 +138,14 @@ class ProbesConfig:
     min_pass_share: float = 0.5           # a vantage that sees fewer pass in a cycle is broken
     quorum: int = 0                       # vantages that must agree (0 = a majority of those
                                           # that count)
+    not_found_check: bool = True          # a random path must answer 404 (else "soft-404")
+    canary_path: str = ""                 # a file every mirror carries, below its base URL, whose
+                                          # size and SHA-256 the origin publishes ("" = none)
+    canary_origin: str = ""               # the origin's base URL for it and <canary_path>.sha256
+                                          # ("" = [closer] origin_url)
+    canary_full_share: float = 0.1        # share of probes fetching the canary whole (SHA-256);
+                                          # the others ask for one byte of it (its size)
+    mirror_info_check: bool = True        # timestamp_format "phpnet": check /mirror-info's fields
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,8 @@ class CloserConfig:
     head_check: bool = False
     head_check_ttl: int = 300
     head_timeout: float = 2.0             # seconds for one HEAD of action=download's check
+    origin_url: str = ""                  # the project's own site: checksums, signatures and KEYS
+                                          # are sent there, never to a mirror
 
 
 @dataclass(frozen=True)
@@ -321,6 +331,20 @@ def _validate(cfg: Config, fname: str) -> None:
         split_hostport(hp, f"{fname}: [probes] nameservers")
     if p.timestamp_format not in ("mirmon", "phpnet", "debian-trace"):
         raise ConfigError(f"{fname}: [probes] timestamp_format: one of mirmon, phpnet, debian-trace")
+    if not 0 <= p.canary_full_share <= 1:
+        raise ConfigError(f"{fname}: [probes] canary_full_share must be between 0 and 1")
+    if p.canary_path and not canary_origin(cfg):
+        raise ConfigError(f"{fname}: [probes] canary_path needs the origin that publishes it: "
+                          "[probes] canary_origin or [closer] origin_url")
+    for key, url in (("[probes] canary_origin", p.canary_origin),
+                     ("[closer] origin_url", cfg.closer.origin_url)):
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{fname}: {key}: '{url}' is not an http or https URL")
+
+
+def canary_origin(cfg: Config) -> str:
+    """Where the probes read the canary's published size and SHA-256."""
+    return cfg.probes.canary_origin or cfg.closer.origin_url
 
 
 def split_hostport(hp: str, where: str = "address") -> tuple[str, int]:

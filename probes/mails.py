@@ -31,6 +31,18 @@ HINTS = {
                   "(add them as ServerAlias / server_name)",
     "too-large": "the timestamp file is too large: it should hold one line",
     "private-address": "the address in our table is not a public address; tell us the right one",
+    "soft-404": "a file that does not exist did not answer 404 Not Found: the host seems to "
+                "answer every path (a parked domain, a catch-all or login page in front of the "
+                "files); serve the mirror's tree itself and let missing files be 404",
+    "canary-missing": "a file every mirror carries is missing: is the sync complete, and does "
+                      "it exclude nothing?",
+    "canary-size": "a file every mirror carries has the wrong size (truncated?): the sync may "
+                   "have been cut short, or the disk is full",
+    "canary-hash": "a file every mirror carries differs from the original: the mirror must "
+                   "carry the files unmodified (check the sync, the disk, any proxy rewriting "
+                   "them)",
+    "mirror-info": "/mirror-info is not what a working mirror prints: see the line above for "
+                   "the field at fault (site name, rsync settings, manual alias, ...)",
 }
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+import hashlib
 import ipaddress
+import random
 import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -47,12 +49,17 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from dnsd import outbound, serving
+from dnsd.config import canary_origin
 from dnsd.serving import fmt_age
 from dnsd.validation import ip_literal
 from dnsd.validation import is_forbidden_address as is_forbidden_address  # the one rule
+from probes import content
+from probes.content import Canary, MirrorInfo, MirrorInfoError
 
 ERROR_CLASSES = ("refused", "timeout", "dns", "tls", "http-status", "no-timestamp", "stale",
-                 "wrong-host", "too-large", "private-address", "error")
+                 "wrong-host", "too-large", "private-address", "soft-404", "canary-missing",
+                 "canary-size", "canary-hash", "mirror-info", "error")
+CONTENT_CLASSES = ("soft-404", "canary-missing", "canary-size", "canary-hash", "mirror-info")
 FUTURE_SLACK = 3600          # a timestamp this far in the future is not believed
 
 
@@ -171,7 +178,8 @@ def target_from_row(row, zone: str, geo_name: str = "www") -> Target:
 
 @dataclass(frozen=True)
 class Fetch:
-    """One GET of the timestamp file with one Host header over one address."""
+    """One GET with one Host header over one address: of the timestamp file, or (`check`) of a
+    content check's file (probes.content)."""
     url: str
     host: str
     address: str | None = None
@@ -183,6 +191,11 @@ class Fetch:
     tls_ok: bool | None = None           # None for http
     error_class: str = ""
     error: str = ""
+    check: str = ""                      # "" the timestamp; "404", "canary", "canary-range",
+                                         # "mirror-info" (the timestamp page read for its fields)
+    note: str = ""                       # what a passed content check saw
+    mirror_info: MirrorInfo | None = None     # phpnet: the fields of the page read
+    mirror_info_error: str = ""               # ... or why they could not be read
 
     @property
     def ok(self) -> bool:
@@ -191,6 +204,8 @@ class Fetch:
     def line(self) -> str:
         via = f" via {self.address}" if self.address else ""
         head = f"GET {self.url} Host: {self.host}{via}"
+        if self.ok and self.check:
+            return f"{head} -> {self.status} in {self.total_ms:.0f} ms, {self.note}"
         if self.ok:
             ts = utc_from_ts(self.timestamp).isoformat(" ") if self.timestamp else "-"
             return f"{head} -> {self.status} in {self.total_ms:.0f} ms, timestamp {ts} UTC"
@@ -222,6 +237,7 @@ class ProbeResult:
     resolved: bool = False               # the addresses came from the host name, not the table
     probed_ipv4: str | None = None       # the addresses probed (pinned or resolved)
     probed_ipv6: str | None = None
+    mirror_info: MirrorInfo | None = None     # timestamp_format "phpnet": the fields it read
 
     def log_lines(self) -> list[str]:
         return [f.line() for f in self.fetches]
@@ -354,10 +370,12 @@ class AddressResolver:
 
 
 class _BoundedBody(protocol.Protocol):
-    """Collects a response body up to `limit` bytes; cancelling or overflowing drops the connection."""
+    """Collects a response body up to `limit` bytes; cancelling or overflowing drops the connection.
+    With `digest` (a hashlib object) the bytes only go through it and are not kept: a canary
+    file of many megabytes costs its hash, not its size in memory."""
 
-    def __init__(self, limit: int):
-        self.limit, self.parts, self.size = limit, [], 0
+    def __init__(self, limit: int, digest=None):
+        self.limit, self.parts, self.size, self.digest = limit, [], 0, digest
         self.done: defer.Deferred[bytes] = defer.Deferred(self._cancel)
 
     def _cancel(self, _d):
@@ -372,7 +390,10 @@ class _BoundedBody(protocol.Protocol):
             self.transport.stopProducing()
             self.done.errback(BodyTooLarge(f"body over {self.limit} bytes"))
             return
-        self.parts.append(data)
+        if self.digest is not None:
+            self.digest.update(data)
+        else:
+            self.parts.append(data)
 
     def connectionLost(self, reason=protocol.connectionDone):
         if self.done.called:
@@ -438,11 +459,46 @@ def _with_port(host: str, url: str) -> str:
     return host if u.port in (None, default) else f"{host}:{u.port}"
 
 
+class CanaryUnavailable(Exception):
+    """The origin did not tell the canary's size and SHA-256 (this cycle goes without)."""
+
+
+@dataclass
+class _Got:
+    """What one GET answered, beside its Fetch: for the caller to judge."""
+    status: int | None = None
+    phrase: str = ""
+    ttfb: float | None = None
+    headers: Headers | None = None
+    length: int | None = None            # Content-Length, when the answer declared one
+    body: bytes = b""
+    size: int = 0                        # body bytes read (or hashed)
+
+    def header(self, name: bytes) -> str | None:
+        v = self.headers.getRawHeaders(name) if self.headers is not None else None
+        return v[0].decode("latin-1") if v else None
+
+    def total_size(self) -> int | None:
+        """The whole file's size: from Content-Range for a 206, else the Content-Length."""
+        if self.status == 206:
+            return content.content_range_total(self.header(b"content-range"))
+        return self.length
+
+
+def _below(base: str, path: str) -> str:
+    """`path` below a base URL (which may or may not end in '/')."""
+    u = urlsplit(base)
+    folder = u.path if u.path.endswith("/") else u.path + "/"
+    return urlunsplit((u.scheme, u.netloc, folder + path.lstrip("/"), "", ""))
+
+
 class Prober:
     """Probes one mirror at a time (`probe(target)` returns a Deferred); holds no state between
-    probes except its configuration, so one instance serves the whole loop."""
+    probes except its configuration and `canary` (what the origin publishes about the canary
+    file, set by the loop once per cycle from `load_canary`), so one instance serves the whole
+    loop."""
 
-    def __init__(self, cfg, reactor, geo=None, trust_root=None, resolver=None):
+    def __init__(self, cfg, reactor, geo=None, trust_root=None, resolver=None, rng=None):
         p = cfg.probes
         self.reactor = reactor
         # a host name's addresses: [probes] nameservers, else `resolver` (an IHostnameResolver,
@@ -460,6 +516,14 @@ class Prober:
         self.allow_private = p.allow_private
         self.user_agent = p.user_agent.encode()
         self._pool = wclient.HTTPConnectionPool(reactor, persistent=False)
+        # content checks (probes.content)
+        self.rng = rng or random.Random()
+        self.not_found_check = p.not_found_check
+        self.mirror_info_check = p.mirror_info_check and p.timestamp_format == "phpnet"
+        self.canary_path = p.canary_path.lstrip("/")
+        self.canary_origin = canary_origin(cfg)
+        self.canary_full_share = p.canary_full_share
+        self.canary: Canary | None = None
 
     async def lookup(self, host: str, timeout: float) -> list[str]:
         """A followed redirect's host, for dnsd.outbound.ResolvedEndpoint."""
@@ -474,9 +538,7 @@ class Prober:
         return defer.ensureDeferred(self._probe(target))
 
     def timestamp_url(self, base: str) -> str:
-        u = urlsplit(base)
-        path = u.path if u.path.endswith("/") else u.path + "/"
-        return urlunsplit((u.scheme, u.netloc, path + self.path.lstrip("/"), "", ""))
+        return _below(base, self.path)
 
     async def _probe(self, t: Target) -> ProbeResult:
         start = self.reactor.seconds()
@@ -505,8 +567,9 @@ class Prober:
         runs = await defer.gatherResults(
             [defer.ensureDeferred(self._combo(t, url, a, fam, deadline, names=firsts[s] == a))
              for s, url, a, fam in combos])
-        return replace(self._summarise(t, start, combos, runs, v4, v6), resolved=resolved,
-                       probed_ipv4=v4, probed_ipv6=v6)
+        checks = await self._content(t, bases, combos, runs, deadline)
+        return replace(self._summarise(t, start, combos, runs, v4, v6, checks),
+                       resolved=resolved, probed_ipv4=v4, probed_ipv6=v6)
 
     async def _resolve(self, t: Target, deadline: float) -> tuple[str | None, str | None]:
         """(IPv4, IPv6) to probe a mirror without pinned addresses over: the IP literals of its
@@ -555,16 +618,23 @@ class Prober:
             checked.append(f)
         return [main, *checked]
 
-    async def _fetch(self, url: str, name: str, address, family, deadline) -> Fetch:
+    async def _get(self, url: str, name: str, address, family, deadline, *, limit: int,
+                   keep=(200,), headers=(), digest=None, check: str = "") -> tuple[Fetch, _Got]:
+        """One GET of `url` with Host `name` over `address` (None: the URL's host resolved here,
+        behind the same refusal of private addresses), within the probe's deadline. The body of
+        an answer whose status is in `keep` is read (at most `limit` bytes, or only hashed into
+        `digest`), any other body dropped unread. The Fetch carries transport errors; what the
+        answer means is the caller's."""
         host = _with_port(name, url)
-        base = Fetch(url=url, host=host, address=address, family=family)
+        base = Fetch(url=url, host=host, address=address, family=family, check=check)
+        got = _Got()
         if address and not self.allow_private and is_forbidden_address(address):
             return replace(base, error_class="private-address",
-                           error=f"{address} is not a public address (probes.allow_private)")
+                           error=f"{address} is not a public address (probes.allow_private)"), got
         start = self.reactor.seconds()
         remaining = deadline - start
         if remaining <= 0:
-            return replace(base, error_class="timeout", error="no time left in this probe")
+            return replace(base, error_class="timeout", error="no time left in this probe"), got
         https = url.startswith("https:")
         # The request goes to the name itself (so Host, SNI and any followed redirect are right),
         # over a connection pinned to the table address.
@@ -576,61 +646,185 @@ class Prober:
         agent = wclient.Agent.usingEndpointFactory(self.reactor, pinned, pool=self._pool)
         if self.follow:
             agent = wclient.RedirectAgent(agent, redirectLimit=5)
-        headers = Headers({b"user-agent": [self.user_agent], b"accept": [b"text/plain, */*"],
-                           b"cache-control": [b"no-cache"]})
-        current = [agent.request(b"GET", request_url.encode("ascii"), headers)]
+        hdrs = Headers({b"user-agent": [self.user_agent], b"accept": [b"text/plain, */*"],
+                        b"cache-control": [b"no-cache"]})
+        for k, v in headers:
+            hdrs.setRawHeaders(k, [v])
+        current = [agent.request(b"GET", request_url.encode("ascii"), hdrs)]
         timer = self.reactor.callLater(remaining, lambda: current[0].cancel())
-        body = b""
-        status = ttfb = None
         try:
             resp = await current[0]
-            ttfb = (self.reactor.seconds() - start) * 1000
-            status = resp.code
-            if status != 200:
+            got.ttfb = (self.reactor.seconds() - start) * 1000
+            got.status = resp.code
+            got.phrase = resp.phrase.decode("latin-1", "replace")
+            got.headers = resp.headers
+            got.length = None if resp.length is wclient.UNKNOWN_LENGTH else resp.length
+            if got.status not in keep:
                 resp.deliverBody(_Discard())
-                err = f"HTTP {status} {resp.phrase.decode('latin-1', 'replace')}"
-                if 300 <= status < 400:
-                    loc = resp.headers.getRawHeaders(b"location", [b""])[0].decode("latin-1")
-                    err += f" (redirect to {loc})" if loc else ""
-                return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
-                                  tls_ok=True if https else None, error_class="http-status",
-                                  error=err)
-            reader = _BoundedBody(self.max_body)
-            if resp.length is not wclient.UNKNOWN_LENGTH and resp.length > self.max_body:
-                resp.deliverBody(_Discard())
-                raise BodyTooLarge(f"Content-Length {resp.length} over {self.max_body} bytes")
-            resp.deliverBody(reader)
-            current[0] = reader.done
-            body = await reader.done
+            else:
+                if digest is None and got.length is not None and got.length > limit:
+                    resp.deliverBody(_Discard())
+                    raise BodyTooLarge(f"Content-Length {got.length} over {limit} bytes")
+                reader = _BoundedBody(limit, digest)
+                resp.deliverBody(reader)
+                current[0] = reader.done
+                got.body = await reader.done
+                got.size = reader.size
         except Exception:
             ec, msg = classify(Failure())
-            return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
-                              tls_ok=(False if ec == "tls" else (True if status else None))
-                              if https else None, error_class=ec, error=msg)
+            tls = (False if ec == "tls" else (True if got.status else None)) if https else None
+            return self._done(base, pinned, start, status=got.status, ttfb=got.ttfb,
+                              tls_ok=tls, error_class=ec, error=msg), got
         finally:
             if timer.active():
                 timer.cancel()
+        return self._done(base, pinned, start, status=got.status, ttfb=got.ttfb,
+                          tls_ok=True if https else None), got
+
+    async def _fetch(self, url: str, name: str, address, family, deadline) -> Fetch:
+        """The timestamp file: 200 and a timestamp in the configured format."""
+        f, got = await self._get(url, name, address, family, deadline, limit=self.max_body)
+        if not f.ok:
+            return f
+        if got.status != 200:
+            err = f"HTTP {got.status} {got.phrase}"
+            if 300 <= got.status < 400 and (loc := got.header(b"location")):
+                err += f" (redirect to {loc})"
+            return replace(f, error_class="http-status", error=err)
+        body = got.body
         ts = parse_timestamp(body, self.fmt)
         now = self.reactor.seconds()
-        ec, msg = "", ""
         if ts is None:
-            ec, msg = "no-timestamp", f"no {self.fmt} timestamp in {len(body)} bytes: {body[:40]!r}"
-        elif ts > now + FUTURE_SLACK:
-            ec, msg = "no-timestamp", f"timestamp {int(ts)} lies in the future"
-            ts = None
-        return self._done(base, pinned, start, status=status, ttfb=ttfb, https=https,
-                          tls_ok=True if https else None, timestamp=ts, error_class=ec, error=msg)
+            return replace(f, error_class="no-timestamp",
+                           error=f"no {self.fmt} timestamp in {len(body)} bytes: {body[:40]!r}")
+        if ts > now + FUTURE_SLACK:
+            return replace(f, error_class="no-timestamp",
+                           error=f"timestamp {int(ts)} lies in the future")
+        if self.mirror_info_check:
+            try:
+                return replace(f, timestamp=ts, mirror_info=content.parse_mirror_info(body))
+            except MirrorInfoError as e:
+                return replace(f, timestamp=ts, mirror_info_error=str(e))
+        return replace(f, timestamp=ts)
 
-    def _done(self, base: Fetch, pinned: _PinnedEndpoints, start, *, status, ttfb, https, tls_ok,
+    # --- content checks (probes.content) ---------------------------------------------------------
+
+    async def _content(self, t: Target, bases, combos, runs, deadline) -> list[Fetch]:
+        """The content checks, once per probe, over the first address that served the main
+        scheme's timestamp: the page it read (mirror-info), a random path (404) and the canary.
+        Nothing when the timestamp check failed: that failure says enough."""
+        main_scheme = "http" if t.http_url else "https"
+        ok = [(c, r) for c, r in zip(combos, runs) if c[0] == main_scheme and all(f.ok for f in r)]
+        if not ok:
+            return []
+        (_scheme, _url, address, family), run = ok[0]
+        base = dict(bases)[main_scheme]
+        own = (urlsplit(base).hostname or t.hostname).lower()
+        out: list[Fetch] = []
+        if self.mirror_info_check:
+            out.append(self._mirror_info_fetch(t, run[0]))
+        jobs = []
+        if self.not_found_check:
+            jobs.append(self._check_404(base, own, address, family, deadline))
+        canary = self.canary
+        if canary is not None and canary.expected_of(run[0].timestamp):
+            full = self.rng.random() < self.canary_full_share
+            jobs.append(self._check_canary(canary, base, own, address, family, deadline, full))
+        out += await defer.gatherResults([defer.ensureDeferred(j) for j in jobs])
+        return out
+
+    def _mirror_info_fetch(self, t: Target, main: Fetch) -> Fetch:
+        """The timestamp fetch read again as php.net's /mirror-info line, for its fields."""
+        info = main.mirror_info
+        if info is None:
+            problem = main.mirror_info_error or "no /mirror-info line"
+        else:
+            problem = content.mirror_info_problem(info, (t.hostname, *t.names))
+        f = replace(main, check="mirror-info", timestamp=None,
+                    note=f"PHP {info.php_version}, language {info.language}" if info else "")
+        if problem:
+            f = replace(f, error_class="mirror-info", error=problem)
+        return f
+
+    async def _check_404(self, base, name, address, family, deadline) -> Fetch:
+        url = _below(base, content.random_path(self.rng))
+        f, got = await self._get(url, name, address, family, deadline, limit=0, keep=(),
+                                 check="404")
+        if not f.ok:
+            return f
+        if problem := content.not_found_problem(got.status):
+            return replace(f, error_class="soft-404", error=problem)
+        return replace(f, note="a file that does not exist is not found, as it should be")
+
+    async def _check_canary(self, canary: Canary, base, name, address, family, deadline,
+                            full: bool) -> Fetch:
+        """One byte of the canary (the total size is in Content-Range), or all of it hashed."""
+        url = _below(base, canary.path)
+        if full:
+            digest = hashlib.sha256()
+            f, got = await self._get(url, name, address, family, deadline,
+                                     limit=canary.size, digest=digest, check="canary")
+            if f.error_class == "too-large":
+                return replace(f, error_class="canary-size",
+                               error=content.size_problem(canary, canary.size + 1))
+            size = got.size
+        else:
+            f, got = await self._get(url, name, address, family, deadline, limit=0, keep=(),
+                                     headers=[(b"range", b"bytes=0-0")], check="canary-range")
+            size = got.total_size()
+        if not f.ok:
+            return f
+        if got.status not in (200, 206):
+            return replace(f, error_class="canary-missing",
+                           error=f"{canary.path}: HTTP {got.status} {got.phrase}")
+        if problem := content.size_problem(canary, size):
+            return replace(f, error_class="canary-size", error=problem)
+        if full:
+            if problem := content.hash_problem(canary, digest.hexdigest()):
+                return replace(f, error_class="canary-hash", error=problem)
+            return replace(f, note=f"{canary.path}: {size} bytes, SHA-256 as published")
+        return replace(f, note=f"{canary.path}: {size} bytes, as published")
+
+    async def load_canary(self) -> Canary:
+        """What the origin publishes about the canary: its size and Last-Modified (a Range
+        request for one byte of `<origin>/<canary_path>`) and its SHA-256
+        (`<origin>/<canary_path>.sha256`). Raises CanaryUnavailable with the reason."""
+        if not self.canary_path or not self.canary_origin:
+            raise CanaryUnavailable("no [probes] canary_path")
+        deadline = self.reactor.seconds() + self.timeout
+        url = _below(self.canary_origin, self.canary_path)
+        host = (urlsplit(url).hostname or "").lower()
+        (f, got), (sf, sgot) = await defer.gatherResults([
+            defer.ensureDeferred(self._get(url, host, None, None, deadline, limit=0, keep=(),
+                                           headers=[(b"range", b"bytes=0-0")])),
+            defer.ensureDeferred(self._get(url + ".sha256", host, None, None, deadline,
+                                           limit=self.max_body))])
+        for x, g in ((f, got), (sf, sgot)):
+            if not x.ok:
+                raise CanaryUnavailable(f"{x.url}: {x.error_class}: {x.error}")
+            if g.status not in (200, 206):
+                raise CanaryUnavailable(f"{x.url}: HTTP {g.status} {g.phrase}")
+        size = got.total_size()
+        if size is None:
+            raise CanaryUnavailable(f"{url}: the origin does not say how large it is")
+        sha = content.parse_sha256_file(sgot.body, self.canary_path)
+        if sha is None:
+            raise CanaryUnavailable(f"{sf.url}: no SHA-256 for {self.canary_path} in it")
+        modified = got.header(b"last-modified")
+        published = _rfc2822(modified) if modified else None
+        return Canary(self.canary_path, size, sha, published)
+
+    def _done(self, base: Fetch, pinned: _PinnedEndpoints, start, *, status, ttfb, tls_ok,
               timestamp=None, error_class="", error="") -> Fetch:
         address, family = pinned.peer if pinned.peer else (base.address, base.family)
         return replace(base, address=address, family=family, status=status, ttfb_ms=ttfb,
                        total_ms=(self.reactor.seconds() - start) * 1000, timestamp=timestamp,
                        tls_ok=tls_ok, error_class=error_class, error=error)
 
-    def _summarise(self, t: Target, start, combos, runs, v4, v6) -> ProbeResult:
+    def _summarise(self, t: Target, start, combos, runs, v4, v6, checks=()) -> ProbeResult:
         """The verdict input: the main scheme (http if the mirror has it) must serve a fresh file
-        over at least one address; per-family and https health are recorded beside it."""
+        over at least one address, and pass the content checks; per-family and https health are
+        recorded beside it (the content checks say nothing about those)."""
         main_scheme = "http" if t.http_url else "https"
         ok_runs = [(c, r) for c, r in zip(combos, runs) if all(f.ok for f in r)]
         main_ok = [(c, r) for c, r in ok_runs if c[0] == main_scheme]
@@ -642,6 +836,7 @@ class Prober:
         if t.https_url:
             https_ok = any(c[0] == "https" for c, _r in ok_runs)
         fetches = tuple(f for r in runs for f in r)
+        tls_vals = [f.tls_ok for f in fetches if f.tls_ok is not None]
         if main_ok:
             (_c, r) = main_ok[0]
             first, ec, err = r[0], "", ""
@@ -654,13 +849,16 @@ class Prober:
         sync_age = max(0.0, start - ts) if ts is not None else None
         if not ec and sync_age is not None and sync_age > self.max_age:
             ec, err = "stale", f"out of sync {fmt_age(sync_age)} (limit {fmt_age(self.max_age)})"
-        tls_vals = [f.tls_ok for f in fetches if f.tls_ok is not None]
+        if not ec and (bad := next((f for f in checks if not f.ok), None)) is not None:
+            ec, err = bad.error_class, bad.error
+        info = next((f.mirror_info for f in checks if f.mirror_info is not None), None)
         return ProbeResult(
             mirror_id=t.mirror_id, at=start, ok=not ec, error_class=ec, error=err, url=first.url,
             address=first.address, family=first.family, http_status=first.status,
             ttfb_ms=first.ttfb_ms, total_ms=first.total_ms, timestamp=ts, sync_age=sync_age,
             tls_ok=all(tls_vals) if tls_vals else None, ipv4_up=fam_up.get(4), ipv6_up=fam_up.get(6),
-            https_ok=https_ok, geo_check=self.geo_check(t, v4, v6), fetches=fetches)
+            https_ok=https_ok, geo_check=self.geo_check(t, v4, v6),
+            fetches=fetches + tuple(checks), mirror_info=info)
 
     def geo_check(self, t: Target, v4=None, v6=None) -> str:
         """'' when every probed address geolocates to the claimed country (or is unknown)."""

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from dnsd.jobs import run_once
 from probes import history, store
-from probes.probe import Prober, ProbeResult, utc_from_ts
+from probes.probe import CanaryUnavailable, Prober, ProbeResult, utc_from_ts
 
 
 def spread_window(p) -> float:
@@ -120,6 +120,7 @@ class ProbeService(service.Service):
         except Exception:
             self._log.failure("probe cycle could not be started")
             return
+        await self.refresh_canary()
         n = len(targets)
         slot = spread_window(self.cfg.probes) / n if n else 0
         done = []
@@ -157,6 +158,27 @@ class ProbeService(service.Service):
         elif res["was_broken"] and not res["broken"]:
             self._log.info("vantage {vantage} counts again: {passed} of {total} mirrors passed",
                            vantage=self.vantage, passed=res["passed"], total=res["total"])
+
+    async def refresh_canary(self):
+        """Once a cycle, what the origin publishes about the canary file (probes.content). When
+        the origin does not answer, the cycle checks against what it said last time (or, before
+        it ever answered, goes without the canary check): an origin's outage is not a mirror's."""
+        if not self.cfg.probes.canary_path:
+            return
+        try:
+            c = await self.prober.load_canary()
+        except CanaryUnavailable as e:
+            self._log.warn("canary: {why}; {what}", why=str(e),
+                           what="checking against the last published one"
+                           if self.prober.canary else "no canary check this cycle")
+            return
+        except Exception:
+            self._log.failure("canary: reading it from the origin failed")
+            return
+        if c != self.prober.canary:
+            self._log.info("canary {path}: {size} bytes, SHA-256 {sha}", path=c.path,
+                           size=c.size, sha=c.sha256)
+        self.prober.canary = c
 
     def _start_one(self, t, d: defer.Deferred):
         defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)

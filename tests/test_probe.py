@@ -93,9 +93,13 @@ async def test_fresh_mirror_passes_with_every_host_name(mirror):
     assert r.sync_age is not None and r.sync_age < 60
     assert r.ttfb_ms is not None and r.total_ms >= r.ttfb_ms
     assert r.url.endswith("/pub/TIME")
-    hosts = sorted(h for h, _ in m.requests)
-    assert hosts == sorted(["de1.example.net", *NAMES])
-    assert len(r.fetches) == 4 and all(f.ok for f in r.fetches)
+    timestamps = sorted(h for h, path in m.requests if path == "/pub/TIME")
+    assert timestamps == sorted(["de1.example.net", *NAMES])
+    # and a random path, once, with the mirror's own name (it must be a 404: probes.content)
+    (other,) = [(h, path) for h, path in m.requests if path != "/pub/TIME"]
+    assert other[0] == "de1.example.net" and other[1].startswith("/pub/mirrordns-no-such-file-")
+    assert len(r.fetches) == 5 and all(f.ok for f in r.fetches)
+    assert [f.check for f in r.fetches].count("404") == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -259,7 +263,8 @@ async def test_phpnet_format(mirror):
     m, t = mirror("fresh")
     now = int(time.time())
     m.render_GET = lambda req: f"https://de1.php.net/|8.3.1|{now}|1|en\n".encode()
-    r = await run(cfg(timestamp_format="phpnet"), t)
+    r = await run(cfg(timestamp_format="phpnet", mirror_info_check=False,
+                      not_found_check=False), t)
     assert r.ok and abs(r.timestamp - now) < 2
 
 
@@ -322,5 +327,5 @@ async def test_ip_literal_urls(mirror):
     port = t.http_url.rsplit(":", 1)[1].split("/")[0]
     t = dataclasses.replace(t, hostname="127.0.0.2", http_url=f"http://127.0.0.2:{port}/pub/",
                             names=())
-    r = await run(cfg(), t)
+    r = await run(cfg(not_found_check=False), t)
     assert r.ok and m.requests == [("127.0.0.2", "/pub/TIME")]

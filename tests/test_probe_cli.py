@@ -20,6 +20,9 @@ from tests.probe_support import add_mirror
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if not self.path.endswith("/TIME"):             # a real mirror: 404 for what it lacks
+            self.send_error(404)
+            return
         body = f"{int(time.time()) - 7200}\n".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))

@@ -92,6 +92,9 @@ class Mirrors:
                     if mode == "fresh" and self.path.endswith("/TIME"):
                         body = stamp
                         self.send_response(200)
+                    elif mode == "fresh":                # a real mirror: 404 for what it lacks
+                        body = b"not found\n"
+                        self.send_response(404)
                     else:
                         body = b"oops\n"
                         self.send_response(500)
