@@ -62,34 +62,6 @@ class Canary:
         return self.published is None or sync_time is None or sync_time >= self.published
 
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_BSD = re.compile(r"^SHA256\s*\((?P<name>.+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{64})\s*$")
-
-
-def parse_sha256_file(body: bytes, name: str) -> str | None:
-    """The SHA-256 of `name` in a checksum file as projects publish them: `sha256sum` output
-    (`<hex>  <name>` or `<hex> *<name>`, or the hex alone) or the BSD form
-    (`SHA256 (<name>) = <hex>`). With several lines the one naming the file wins."""
-    text = body.decode("utf-8", "replace")
-    base = name.rsplit("/", 1)[-1]
-    found: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _BSD.match(line)
-        if m:
-            found.append((m["hex"].lower(), m["name"].strip()))
-            continue
-        word, _sp, rest = line.partition(" ")
-        if _HEX64.fullmatch(word):
-            found.append((word.lower(), rest.strip().lstrip("*")))
-    for hexd, fname in found:
-        if fname.rsplit("/", 1)[-1] == base:
-            return hexd
-    return found[0][0] if len(found) == 1 else None
-
-
 _RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)\s*/\s*(\d+)\s*$", re.IGNORECASE)
 
 

@@ -48,7 +48,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from dnsd import outbound, serving
+from dnsd import checksums, outbound, serving
 from dnsd.config import canary_origin
 from dnsd.serving import fmt_age
 from dnsd.validation import ip_literal
@@ -807,7 +807,7 @@ class Prober:
         size = got.total_size()
         if size is None:
             raise CanaryUnavailable(f"{url}: the origin does not say how large it is")
-        sha = content.parse_sha256_file(sgot.body, self.canary_path)
+        sha = checksums.digest_of(sgot.body, self.canary_path, "sha256")
         if sha is None:
             raise CanaryUnavailable(f"{sf.url}: no SHA-256 for {self.canary_path} in it")
         modified = got.header(b"last-modified")

@@ -18,6 +18,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web import resource, server, static
 
+from dnsd.checksums import digest_of
 from dnsd.config import CloserConfig, Config, ConfigError, ProbesConfig, parse_config
 from probes import content
 from probes.content import Canary, MirrorInfoError
@@ -115,16 +116,16 @@ def test_random_paths_differ_and_only_404_or_410_passes():
 
 def test_checksum_files_as_projects_publish_them():
     hexd = "ab" * 32
-    assert content.parse_sha256_file(f"{hexd}  httpd-2.4.66.tar.gz\n".encode(), CANARY) == hexd
-    assert content.parse_sha256_file(f"{hexd.upper()} *httpd-2.4.66.tar.gz".encode(),
+    assert digest_of(f"{hexd}  httpd-2.4.66.tar.gz\n".encode(), CANARY) == hexd
+    assert digest_of(f"{hexd.upper()} *httpd-2.4.66.tar.gz".encode(),
                                      CANARY) == hexd
-    assert content.parse_sha256_file(f"SHA256 (httpd-2.4.66.tar.gz) = {hexd}\n".encode(),
+    assert digest_of(f"SHA256 (httpd-2.4.66.tar.gz) = {hexd}\n".encode(),
                                      CANARY) == hexd
-    assert content.parse_sha256_file(hexd.encode(), CANARY) == hexd       # the hex alone
+    assert digest_of(hexd.encode(), CANARY) == hexd       # the hex alone
     several = f"{'cd' * 32}  other.tar.gz\n{hexd}  httpd-2.4.66.tar.gz\n".encode()
-    assert content.parse_sha256_file(several, CANARY) == hexd
-    assert content.parse_sha256_file(f"{'cd' * 32}  a\n{hexd}  b\n".encode(), CANARY) is None
-    assert content.parse_sha256_file(b"<html>not found</html>", CANARY) is None
+    assert digest_of(several, CANARY) == hexd
+    assert digest_of(f"{'cd' * 32}  a\n{hexd}  b\n".encode(), CANARY) is None
+    assert digest_of(b"<html>not found</html>", CANARY) is None
 
 
 def test_content_range_and_size_and_publication():
