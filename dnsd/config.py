@@ -61,6 +61,8 @@ class DNSConfig:
     distance_weighting: bool = False      # scale weights down by great-circle distance
     max_sync_age: int = 86400             # seconds; older mirrors are stale: not serving, and a
                                           # probe reading such a timestamp fails ("stale")
+    age_filter_backups: bool = False      # max_sync_age applies to backup mirrors too (closer.lua
+                                          # never age-filtered its backups: the last resort)
     ring_size: int = 64                   # pre-encoded answers per (name, type, location)
     poll_interval: float = 1.0            # seconds between table version checks
     notify: bool = True                   # PostgreSQL: also follow the version by LISTEN/NOTIFY

@@ -10,7 +10,9 @@ that verdict from a plan. A mirror serves when, in this order:
 3. the probes say it works (`probe_state`): with `[probes] enabled`, at least one probe passed and
    fewer than `fail_after` failed in a row since; a mirror never probed does not serve yet. With
    probes off, the admins' word is all there is;
-4. it is fresh: the sync time its timestamp file gave is at most `[dns] max_sync_age` old;
+4. it is fresh: the sync time its timestamp file gave is at most `[dns] max_sync_age` old
+   (`age_filtered`: backup mirrors are exempt unless `[dns] age_filter_backups`, as closer.lua
+   never age-filtered its backups);
 5. it has a usable address (`addresses`): the pinned ones (an admin's or an applicant's, which
    always win) or, when there are none, the ones a probe resolved from its host name, once a probe
    over them passed; a family known to be down does not count.
@@ -54,6 +56,13 @@ def freshness(age: float | None, cfg) -> str:
     if age <= limit / 4:
         return "fresh"
     return "oldish" if age <= limit else "old"
+
+
+def age_filtered(mirror, cfg) -> bool:
+    """Does the freshness limit apply to this mirror (a record, an entry or a probe target with
+    `backup`)? Backups are the last resort: closer.lua never age-filtered them, and neither do
+    the plan and the probes, unless `[dns] age_filter_backups`."""
+    return not getattr(mirror, "backup", False) or cfg.dns.age_filter_backups
 
 
 def stale_reason(age: float | None, cfg) -> str:
@@ -216,7 +225,7 @@ def decide(mirror, health, cfg, now: _dt.datetime) -> Verdict:
         return no("admin weight 0")
     if not probe.ok:
         return no(probe.reason)
-    if stale := stale_reason(age, cfg):
+    if age_filtered(mirror, cfg) and (stale := stale_reason(age, cfg)):
         return no(stale)
     if not addr.usable:
         if not (addr.ipv4 or addr.ipv6):

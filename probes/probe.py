@@ -152,6 +152,7 @@ class Target:
     https_url: str | None = None
     names: tuple[str, ...] = ()          # extra Host names the mirror must serve
     status: str = ""
+    backup: bool = False                 # a backup mirror (dnsd.serving.age_filtered)
 
     @property
     def pinned(self) -> bool:
@@ -173,6 +174,7 @@ def target_from_row(row, zone: str, geo_name: str = "www") -> Target:
         ipv4=get("ipv4") or None, ipv6=get("ipv6") or None,
         http_url=get("http_url") or None, https_url=get("https_url") or None,
         names=tuple(dict.fromkeys(n.lower() for n in names)), status=get("status", "") or "",
+        backup=bool(get("backup", False)),
     )
 
 
@@ -511,6 +513,7 @@ class Prober:
         self.path = p.timestamp_path
         self.fmt = p.timestamp_format
         self.max_age = serving.max_sync_age(cfg)
+        self.cfg = cfg
         self.max_body = p.max_body
         self.follow = p.follow_redirects
         self.allow_private = p.allow_private
@@ -847,7 +850,8 @@ class Prober:
             first, ec, err = r[0], bad.error_class, bad.error
         ts = first.timestamp
         sync_age = max(0.0, start - ts) if ts is not None else None
-        if not ec and sync_age is not None and sync_age > self.max_age:
+        if (not ec and sync_age is not None and sync_age > self.max_age
+                and serving.age_filtered(t, self.cfg)):
             ec, err = "stale", f"out of sync {fmt_age(sync_age)} (limit {fmt_age(self.max_age)})"
         if not ec and (bad := next((f for f in checks if not f.ok), None)) is not None:
             ec, err = bad.error_class, bad.error

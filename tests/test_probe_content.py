@@ -425,3 +425,20 @@ async def test_content_failures_disable_mirrors_through_the_verdicts(sqlite_engi
     assert "parked domain" in parked and "mirrordns-no-such-file-" in parked
     (short,) = [b for to, b in disabled.items() if "de4" in to]
     assert "wrong size (truncated?)" in short
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backup_mirror_is_not_failed_for_its_age(site, tmp_path):
+    """closer.lua never age-filtered backup mirrors; neither does the probe's `stale` (one
+    rule: dnsd.serving.age_filtered), unless [dns] age_filter_backups."""
+    from dnsd.config import DNSConfig
+
+    old = time.time() - 5 * 86400
+    url = site(static.File(str(_tree(tmp_path, time_at=old))), "127.0.3.14")
+    r = await Prober(cfg(), reactor).probe(target(url, "127.0.3.14", backup=True))
+    assert r.ok and r.sync_age > 4 * 86400, r.log_lines()
+    strict = dataclasses.replace(cfg(), dns=DNSConfig(age_filter_backups=True))
+    r = await Prober(strict, reactor).probe(target(url, "127.0.3.14", backup=True))
+    assert r.error_class == "stale"
+    r = await Prober(cfg(), reactor).probe(target(url, "127.0.3.14"))
+    assert r.error_class == "stale"

@@ -38,6 +38,13 @@ CASES = [
     ("stale", {**PASSED, "last_sync_at": NOW - 31 * H}, ON, False, "out of sync 31 h"),
     ("stale with probes off", {**NEVER, "last_sync_at": NOW - 5 * 24 * H}, OFF, False,
      "out of sync 5 days"),
+    # closer.lua: "Don't check the timestamp for backup mirrors"
+    ("stale backup mirror: not age-filtered", {**PASSED, "backup": True,
+                                               "last_sync_at": NOW - 5 * 24 * H}, ON, True, ""),
+    ("stale backup, [dns] age_filter_backups", {**PASSED, "backup": True,
+                                                "last_sync_at": NOW - 31 * H},
+     parse_config('[dns]\nzone = "m.test"\nage_filter_backups = true\n'), False,
+     "out of sync 31 h"),
     ("admin weight 0", {**PASSED, "weight": 0.0}, ON, False, "admin weight 0"),
     ("disabled by admin", {**PASSED, "status": "disabled-by-admin",
                            "status_reason": "hardware move"}, ON, False,
@@ -76,10 +83,11 @@ def test_the_plan_records_the_rules_verdict_and_pools_only_what_serves():
     for (what, _kw, cfg, ok, reason), e in zip(CASES, plan.mirrors):
         if cfg is ON:
             assert (e.serving, e.reason) == (ok, reason), what
-    pooled = {e.id for e in plan.pool("A", "world", None)} | \
-        {e.id for e in plan.pool("AAAA", "world", None)}
+    pooled = {e.id for lv in ("world", "backup") for fam in ("A", "AAAA")
+              for e in plan.pool(fam, lv, None)}
     assert pooled == {e.id for e in plan.serving}
-    assert {e.id for e in plan.pool(None, "world", None)} == {e.id for e in plan.serving}
+    assert {e.id for lv in ("world", "backup") for e in plan.pool(None, lv, None)} == \
+        {e.id for e in plan.serving}
 
 
 def test_pinned_addresses_always_win_over_resolved_ones():
