@@ -179,6 +179,9 @@ class CloserConfig:
     head_timeout: float = 2.0             # seconds for one HEAD of action=download's check
     origin_url: str = ""                  # the project's own site: checksums, signatures and KEYS
                                           # are sent there, never to a mirror
+    origin_files: tuple[str, ...] = ("*.asc", "*.sig", "*.md5", "*.sha1", "*.sha256", "*.sha512",
+                                     "KEYS")     # file names (glob) only the origin serves
+    origins: dict[str, str] = field(default_factory=dict)  # [closer.origins] project = URL
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,12 @@ _RENAMED = {"from": "from_"}
 def _check_type(value, tp, where: str):
     """Return value converted to tp (lists become tuples), or raise ConfigError."""
     origin = typing.get_origin(tp)
+    if origin is dict:                   # a subtable of names: [closer.origins]
+        (ktp, vtp) = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {_tname(value)}")
+        return {_check_type(k, ktp, where): _check_type(v, vtp, f"{where}.{k}")
+                for k, v in value.items()}
     if origin is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -339,7 +348,8 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [probes] canary_path needs the origin that publishes it: "
                           "[probes] canary_origin or [closer] origin_url")
     for key, url in (("[probes] canary_origin", p.canary_origin),
-                     ("[closer] origin_url", cfg.closer.origin_url)):
+                     ("[closer] origin_url", cfg.closer.origin_url),
+                     *((f"[closer.origins] {k}", v) for k, v in cfg.closer.origins.items())):
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{fname}: {key}: '{url}' is not an http or https URL")
 

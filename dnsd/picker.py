@@ -175,8 +175,10 @@ def tiers_for(location: Location) -> list[tuple[str, str | None]]:
     return out
 
 
-def select_tier(plan, location, family=None, protocol=None):
-    """(tier, tier_key, entries) per the tier rule above; entries are plan mirror entries."""
+def select_tier(plan, location, family=None, protocol=None, keep=None):
+    """(tier, tier_key, entries) per the tier rule above; entries are plan mirror entries.
+    `keep(entry)`, when given, narrows every tier before it is counted (the closer's
+    `update=`: only mirrors synced since then), so a tier it empties borrows from the next."""
     loc = as_location(location)
     minc = max(1, plan.min_candidates)
     world = ()
@@ -184,6 +186,8 @@ def select_tier(plan, location, family=None, protocol=None):
         entries = plan.pool(family, level, key)
         if protocol:
             entries = tuple(e for e in entries if e.url(protocol))
+        if keep is not None:
+            entries = tuple(e for e in entries if keep(e))
         if level == "world":
             world = entries
         if len(entries) >= minc:
@@ -193,6 +197,8 @@ def select_tier(plan, location, family=None, protocol=None):
     backups = plan.pool(family, "backup", None)
     if protocol:
         backups = tuple(e for e in backups if e.url(protocol))
+    if keep is not None:
+        backups = tuple(e for e in backups if keep(e))
     if backups:
         return "backup", None, backups
     return "none", None, ()
@@ -291,10 +297,10 @@ class Drawer:
         return tuple(self.entries[i] for i in picked)
 
 
-def candidates(plan, location, *, family=None, protocol=None):
+def candidates(plan, location, *, family=None, protocol=None, keep=None):
     """(tier, tier_key, ((entry, weight), ...)) without drawing."""
     loc = as_location(location)
-    tier, key, entries = select_tier(plan, loc, family, protocol)
+    tier, key, entries = select_tier(plan, loc, family, protocol, keep)
     ws = weights_for(plan, entries, loc)
     return tier, key, tuple(zip(entries, ws))
 
