@@ -181,6 +181,10 @@ class CloserConfig:
                                           # are sent there, never to a mirror
     origin_files: tuple[str, ...] = ("*.asc", "*.sig", "*.md5", "*.sha1", "*.sha256", "*.sha512",
                                      "KEYS")     # file names (glob) only the origin serves
+    attic_root: str = ""                  # folder of retired projects' <project>.html pages
+    attic_url: str = "https://attic.example.org/projects/"   # where those pages are served
+    archive_aware: bool = False           # look paths not in dist up in the archive (HEAD)
+    duplicates: int = 4                   # further mirrors in action=download's Link header
     origins: dict[str, str] = field(default_factory=dict)  # [closer.origins] project = URL
 
 

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from treq.testing import StubTreq
 from twisted.python.failure import Failure
-from twisted.web import resource
 
 from admin import closer
+from admin.web.framework import SiteRoot
 from dnsd.config import parse_config
 from dnsd.plan import build_plan, row
 from tests.webfakes import make_ctx
@@ -94,7 +94,7 @@ def make_stub(config_text: str = "", rows=None, *, geo=None, seed: int = 1, head
     ctx = make_ctx(None, config_text, plan=Holder(plan), geo=geo if geo is not None else DictGeo())
     if run_in_thread is not None:
         ctx.run_in_thread = run_in_thread
-    root = resource.Resource()
+    root = SiteRoot(ctx)
     pages = closer.mount(root, ctx, rng=random.Random(seed), head=head)
     # the dist index refresher, as admin.makeService starts it: with ctx's inline thread runner
     # the first walk is done when startService returns

@@ -58,7 +58,9 @@ def test_every_script_name_answers_with_the_path(script):
 def test_json_fields_and_lists():
     stub, _c, _ctx = make_stub()
     d = js(stub, "/dyn/closer/httpd/?cca2=DE&asjson=1")
-    assert set(d) == {"path_info", "preferred", "http", "https", "ftp", "backup", "cca2", "in_dist"}
+    # closer.lua's fields, mirrors.cgi's `location`, and https, rsync, origin
+    assert set(d) == {"path_info", "preferred", "http", "https", "ftp", "backup", "cca2", "in_dist",
+                      "in_attic", "location", "rsync", "origin"}
     assert d["cca2"] == "de" and d["in_dist"] is True and d["path_info"] == "httpd/"
     # http: every serving mirror's web URL (https when it has one), nearest first
     assert d["http"][:2] == [SERVING_WEB["de1"], SERVING_WEB["de2"]]
@@ -148,11 +150,12 @@ def test_download_redirects_to_the_preferred_mirror_file():
     loc = header(resp, "location")
     assert loc in {u + "httpd/httpd-2.4.66.tar.gz" for u in (SERVING_WEB["de1"], SERVING_WEB["de2"])}
     # leading slash in filename: still one slash; the path after the script works too
-    resp, _ = get(stub, "/dyn/closer/httpd/KEYS?action=download&cca2=at")
-    assert well_formed(header(resp, "location")) and header(resp, "location").endswith("/httpd/KEYS")
-    resp, _ = get(stub, f"/dyn/closer?action=download&filename=/httpd/KEYS&Preferred="
+    resp, _ = get(stub, "/dyn/closer/httpd/README.txt?action=download&cca2=at")
+    assert well_formed(header(resp, "location"))
+    assert header(resp, "location").endswith("/httpd/README.txt")
+    resp, _ = get(stub, f"/dyn/closer?action=download&filename=/httpd/README.txt&Preferred="
                         f"{quote(SERVING_WEB['us1'])}")
-    assert header(resp, "location") == SERVING_WEB["us1"] + "httpd/KEYS"
+    assert header(resp, "location") == SERVING_WEB["us1"] + "httpd/README.txt"
 
 
 @pytest.mark.parametrize("fname", ["../../etc/passwd", "httpd/../../x", "a%0d%0aSet-Cookie:%20x=1",

@@ -68,10 +68,10 @@ async def test_location_from_the_connecting_address(test_mmdb):
                              headers={"X-Forwarded-For": "192.0.2.10"})     # not trusted: ignored
         assert d["cca2"] == "us"
         resp = await client_from("127.0.1.5").get(
-            f"{base}/dyn/closer.lua?action=download&filename=httpd/KEYS", allow_redirects=False)
+            f"{base}/dyn/closer.lua?action=download&filename=httpd/README", allow_redirects=False)
         assert resp.code == 302
         loc = resp.headers.getRawHeaders("location")[0]
-        assert loc in {u + "httpd/KEYS" for u in DE}
+        assert loc in {u + "httpd/README" for u in DE}
     finally:
         await port.stopListening()
 

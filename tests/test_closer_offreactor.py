@@ -32,6 +32,7 @@ from twisted.web.server import Site
 from admin import closer
 from admin.closer import dist as closer_dist
 from admin.closer import templates as closer_templates
+from admin.web.framework import SiteRoot
 from tests.closer_support import SERVING_WEB, get, header, make_stub, parse
 from tests.webfakes import inline
 
@@ -246,10 +247,10 @@ def test_refresher_is_the_mounted_closers_service(tmp_path):
     _doc, dist, cfg = make_site(tmp_path)
     _stub, _c, ctx = make_stub(cfg)
     top = service.MultiService()
-    root = resource.Resource()
+    root = SiteRoot(ctx)
     pages = closer.mount(root, ctx)
     svc = closer.refresher(root)
-    assert svc is pages.closer.dist.service() and svc.name == "closer-dist"
+    assert list(svc) == [pages.closer.dist.service()] and list(svc)[0].name == "closer-dist"
     svc.setServiceParent(top)
     top.startService()                                              # as admin.makeService's tree
     assert "httpd/old.tgz" not in pages.closer.dist
@@ -258,11 +259,11 @@ def test_refresher_is_the_mounted_closers_service(tmp_path):
     assert "httpd/old.tgz" in pages.closer.dist
     top.stopService()
     # nothing to do without a closer or without a dist_root
-    assert type(closer.refresher(resource.Resource())) is service.Service
+    assert list(closer.refresher(resource.Resource())) == []
     _s, _c, ctx2 = make_stub()
-    root2 = resource.Resource()
+    root2 = SiteRoot(ctx2)
     closer.mount(root2, ctx2)
-    assert type(closer.refresher(root2)) is service.Service
+    assert [type(s) for s in closer.refresher(root2)] == [service.Service]
 
 
 def test_dist_refresh_must_be_positive():
@@ -349,7 +350,7 @@ async def test_on_a_real_listener_file_work_happens_on_worker_threads(tmp_path):
     cfg = parse_config(cfg_text)
     ctx = WebContext(cfg=cfg, pool=SyncPool(None), reactor=reactor,
                      plan=Holder(make_plan(standard_rows(), cfg)))
-    root = resource.Resource()
+    root = SiteRoot(ctx)
     pages = closer.mount(root, ctx)
     svc = closer.refresher(root)
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")

@@ -264,10 +264,9 @@ def test_the_demo_document_root_serves_the_httpd_page():
     import random
 
     from treq.testing import StubTreq
-    from twisted.web import resource
 
     from admin import closer
-    from admin.web.framework import WebContext
+    from admin.web.framework import SiteRoot, WebContext
     from dnsd.config import load_config
     from tests.closer_support import Holder, make_plan, standard_rows
     from tests.webfakes import SyncPool, inline, make_clock
@@ -276,7 +275,7 @@ def test_the_demo_document_root_serves_the_httpd_page():
     clock = make_clock()
     ctx = WebContext(cfg=cfg, pool=SyncPool(None), reactor=clock, clock=clock, run_in_thread=inline,
                      plan=Holder(make_plan(standard_rows(), cfg)))
-    root = resource.Resource()
+    root = SiteRoot(ctx)
     closer.mount(root, ctx, rng=random.Random(1))
     closer.refresher(root).startService()
     stub = StubTreq(root)

@@ -1,4 +1,4 @@
-"""RFC 6249 Link headers and RFC 5854 Metalink documents (admin.metalink), pure.
+"""RFC 6249 Link headers and RFC 5854 Metalink documents (admin.closer.links), pure.
 
 Every document is validated against RFC 5854's schema (tests/fixtures/metalink4.rng, read by
 lxml's RELAX NG) and read back field by field; the schema itself is shown to refuse what the RFC
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from admin.metalink import (
+from admin.closer.links import (
     MEDIA_TYPE,
     NS,
     Digest,

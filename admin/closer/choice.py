@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from twisted.internet import threads
 
+from admin.closer.archive import ArchiveLookup, AtticIndex
 from admin.closer.dist import DistIndex
-from admin.closer.heads import HeadCache
-from admin.closer.templates import LISTS, TemplateStore
+from admin.closer.heads import GuardedHead, HeadCache
+from admin.closer.templates import LISTS, PageIndex, TemplateStore
 from admin.web.clients import ProxyRule
-from dnsd import countries, picker
+from dnsd import countries, picker, serving
 
 _TIER_RANK = {t: i for i, t in enumerate((*picker.TIERS, "none"))}
 
@@ -99,6 +100,7 @@ class PlanView:
             "http": tuple(u for e in order if (u := self.web_url(e))),
             "https": tuple(_slash(e.https) for e in order if e.https),
             "ftp": tuple(_slash(e.ftp) for e in order if e.ftp),
+            "rsync": tuple(_slash(e.rsync) for e in order if e.rsync),
             "backup": tuple(u for e in backups if (u := self.web_url(e))),
         }
         self._lists[cc] = out
@@ -109,6 +111,18 @@ class PlanView:
             if e.serving and any(_slash(u) == url for u in e.urls.values()):
                 return e
         return None
+
+    def synced_since(self, since, cfg):
+        """keep(entry) for mirrors.cgi's update=: synced at or after `since` (naive UTC), by
+        the sync age the plan holds; a mirror whose sync time is unknown cannot show it. Backups
+        pass when they are not age-filtered (dnsd.serving.age_filtered)."""
+        built = self.plan.built_at
+
+        def keep(e):
+            if not serving.age_filtered(e, cfg):
+                return True
+            return e.sync_age is not None and (built - since).total_seconds() >= e.sync_age
+        return keep
 
 
 @dataclass
@@ -123,6 +137,7 @@ class Selection:
     preferred: str              # its base URL, ending in '/' ('' when there is none)
     lists: dict
     asked: bool = False         # the visitor's own Preferred was accepted
+    others: tuple = ()          # further mirrors of the same draw, in its order (entries)
 
 
 class Closer:
@@ -136,6 +151,7 @@ class Closer:
         self.clock = clock
         self.rng = rng or random.Random()
         run_in_thread = run_in_thread or threads.deferToThread
+        self.run_in_thread = run_in_thread
         c = cfg.closer
         if c.dist_refresh <= 0:
             raise ValueError("[closer] dist_refresh must be a positive number of seconds")
@@ -144,8 +160,15 @@ class Closer:
                               clock=clock, run_in_thread=run_in_thread, interval=c.dist_refresh)
         self.templates = TemplateStore(self.docroot, clock, run_in_thread)
         self.archive_url = _slash(c.archive_url) if c.archive_url else ""
-        self.heads = HeadCache(clock, c.head_check_ttl, c.head_timeout, head,
+        guarded = GuardedHead(clock, c.head_timeout, allow_private=cfg.probes.allow_private)
+        self.heads = HeadCache(clock, c.head_check_ttl, c.head_timeout, head or guarded,
                                allow_private=cfg.probes.allow_private) if c.head_check else None
+        self.archive = ArchiveLookup(self.archive_url, head or guarded, clock) \
+            if self.archive_url else None
+        self.attic = AtticIndex(cfg.resolve_path(c.attic_root) if c.attic_root else None,
+                                _slash(c.attic_url), clock=clock, run_in_thread=run_in_thread,
+                                interval=c.dist_refresh)
+        self.pages = PageIndex(self.docroot, clock, run_in_thread)
         self.proxies = ProxyRule(cfg.admin.trusted_proxies)
         self._view: PlanView | None = None
 
@@ -158,19 +181,38 @@ class Closer:
             v = self._view = PlanView(plan, self.cfg.closer.allow_http)
         return v
 
-    def select(self, view: PlanView, cca2: str | None, asked: str | None = None) -> Selection:
-        proto, tier, key, drawer = view.candidates(cca2)
+    def select(self, view: PlanView, cca2: str | None, asked: str | None = None, *,
+               since=None, count: int = 1) -> Selection:
+        """The preferred mirror (and `count` - 1 more of the same weighted draw in `others`).
+        `since` (mirrors.cgi's update=) narrows the choice to mirrors synced since then, the
+        tiers borrowing as usual; when none is left, a backup, as mirrors.cgi fell back."""
         lists = view.lists(cca2)
+        if since is None:
+            proto, tier, key, drawer = view.candidates(cca2)
+        else:
+            proto, tier, key, drawer = self._narrowed(view, cca2, view.synced_since(since,
+                                                                                   self.cfg))
         if asked:
             want = _slash(asked)
             if any(want in lists[k] for k in LISTS):
                 return Selection(cca2, proto, tier, key, view.entry_for_url(want), want, lists,
                                  asked=True)
-        chosen = drawer.draw(1, self.rng)
+        chosen = drawer.draw(max(1, count), self.rng)
         if not chosen:
             return Selection(cca2, proto, tier, key, None, "", lists)
         e = chosen[0]
-        return Selection(cca2, proto, tier, key, e, view.web_url(e), lists)   # https if it has it
+        return Selection(cca2, proto, tier, key, e, view.web_url(e), lists,   # https if it has it
+                         others=chosen[1:])
+
+    def _narrowed(self, view: PlanView, cca2, keep):
+        """view.candidates, with every tier narrowed by keep (not cached: per request)."""
+        loc = view.location(cca2)
+        options = []
+        for proto in view.web:
+            tier, key, cands = picker.candidates(view.plan, loc, protocol=proto, keep=keep)
+            options.append((proto, tier, key,
+                            picker.Drawer([e for e, _ in cands], [w for _, w in cands])))
+        return min(options, key=lambda o: _TIER_RANK[o[1]])
 
     def backup_url(self, view: PlanView) -> str | None:
         b = view.plan.pool(None, "backup", None)

@@ -13,7 +13,8 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from admin.web.paths import inside
+from admin.web.paths import contained, inside
+from dnsd import checksums
 
 _log = Logger(namespace="admin.closer")
 
@@ -66,6 +67,35 @@ def walk_dist(root: Path, stop: threading.Event | None = None) -> memoryview:
         if len(hashes) > MAX_DIST_ENTRIES:
             raise RuntimeError(f"more than {MAX_DIST_ENTRIES} entries below {root}")
     return memoryview(array("q", sorted(hashes)).tobytes()).cast("q")
+
+
+MAX_CHECKSUM_FILE = 65536
+
+
+def file_facts(root: Path, path: str):
+    """(size, digests) of one file of the dist tree, for its Metalink: the size when it is a
+    regular file with something in it (a tree of empty stand-ins says nothing), and the hashes
+    its `.sha512` / `.sha256` files beside it give for it. Every file inside `root`
+    (admin.web.paths.contained). Blocking: for a worker thread."""
+    from admin.closer.links import CHECKSUM_FILES, Digest
+
+    parts = path.rstrip("/").split("/")
+    size = None
+    p = contained(root, parts)
+    if p is not None and p.is_file():
+        size = p.stat().st_size or None
+    digests = []
+    for suffix, algorithm, name in CHECKSUM_FILES:
+        c = contained(root, [*parts[:-1], parts[-1] + suffix])
+        if c is None or not c.is_file() or c.stat().st_size > MAX_CHECKSUM_FILE:
+            continue
+        try:
+            hexd = checksums.digest_of(c.read_bytes(), parts[-1], algorithm)
+        except OSError:
+            continue
+        if hexd:
+            digests.append(Digest(name, hexd))
+    return size, tuple(digests)
 
 
 class DistIndex:

@@ -16,6 +16,30 @@ _log = Logger(namespace="admin.closer")
 
 USER_AGENT = b"mirrordns-closer (HEAD check)"
 
+class GuardedHead:
+    """head(url) -> Deferred[int]: one HEAD request's status, through dnsd.outbound's guard
+    (names resolved here, private addresses refused unless allow_private, every peer checked
+    again), given up after `timeout`. Used for the mirrors (HeadCache) and the archive
+    (admin.closer.archive)."""
+
+    def __init__(self, clock, timeout: float, *, allow_private: bool = False):
+        self.clock, self.timeout, self.allow_private = clock, timeout, allow_private
+        self._agent = None
+
+    def __call__(self, url: str) -> defer.Deferred:
+        if self._agent is None:
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            endpoints = GuardedEndpoints(self.clock, allow_private=self.allow_private,
+                                         connect_timeout=self.timeout)
+            self._agent = Agent.usingEndpointFactory(
+                self.clock, endpoints, pool=HTTPConnectionPool(self.clock, persistent=False))
+        uri = URL.from_text(url).to_uri().to_text().encode("ascii")     # IDNA host, %-path
+        d = self._agent.request(b"HEAD", uri, Headers({b"user-agent": [USER_AGENT]}))
+        d.addTimeout(self.timeout, self.clock)
+        return d.addCallback(lambda r: r.code)
+
+
 class HeadCache:
     """'Did this mirror answer a HEAD for this file recently?', cached.
 
@@ -31,23 +55,9 @@ class HeadCache:
         self.timeout = timeout
         self.size = size
         self.allow_private = allow_private
-        self._head = head or self._guarded_head
-        self._agent = None
+        self._head = head or GuardedHead(clock, timeout, allow_private=allow_private)
         self._cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
         self._inflight: dict[str, defer.Deferred] = {}
-
-    def _guarded_head(self, url: str) -> defer.Deferred:
-        if self._agent is None:
-            from twisted.web.client import Agent, HTTPConnectionPool
-
-            endpoints = GuardedEndpoints(self.clock, allow_private=self.allow_private,
-                                         connect_timeout=self.timeout)
-            self._agent = Agent.usingEndpointFactory(
-                self.clock, endpoints, pool=HTTPConnectionPool(self.clock, persistent=False))
-        uri = URL.from_text(url).to_uri().to_text().encode("ascii")     # IDNA host, %-path
-        d = self._agent.request(b"HEAD", uri, Headers({b"user-agent": [USER_AGENT]}))
-        d.addTimeout(self.timeout, self.clock)
-        return d.addCallback(lambda r: r.code)
 
     def cached(self, url: str) -> bool | None:
         hit = self._cache.get(url)

@@ -6,6 +6,7 @@ Everything a visitor sends is checked here before the choice sees it; what is re
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -83,15 +84,44 @@ def parse_cca2(v: str | None) -> str | None:
     return v
 
 
+def parse_ccode(v: str | None) -> str | None:
+    """mirrors.cgi's `ccode`: two lower-case letters, else ignored (the original fell back to
+    the visitor's own location rather than refusing)."""
+    if v is None or not re.fullmatch(r"[a-z]{2}", v):
+        return None
+    try:
+        return parse_cca2(v)
+    except BadRequest:
+        return None
+
+
+UPDATE_FLOOR = _dt.timedelta(days=3)
+
+
+def parse_update(v: str | None, now: _dt.datetime) -> _dt.datetime | None:
+    """mirrors.cgi's `update=YYYYMMDDhhmm` (UTC): the preferred mirror must have synced since
+    then; never a time more than three days before `now` (the original's floor). Anything else
+    is ignored, as the original ignored it."""
+    if not v or not re.fullmatch(r"\d{12}", v):
+        return None
+    try:
+        t = _dt.datetime.strptime(v, "%Y%m%d%H%M")
+    except ValueError:
+        return None
+    return max(t, now - UPDATE_FLOOR)
+
+
 @dataclass(slots=True)
 class Params:
     preferred: str | None       # a URL the visitor asked for (only used if it is listed)
     preferred_text: bool        # preferred=true: the bare URL as text/plain
-    cca2: str | None            # choose as if from this country
+    cca2: str | None            # choose as if from this country (cca2, else mirrors.cgi's ccode)
     path: str | None            # overrides the path after the script name
     as_json: bool
     action: str | None
     filename: str | None
+    update: str | None = None   # mirrors.cgi's update=YYYYMMDDhhmm (parse_update)
+    archive_aware: bool = False  # closer.lua's archive_aware: look the path up in the archive
 
 
 def parse_params(args: dict, uri: bytes = b"") -> Params:
@@ -108,9 +138,11 @@ def parse_params(args: dict, uri: bytes = b"") -> Params:
     return Params(
         preferred=next((p for p in prefs if p not in (None, "", "true")), None),
         preferred_text="true" in prefs,
-        cca2=parse_cca2(_arg(args, "cca2")),
+        cca2=parse_cca2(_arg(args, "cca2")) or parse_ccode(_arg(args, "ccode")),
         path=None if path is None else clean_path(path),
         as_json=_flag(as_json),
         action=action,
         filename=None if filename is None else clean_path(filename),
+        update=_arg(args, "update"),
+        archive_aware=_flag(_arg(args, "archive_aware")),
     )

@@ -23,10 +23,10 @@ from admin.web.paths import contained
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 TEMPLATE_SUFFIXES = (".html", ".ezt", ".md")
 
-# The variables of the original, plus the archive page's [lookup].
+# The variables of the original, plus the archive page's [lookup] and the origin's base URL.
 SCALARS = ("preferred", "path_info", "location", "country", "cca2", "project", "logo", "link",
-           "lookup")
-LISTS = ("http", "https", "ftp", "backup")
+           "lookup", "origin")
+LISTS = ("http", "https", "ftp", "rsync", "backup")
 # EZT's own commands; [include]/[insertfile] are left out on purpose (a template must not read
 # files outside the document root).
 EZT_COMMANDS = ("if-any", "if-index", "is", "for", "define", "format", "else", "end")
@@ -213,6 +213,54 @@ class TemplateStore:
                                 default, dict(self._files))
         d.addCallback(done).addBoth(tell)
         return out
+
+
+def page_exists(docroot: Path | None, folder: tuple[str, ...], name: str) -> bool:
+    """Is `/<folder>/<name>.cgi` a download page? The folder must exist in the document root
+    (then the page is `<name>.html`/`.ezt`/`.md` there, else the default closer page, as
+    closer.cgi rendered its default for any name.cgi of a folder); at the top level the page
+    itself must. Blocking: for a worker thread."""
+    if docroot is None:
+        return False
+    if not folder:
+        return find_template(docroot, (), name) is not None
+    p = contained(docroot, folder)
+    return p is not None and p.is_dir()
+
+
+class PageIndex:
+    """Which project pages exist, found at request time (a page or folder added after start is
+    served at once): a name not known to exist is looked up on a worker thread (`look`), and
+    one found is then known for `check_every` seconds, after which the next request looks
+    again, so a removed page is gone within that time. What is not there is not remembered (it
+    may be there the next moment); the names kept are bounded, since URLs are anyone's."""
+
+    def __init__(self, docroot: Path | None, clock, run_in_thread, check_every: float = 5.0,
+                 size: int = 4096):
+        self.docroot, self.clock, self.run_in_thread = docroot, clock, run_in_thread
+        self.check_every, self.size = check_every, size
+        self._found: OrderedDict[tuple, float] = OrderedDict()
+
+    def known(self, folder: tuple[str, ...], name: str) -> bool:
+        at = self._found.get((folder, name))
+        return at is not None and self.clock.seconds() - at < self.check_every
+
+    def look(self, folder: tuple[str, ...], name: str) -> defer.Deferred:
+        """Deferred[bool], from the file system (on a worker thread)."""
+        key = (folder, name)
+
+        def seen(ok):
+            if ok:
+                self._found[key] = self.clock.seconds()
+                self._found.move_to_end(key)
+                while len(self._found) > self.size:
+                    self._found.popitem(last=False)
+            else:
+                self._found.pop(key, None)
+            return ok
+
+        d = defer.maybeDeferred(self.run_in_thread, page_exists, self.docroot, folder, name)
+        return d.addCallback(seen)
 
 
 def render_template(loaded: LoadedTemplate, data: dict) -> str:

@@ -491,14 +491,18 @@ class NotFound(resource.Resource):
 
 
 class SiteRoot(resource.Resource):
-    """The root of the tree: its children are the parts; any other name is our 404 (never
+    """The root of the tree: its children are the parts; any other name goes to `fallback`
+    (the closer's project pages, which it finds at request time) or is our 404 (never
     Twisted's bare "No Such Resource" page)."""
 
     def __init__(self, ctx: WebContext):
         super().__init__()
         self._missing = NotFound(ctx)
+        self.fallback: resource.Resource | None = None
 
     def getChild(self, path, request):
+        if self.fallback is not None and path:
+            return self.fallback                 # a leaf: it reads prepath + postpath
         return self._missing
 
     def render(self, request):

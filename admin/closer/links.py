@@ -5,7 +5,7 @@ manager can fall back when one fails or fetch pieces from several at once: a red
 `Link: <url>; rel=duplicate; pri=N; geo=cc` for further mirrors of the same file (RFC 6249
 section 3) and a `rel=describedby` link to a Metalink document (RFC 6249 section 5), which
 lists the mirrors with their country and priority and the file's size and hashes (RFC 5854).
-The closer's `action=download` and `action=metalink` use these (admin.closer); here they are
+The closer's `action=download` and `action=metalink` use these (admin.closer.resource); here they are
 plain functions of plain data.
 """
 
