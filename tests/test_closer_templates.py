@@ -282,6 +282,11 @@ def test_the_demo_document_root_serves_the_httpd_page():
     p, body = page(stub, f"/httpd/download.cgi?cca2=fr&Preferred={quote(FR)}")
     no_leftovers(body)
     assert FR + "httpd/httpd-2.4.66.tar.gz" in p.hrefs()
+    # checksums, signatures and KEYS from the origin ([origin]), never the mirror
+    assert {"https://downloads.apache.org/httpd/KEYS",
+            "https://downloads.apache.org/httpd/httpd-2.4.66.tar.gz.asc",
+            "https://downloads.apache.org/httpd/httpd-2.4.66.tar.gz.sha512"} <= set(p.hrefs())
+    assert not any(h.startswith(FR) and h.endswith((".asc", ".sha512", "KEYS")) for h in p.hrefs())
     resp, _ = get(stub, "/dyn/closer/httpd/httpd-2.4.66.tar.gz?cca2=fr")
     assert resp.code == 200
     resp, _ = get(stub, "/dyn/closer/httpd/httpd-2.2.0.tar.gz?cca2=fr")
