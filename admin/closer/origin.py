@@ -13,10 +13,21 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+from admin.closer.params import url_path
+
 
 def is_origin_file(path: str, patterns) -> bool:
     name = path.rstrip("/").rsplit("/", 1)[-1]
     return bool(name) and any(fnmatchcase(name, p) for p in patterns)
+
+
+def only_from_origin(closer_cfg, path: str) -> str | None:
+    """None for a file the mirrors serve; for one only the origin serves, its URL there ('' when
+    no origin is configured: then nobody serves it)."""
+    if not is_origin_file(path, closer_cfg.origin_files):
+        return None
+    base = origin_for(closer_cfg, path)
+    return base + url_path(path) if base else ""
 
 
 def origin_for(closer_cfg, path: str) -> str:

@@ -24,7 +24,7 @@ from twisted.web import resource
 from admin.closer import archive, links
 from admin.closer.choice import Closer
 from admin.closer.dist import file_facts
-from admin.closer.origin import is_origin_file, origin_for
+from admin.closer.origin import only_from_origin, origin_for
 from admin.closer.params import BadRequest, clean_path, parse_params, parse_update, url_path
 from admin.closer.templates import (
     BUILTIN_DIR,
@@ -74,6 +74,11 @@ def _redirect(url: str, link: str = "") -> Response:
     if link:
         headers[b"link"] = link.encode("utf-8")
     return Response(b"", 302, headers=headers)
+
+
+def _no_origin() -> Response:
+    return _text(404, "checksums, signatures and keys come only from the project's own site, "
+                      "and none is configured ([closer] origin_url)\n")
 
 
 def _links(view, entries, q: str, metalink: str) -> str:
@@ -218,12 +223,9 @@ class ClosePages(resource.Resource):
         if not fname:
             return _text(400, "action=download needs filename=<path>\n")
         q = url_path(fname)
-        if is_origin_file(fname, c.cfg.closer.origin_files):
-            origin = origin_for(c.cfg.closer, fname)
-            if not origin:
-                return _text(404, "checksums, signatures and keys come only from the project's "
-                                  "own site, and none is configured ([closer] origin_url)\n")
-            return _redirect(origin + q)           # never a mirror (admin.closer.origin)
+        origin = only_from_origin(c.cfg.closer, fname)
+        if origin is not None:                     # never a mirror (admin.closer.origin)
+            return _redirect(origin) if origin else _no_origin()
         if fname not in c.dist:
             return self._not_in_dist(c.select(view, cca2), fname)
         more = max(0, c.cfg.closer.duplicates)
@@ -280,12 +282,11 @@ class ClosePages(resource.Resource):
         if not fname or fname.endswith("/"):
             return _text(400, "action=metalink needs the path of a file\n")
         q = url_path(fname)
-        if is_origin_file(fname, c.cfg.closer.origin_files):
-            origin = origin_for(c.cfg.closer, fname)
+        origin = only_from_origin(c.cfg.closer, fname)
+        if origin is not None:
             if not origin:
-                return _text(404, "this file comes only from the project's own site, and none "
-                                  "is configured ([closer] origin_url)\n")
-            locs = [links.Location(origin + q)]
+                return _no_origin()
+            locs = [links.Location(origin)]
         elif fname not in c.dist:
             return _text(404, "not on the mirrors\n")
         else:
