@@ -12,6 +12,10 @@ that present a valid DNS server cookie (they are not spoofed). TCP is never limi
 prefixes (trusted resolvers, monitoring) are never counted. Memory is bounded: when more than
 `max_tracked` prefixes are tracked, those whose bucket is full again (idle for a second) are
 forgotten, and if that is not enough, all are.
+
+Threads: `check` runs on every UDP answer thread at once (dnsd.server) without a lock. A bucket
+is a small list updated in place; two threads updating one bucket at the same instant may both
+be allowed where one would have been (the limit is approximate by a response), never an error.
 """
 
 from __future__ import annotations
@@ -82,12 +86,16 @@ class RateLimiter:
         return DROP
 
     def _forget(self, now: float) -> None:
-        idle = 1.0
-        full = [k for k, b in self._buckets.items() if now - b[1] >= idle]
-        for k in full:
-            del self._buckets[k]
-        if len(self._buckets) >= self.max_tracked:
-            self._buckets.clear()
+        """Drop the buckets that are full again (idle for a second); all of them if that is not
+        enough. Several UDP threads call check() at once: the items are copied in one C call
+        (no other thread runs during it) and removed with pop, so a bucket another thread added
+        or removed meanwhile is no error."""
+        buckets = self._buckets
+        for k, b in list(buckets.items()):
+            if now - b[1] >= 1.0:
+                buckets.pop(k, None)
+        if len(buckets) >= self.max_tracked:
+            buckets.clear()
 
     @property
     def tracked(self) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import sys
+import threading
 import time
 
 import dns.edns
@@ -55,6 +57,33 @@ def test_memory_is_bounded():
     for i in range(1000):
         rl.check(f"10.{i // 256}.{i % 256}.1")
     assert rl.tracked <= 100
+
+
+def test_two_threads_at_once_while_buckets_are_forgotten():
+    """Every UDP answer thread calls check() without a lock; forgetting buckets while another
+    thread adds some once raised "dictionary changed size during iteration" (a lost answer)."""
+    rl = RateLimiter(1e6, max_tracked=64)
+    errors: list[BaseException] = []
+
+    def work(k):
+        try:
+            for i in range(200_000):
+                rl.check(f"10.{k}.{i % 250}.1")
+        except Exception as e:                   # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)                  # switch threads as often as can be
+    try:
+        threads_ = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:1]
+    assert 0 < rl.tracked <= 64
 
 
 def _flood(port, source, n, ask_cookie=None, wait=1.0):
