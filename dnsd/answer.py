@@ -68,6 +68,7 @@ ANY_KEY = -1                     # acts[ANY_KEY]: the answer for any qtype witho
 DELEG_KEY = -2                   # acts[DELEG_KEY]: the cut a name is at or below
 WILD_KEY = -3                    # acts[WILD_KEY]: this name, when "*.<name>" exists (RFC 4592)
 OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
+OPT_CACHE_KEY_MAX = 64           # ... of at most this many bytes (ECS /128 and NSID: 39)
 MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
 # AXFR 252, IXFR 251, MAILB 253, MAILA 254: answered NOTIMP (see docs/dns.md, "Zone transfers")
 NOTIMP_TYPES = frozenset((251, 252, 253, 254))
@@ -122,7 +123,8 @@ class WireTable:
     the caches of answers for names the zone answers whatever is asked below them)."""
 
     def __init__(self, zone_wire, names, neg_soa_tail, version, serial, *, zone=None,
-                 neg_soa=None, dynamic=None, no_plan=False, any_ttl=0, collisions=()):
+                 neg_soa=None, dynamic=None, no_plan=False, any_ttl=0, collisions=(),
+                 qtypes=frozenset()):
         self.zone_wire = zone_wire          # lower-case wire form of the zone apex
         self.names = names                  # wire name -> {qtype | ANY_KEY | ...: action}
         self.neg_soa_tail = neg_soa_tail    # SOA type..rdata for negative answers
@@ -134,6 +136,7 @@ class WireTable:
         self.no_plan = no_plan              # no plan yet: names that need one get SERVFAIL
         self.any_ttl = any_ttl
         self.collisions = tuple(collisions)  # generated names the zone file shadows, in words
+        self.qtypes = qtypes                # types whose answers differ; any other is type 0
         self._miss: dict = {}
 
     def miss_act(self, key: bytes, qtype: int):
@@ -174,7 +177,10 @@ class WireTable:
             return self._cached(("ref", cut, n), cut, 0, n)
         wild = acts.get(WILD_KEY)
         if wild is not None:
-            return self._cached(("wild", wild, qtype, n), wild, qtype, n)
+            # a type no record of the zone has is answered as type 0 (as `names` does): keyed by
+            # it, a client cycling through 65,536 types would only empty the cache
+            qt = qtype if qtype in self.qtypes else 0
+            return self._cached(("wild", wild, qt, n), wild, qt, n)
         act = self._miss.get(n)
         if act is None:
             off = 12 + n - len(zw)
@@ -283,7 +289,7 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
     view = dataclasses.replace(zone, records={**zone.records, z: {**zone.records[z],
                                                                    T_SOA: [soa_rr]}})
     qtypes = sorted({qt for by_type in zone.records.values() for qt in by_type}
-                    | {T_A, T_AAAA, T_ANY, T_DS})
+                    | {T_A, T_AAAA, T_ANY, T_DS, T_CNAME})
     for name in zone.names:
         qlabel = DNSLabel(name + ".")
 
@@ -391,7 +397,8 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
             apex = names[wire_name(z)]
             apex[T_A] = apex[T_AAAA] = _SERVFAIL_ACT
         return WireTable(wire_name(z), names, neg_soa_tail, 0, serial, zone=view,
-                         neg_soa=neg_soa, dynamic=dynamic, no_plan=True, any_ttl=ttl)
+                         neg_soa=neg_soa, dynamic=dynamic, no_plan=True, any_ttl=ttl,
+                         qtypes=frozenset(qtypes))
 
     # 4. the geo name and (optionally) the apex, by client location
     geo_names = [f"{d.geo_name}.{z}"] if d.geo_name else []
@@ -418,7 +425,8 @@ def compile_table(plan, zone: Zone, cfg, rng: random.Random | None = None) -> Wi
                     names[key] = loc_acts(name, "@" + code)
 
     return WireTable(wire_name(z), names, neg_soa_tail, plan.version, serial, zone=view,
-                     neg_soa=neg_soa, dynamic=dynamic, any_ttl=ttl, collisions=collisions)
+                     neg_soa=neg_soa, dynamic=dynamic, any_ttl=ttl, collisions=collisions,
+                     qtypes=frozenset(qtypes))
 
 
 def generated_names(cfg) -> dict[str, str]:
@@ -533,6 +541,21 @@ def _ecs_shape(head: bytes):
             max(512, min(payload, EDNS_PAYLOAD)))
 
 
+def _question_end(data: bytes) -> int:
+    """The end of the one question of a query of class IN whose name is plain labels of at most
+    255 octets; 0 when it is not that."""
+    z = data.find(0, 12)
+    p = 12
+    while p < z:
+        ln = data[p]
+        if ln > 63:
+            return 0
+        p += ln + 1
+    if p == z and z - 12 < 255 and data[z + 3:z + 5] == b"\x00\x01":
+        return z + 5
+    return 0
+
+
 def _skip_name(data: bytes, p: int) -> int:
     """Offset after a (possibly compressed) name; FormErr if it runs off the end."""
     while True:
@@ -550,12 +573,82 @@ def _skip_name(data: bytes, p: int) -> int:
             raise FormErr
 
 
+def _find_cookie(rest: bytes) -> tuple[int, int] | None:
+    """Where the COOKIE option of the OPT RR `rest` (to its last byte) lies, as (start, end);
+    (-1, -1) when the record is sound and has none; None when it is not an OPT RR with a sound
+    option list and at most one COOKIE of a valid length (RFC 7873 5.2.2): the careful decoder
+    (Answerer._full) has the word on those."""
+    n = len(rest)
+    if n < 11 or rest[:3] != b"\x00\x00\x29" or 11 + (rest[9] << 8 | rest[10]) != n:
+        return None
+    q = 11
+    at = end = -1
+    while q < n:
+        if q + 4 > n:
+            return None
+        olen = rest[q + 2] << 8 | rest[q + 3]
+        if rest[q] == 0 and rest[q + 1] == 10:
+            if at >= 0 or olen not in _COOKIE_LENGTHS:
+                return None
+            at, end = q, q + 4 + olen
+        q += 4 + olen
+    return (at, end) if q == n else None
+
+
+_COOKIE_LENGTHS = frozenset((8, *range(16, 41)))     # RFC 7873 5.2.2
+
+
+def _without(rest: bytes, at: int, end: int) -> bytes:
+    """The OPT RR `rest` without its option at rest[at:end] (its rdlen made to match)."""
+    rdlen = len(rest) - 11 - (end - at)
+    return b"".join((rest[:9], _BYTE[rdlen >> 8], _BYTE[rdlen & 0xFF], rest[11:at], rest[end:]))
+
+
+def _with_option(opt: bytes, extra: bytes) -> bytes:
+    """An OPT RR we built (no extended rcode to set) with the option `extra` appended."""
+    rdlen = (opt[9] << 8 | opt[10]) + len(extra)
+    return b"".join((opt[:9], _BYTE[rdlen >> 8], _BYTE[rdlen & 0xFF], opt[11:], extra))
+
+
+def _remember(v: _GeoView, opt: bytes, o: tuple) -> None:
+    """Cache the decoded OPT record `opt` (from the end of the question to the end of the
+    message) in the view it was decoded with. Bounded: records longer than any a resolver sends
+    are not kept (their bytes would be the cache's size), and the dict is emptied in place when
+    full: under spread traffic entries are rarely hit again, and a small dict costs little to
+    fill; repeated subnets stay fast."""
+    if len(opt) <= OPT_CACHE_KEY_MAX:
+        c = v.opts
+        if len(c) >= OPT_CACHE:
+            c.clear()
+        c[opt] = o
+
+
+class _GeoView:
+    """The compiled geo index and the OPT records decoded with it, swapped as one object when the
+    geo database changes: a decoded OPT (its ring key and scope) is only ever found beside the
+    index that made it, whichever thread decoded it while the swap happened."""
+
+    __slots__ = ("index", "opts")
+
+    def __init__(self, index):
+        self.index = index
+        self.opts: dict[bytes, tuple] = {}
+
+
 class Answerer:
     """answer(data, src, udp) -> reply bytes, or None to stay silent. Never raises.
 
     `cookies` (dnsd.cookies.CookieJar) answers DNS Cookies (RFC 7873, RFC 9018), `nsid` is the
     NSID (RFC 5001) sent to clients that ask, `rrl` (dnsd.rrl.RateLimiter) limits UDP responses
     per client prefix; all three are optional.
+
+    Threads: UDP is answered on a thread per socket, TCP and every swap on the reactor thread
+    (dnsd.server). What they share is either replaced whole by one assignment of an object
+    nobody changes afterwards (the table, the geo view, the cookie secrets), or a cache dict
+    that is only read, filled and emptied in place by single dict operations (the OPT records,
+    the ECS shapes, the zone's cached misses). The counters are plain dict and int updates: two
+    threads bumping one at the same instant may lose a count, never raise. Nothing on the query
+    path takes a lock.
     """
 
     def __init__(self, geo, table: WireTable | None = None, *, cookies=None, nsid: bytes = b"",
@@ -566,18 +659,21 @@ class Answerer:
         self.cookies = cookies
         self.nsid = nsid
         self.rrl = rrl
-        self._opt_cache: dict[bytes, tuple] = {}
+        self._view = _GeoView(getattr(geo, "index", None))
         self._ecs_heads: dict[bytes, tuple | bool] = {}
-        self._index = getattr(geo, "index", None)
         if geo is not None and hasattr(geo, "on_reload"):
             geo.on_reload(self.clear_caches)
         if rrl is not None:
             self.answer = self._answer_limited        # the plain path stays free of the check
 
+    @property
+    def index(self):
+        """The compiled geo index the answers use (None: geoip2 until it is there)."""
+        return self._view.index
+
     def clear_caches(self):
-        """The geo database changed: forget locations, take its new compiled index."""
-        self._opt_cache = {}
-        self._index = getattr(self.geo, "index", None)
+        """The geo database changed: take its new compiled index, with an empty OPT cache."""
+        self._view = _GeoView(getattr(self.geo, "index", None))
 
     def set_table(self, table: WireTable) -> None:
         self.table = table
@@ -587,14 +683,14 @@ class Answerer:
     def _src_key(self, src: str) -> str:
         """Ring key of the resolver's address: the compiled index (a bisect, no cache needed), or
         geoip2 through GeoLocator's cache until the index is ready."""
-        ix = self._index
+        ix = self._view.index
         if ix is not None:
             return ix.key_of(src)
         return ring_key(self.geo.location(src)) if self.geo is not None else ""
 
-    def _ecs_locate(self, fam: int, srcp: int, addr: bytes) -> tuple[str, int]:
-        """(ring key, scope) of an ECS subnet (family 1 or 2, source prefix, address bytes)."""
-        ix = self._index
+    def _ecs_locate(self, fam: int, srcp: int, addr: bytes, ix) -> tuple[str, int]:
+        """(ring key, scope) of an ECS subnet (family 1 or 2, source prefix, address bytes),
+        from the index `ix`, or geoip2 when there is none."""
         if ix is not None:
             return ix.ecs(fam, srcp, addr)
         if self.geo is None:
@@ -604,22 +700,34 @@ class Answerer:
         loc, scope = self.geo.locate(ip, srcp)
         return ring_key(loc), max(0, min(scope, srcp))
 
-    def _ecs_opt(self, rest: bytes):
+    def _opt_miss(self, rest: bytes, src: str, v: _GeoView):
+        """The OPT tuple (see _parse_opt) for the OPT record `rest` (the end of a query whose
+        only other part is its question) that is not in the cache, by the cheapest way that
+        applies, or None: let _full decode the whole message. Exactly one ECS option
+        (_ecs_opt); else, with cookies on, a record with one COOKIE option (_cookie_opt)."""
+        o = self._ecs_opt(rest, v)
+        if o is None and self.cookies is not None:
+            return self._cookie_opt(rest, src, v)
+        return o
+
+    def _ecs_opt(self, rest: bytes, v: _GeoView | None = None):
         """The OPT tuple (see _parse_opt) of an OPT RR that is exactly one ECS option, the form
         resolvers send, decoded here rather than by _full: under traffic from many client
         subnets the OPT cache mostly misses, so a miss must be cheap. Per distinct head (the 19
         bytes before the address: payload size, flags, family, prefix) the checks and the
         reply's OPT head are worked out once; then the address goes to the index. None: not
         that form (a cookie or NSID too, or no index yet), let _full decode it."""
-        ix = self._index
+        v = v or self._view
+        ix = v.index
         if ix is None:
             return None
         head = rest[:19]
-        shape = self._ecs_heads.get(head)
+        heads = self._ecs_heads
+        shape = heads.get(head)
         if shape is None:
-            if len(self._ecs_heads) > 256:
-                self._ecs_heads = {}
-            shape = self._ecs_heads[head] = _ecs_shape(head)
+            if len(heads) > 256:
+                heads.clear()
+            shape = heads[head] = _ecs_shape(head)
         if not shape:
             return None
         v4, srcp, n, shift, mask, ohead, maxsize = shape
@@ -629,17 +737,53 @@ class Answerer:
         a = int.from_bytes(addr, "big") << shift
         rk, scope = ix.ecs4(a, srcp) if v4 else ix.ecs6(a, srcp)
         o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize, None)
-        self._remember(rest, o)
+        _remember(v, rest, o)
         return o
 
-    def _remember(self, opt: bytes, o: tuple) -> None:
-        """Cache the decoded OPT record `opt` (from the end of the question to the end of the
-        message). Bounded and emptied when full: under spread traffic entries are rarely hit
-        again, and a small dict costs little to fill; repeated subnets stay fast."""
-        c = self._opt_cache
-        if len(c) >= OPT_CACHE:
-            c = self._opt_cache = {}
-        c[opt] = o
+    def _cookie_opt(self, rest: bytes, src: str, v: _GeoView):
+        """The OPT tuple of an OPT RR holding one COOKIE option beside anything else, the form
+        BIND and Unbound send (with ECS, often): the record without its COOKIE is decoded (and
+        cached) as any other, the cookie is checked for this query and its reply option joined
+        to both reply OPTs. None when the record is not that (no cookie, two, a malformed
+        option list, an unsupported version): _full decides what to say.
+
+        The COOKIE is looked for where resolvers put it first: last (a client and a server
+        cookie, or a client cookie alone) or first. Found there, the record without it is sound
+        if the cache knows it (the cache holds only sound records, none with a COOKIE); else
+        the option list is walked."""
+        n = len(rest)
+        o = None
+        if n >= 23 and 11 + (rest[9] << 8 | rest[10]) == n:
+            if n >= 39 and rest[n - 28:n - 24] == b"\x00\x0a\x00\x18":
+                at, end = n - 28, n
+            elif rest[n - 12:n - 8] == b"\x00\x0a\x00\x08":
+                at, end = n - 12, n
+            elif rest[11:14] == b"\x00\x0a\x00" and rest[14] in _COOKIE_LENGTHS:
+                at, end = 11, 15 + rest[14]
+            else:
+                at = end = 0
+            if end and end <= n:
+                bare = _without(rest, at, end)
+                o = v.opts.get(bare) or self._ecs_opt(bare, v)
+        if o is None:
+            found = _find_cookie(rest)
+            if found is None or found[0] < 0:
+                return None
+            at, end = found
+            bare = _without(rest, at, end)
+            o = v.opts.get(bare) or self._ecs_opt(bare, v)
+            if o is None:
+                try:
+                    o = self._parse_opt(bare, 0, len(bare), src, v)
+                except FormErr:
+                    return None
+                if o[0] == "BADVERS":
+                    return None
+                _remember(v, bare, o)
+        extra = self._cookie_option(rest[at + 4:end], src)
+        flat = _with_option(o[3], extra)
+        return (o[0], o[1], _with_option(o[2], extra) if o[0] is not None else flat, flat,
+                o[4], None)
 
     def _choose(self, act, o, src: str):
         """(reply triple, ring key counted in the metrics, OPT bytes) for one name's action:
@@ -666,7 +810,8 @@ class Answerer:
                     qe = z + 5
                     if counts[7]:
                         rest = data[qe:]
-                        o = self._opt_cache.get(rest) or self._ecs_opt(rest)
+                        v = self._view
+                        o = v.opts.get(rest) or self._opt_miss(rest, src, v)
                     else:
                         o = None if len(data) != qe else False
                     if o is not None:
@@ -706,35 +851,52 @@ class Answerer:
     def _answer_limited(self, data: bytes, src: str, udp: bool = True) -> bytes | None:
         """`answer` with response rate limiting (dnsd.rrl) in front, for UDP only: a limited
         client gets nothing, or every `slip`-th time a truncated reply (BADCOOKIE when it sent
-        a cookie), unless it shows a valid server cookie (it is not spoofed, RFC 7873 5.2.5)."""
+        a cookie), unless it shows a valid server cookie (it is not spoofed, RFC 7873 5.2.5).
+        A limited query costs its bucket and, when it carries a cookie, that cookie's check:
+        no answer is made to be thrown away."""
         if not udp:
             return Answerer.answer(self, data, src, False)
-        verdict = self.rrl.check(src)
-        if verdict == ALLOW:
-            return Answerer.answer(self, data, src, True)
-        if self.cookies is not None and b"\x00\x0a" in data[12:]:
-            valid: list[bool] = []
-            out = self._full(data, src, True, cookie_valid=valid)
-            if valid and valid[0]:
+        try:
+            verdict = self.rrl.check(src)
+            if verdict == ALLOW:
+                return Answerer.answer(self, data, src, True)
+            if self.cookies is not None and b"\x00\x0a" in data[12:] and \
+                    self._valid_cookie(data, src):
                 self.stats.rrl_cookie_exempt += 1
-                return out
-        if verdict == DROP:
-            self.stats.rrl_dropped += 1
+                return Answerer.answer(self, data, src, True)
+            if verdict == DROP:
+                self.stats.rrl_dropped += 1
+                return None
+            self.stats.rrl_slipped += 1
+            counts = data[4:12]
+            if not data[2] & 0xF8 and (counts == _C_OPT or counts == _C_NOOPT):
+                # the common query, as on the fast path: its TC reply without a full decode
+                qe = _question_end(data)
+                o = None
+                if qe:
+                    o = (self._view.opts.get(data[qe:]) or self._ecs_opt(data[qe:])) \
+                        if counts[7] else (False if len(data) == qe else None)
+                if o is not None:
+                    return self._truncated(data, qe, o[3] if o else b"", _FLAGS_OK[0])
+            return self._full(data, src, True, slip=True)
+        except Exception:
+            self.stats.dropped += 1             # never raise: see answer()
             return None
-        self.stats.rrl_slipped += 1
-        counts = data[4:12]
-        if not data[2] & 0xF8 and (counts == _C_OPT or counts == _C_NOOPT):
-            # the common query, as on the fast path: its TC reply without a full decode
-            z = data.find(0, 12)
-            p = 12
-            while p < z:
-                p += data[p] + 1
-            qe = z + 5
-            o = ((self._opt_cache.get(data[qe:]) or self._ecs_opt(data[qe:])) if counts[7] else
-                 (False if len(data) == qe else None))
-            if p == z and z - 12 < 255 and data[z + 3:z + 5] == b"\x00\x01" and o is not None:
-                return self._truncated(data, qe, o[3] if o else b"", _FLAGS_OK[0])
-        return self._full(data, src, True, slip=True)
+
+    def _valid_cookie(self, data: bytes, src: str) -> bool:
+        """Whether the query carries a valid server cookie for `src` (dnsd.cookies)."""
+        if not data[2] & 0xF8 and data[4:12] == _C_OPT:
+            qe = _question_end(data)
+            found = _find_cookie(data[qe:]) if qe else None
+            if found is not None:
+                at, end = found
+                if at < 0:
+                    return False
+                cookie = data[qe + at + 4:qe + end]
+                return self.cookies.respond(cookie[:8], cookie[8:], src)[1]
+        valid: list[bool] = []                   # any other form: the careful decoder's word
+        self._full(data, src, True, cookie_valid=valid)
+        return bool(valid and valid[0])
 
     def _chain(self, t: WireTable, data: bytes, key: bytes, qe: int, act, o, src: str,
                udp: bool, qtype: int, extra: bytes) -> bytes | None:
@@ -792,8 +954,9 @@ class Answerer:
 
     # everything else -----------------------------------------------------------------------------
 
-    def _parse_opt(self, data: bytes, p: int, end: int, src: str):
+    def _parse_opt(self, data: bytes, p: int, end: int, src: str, v: _GeoView | None = None):
         """Decode one OPT RR's rdata; return the cache tuple or raise FormErr / return 'BADVERS'.
+        An ECS option is located with the index of `v` (the current view by default).
 
         Cache tuple: (ring key or None, scope, OPT bytes for location answers, OPT bytes for
         location-independent answers, max UDP reply size, COOKIE option data or None).
@@ -846,7 +1009,7 @@ class Answerer:
         flat = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + head + addr + mine)
         if srcp == 0:
             return (None, 0, flat, flat, maxsize, cookie)
-        rk, scope = self._ecs_locate(fam, srcp, addr)
+        rk, scope = self._ecs_locate(fam, srcp, addr, (v or self._view).index)
         geo = _opt_rr(do, struct.pack("!HH", 8, len(addr) + 4) + struct.pack("!HBB", fam, srcp,
                                                                              scope) + addr + mine)
         return (rk, scope, geo, flat, maxsize, cookie)
@@ -878,6 +1041,7 @@ class Answerer:
         qtype = qclass = -1
         qe = 12
         o = False
+        v = self._view                          # decoded and cached with one geo index
         ropt = b""                              # the reply's OPT, once the query's parsed
         opt_start = None
         try:
@@ -921,7 +1085,7 @@ class Answerer:
                     if opt_start is not None or p != start + 1:
                         raise FormErr          # a second OPT, or one not owned by the root
                     opt_start = start
-                    o = self._parse_opt(data, start, p + 10 + rdlen, src)
+                    o = self._parse_opt(data, start, p + 10 + rdlen, src, v)
                     ropt = o[3] if o[0] != "BADVERS" else _opt_rr(o[1], ext_rcode=BADVERS >> 4)
                 p += 10 + rdlen
                 if p > n:
@@ -952,7 +1116,7 @@ class Answerer:
                 return self._error(data, NOERROR, b"", _opt_plus(ropt, extra))
             return self._error(data, FORMERR, b"", _opt_plus(ropt, extra))
         if o and cookie is None and opt_start is not None and an == ns == 0 and ar == 1:
-            self._remember(data[opt_start:], o)
+            _remember(v, data[opt_start:], o)
         if slip:                                # rate limited: make the client come back
             if cookie is not None:              # ... with the cookie it now has (RFC 7873 5.2.3)
                 return self._error(data, BADCOOKIE, question,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -69,41 +68,49 @@ def read_secrets(path: str) -> list[bytes]:
 
 
 def _ip(src: str) -> bytes:
-    try:
-        return socket.inet_pton(socket.AF_INET, src)
-    except OSError:
-        return socket.inet_pton(socket.AF_INET6, src)
+    return socket.inet_pton(socket.AF_INET6 if ":" in src else socket.AF_INET, src)
+
+
+def _make(key: bytes, client: bytes, ip: bytes, stamp: bytes) -> bytes:
+    """The RFC 9018 server cookie for a client cookie, address and 4-byte timestamp."""
+    return b"".join((_HEAD, stamp, siphash(key, b"".join((client, _HEAD, stamp, ip)))
+                     .to_bytes(8, "little")))
 
 
 class CookieJar:
+    """Makes and checks server cookies. The secrets are one tuple, replaced whole by `set_keys`
+    (on whatever thread re-read the file) and read once per query, so a query answered on a UDP
+    thread during a rotation uses the old secrets or the new ones, never a mix."""
+
     def __init__(self, keys: Sequence[bytes] | None = None,
                  clock: Callable[[], float] = time.time):
-        self.keys = list(keys) if keys else [secrets.token_bytes(16)]
+        self.keys: tuple[bytes, ...] = tuple(keys) if keys else (secrets.token_bytes(16),)
         self.clock = clock
 
     def set_keys(self, keys: Sequence[bytes]) -> None:
-        self.keys = list(keys)
+        if not keys:
+            raise ValueError("at least one cookie secret is needed")
+        self.keys = tuple(keys)
 
     @staticmethod
     def make(key: bytes, client: bytes, ip: bytes, ts: int) -> bytes:
-        stamp = struct.pack("!I", ts & 0xFFFFFFFF)
-        h = siphash(key, client + _HEAD + stamp + ip)
-        return _HEAD + stamp + struct.pack("<Q", h)
+        return _make(key, client, ip, (ts & 0xFFFFFFFF).to_bytes(4, "big"))
 
     def respond(self, client: bytes, server: bytes, src: str) -> tuple[bytes, bool]:
         """(server cookie for the reply, whether `server` was a valid cookie of ours)."""
+        keys = self.keys                  # once: set_keys may replace it meanwhile
         now = int(self.clock())
         ip = _ip(src)
         if len(server) == 16 and server[:4] == _HEAD:
-            (ts,) = struct.unpack_from("!I", server, 4)
-            age = (now - ts + (1 << 31)) % (1 << 32) - (1 << 31)      # serial arithmetic
-            if -MAX_FUTURE <= age <= MAX_AGE:
-                for i, key in enumerate(self.keys):
-                    if self.make(key, client, ip, ts) == server:
+            stamp = server[4:8]
+            age = (now - int.from_bytes(stamp, "big") + (1 << 31)) % (1 << 32) - (1 << 31)
+            if -MAX_FUTURE <= age <= MAX_AGE:                          # (serial arithmetic)
+                for i, key in enumerate(keys):
+                    if _make(key, client, ip, stamp) == server:
                         if i == 0 and age <= REFRESH_AGE:
                             return server, True
-                        return self.make(self.keys[0], client, ip, now), True
-        return self.make(self.keys[0], client, ip, now), False
+                        return self.make(keys[0], client, ip, now), True
+        return self.make(keys[0], client, ip, now), False
 
 
 class SecretFile:

@@ -86,6 +86,23 @@ class _ReloadService(TimerService):
         return super().stopService()
 
 
+class _Open:
+    """One open version of the file and the lookups made in it, replaced as one object on a
+    reload: a lookup that started in the old reader finishes there and caches its result beside
+    it, never in the new version's cache. The old reader is closed when the last lookup holding
+    it lets go (reference counting), not under a lookup in flight."""
+
+    __slots__ = ("reader", "is_city", "cache")
+
+    def __init__(self, reader, is_city: bool):
+        self.reader = reader
+        self.is_city = is_city
+        self.cache: OrderedDict[tuple, tuple[Location, int]] = OrderedDict()
+
+
+_CLOSED = _Open(None, False)
+
+
 @dataclass(frozen=True)
 class _Changes:
     """What one reload check found on disk (made on a pool thread, installed on the reactor's)."""
@@ -111,9 +128,8 @@ class GeoLocator:
         self.index: GeoIndex | None = None
         self._index_failed = None          # stamp of the file version whose index failed
         self._cancel = threading.Event()   # set: a build in progress stops (the service stops)
-        self._cache: OrderedDict[tuple, tuple[Location, int]] = OrderedDict()
+        self._open_db = _CLOSED            # the reader and its cache (_Open)
         self._listeners: list[Callable[[], None]] = []
-        self._reader = None
         self._stamp = None
         self._open()
 
@@ -159,13 +175,11 @@ class GeoLocator:
         if ch.reader is not None:
             reader = ch.reader
             dbtype = reader.metadata().database_type
-            old = self._reader
-            self._reader, self._stamp = reader, ch.stamp
-            self._is_city = "City" in dbtype or "Enterprise" in dbtype
+            reopened = self._open_db.reader is not None
+            self._open_db = _Open(reader, "City" in dbtype or "Enterprise" in dbtype)
+            self._stamp = ch.stamp
             self.database_type = dbtype
-            self._cache.clear()
-            if old is not None:
-                old.close()
+            if reopened:
                 _log.info("geo database {path} reopened ({dbtype})", path=self.path,
                           dbtype=dbtype)
         if ch.index is not None:
@@ -220,9 +234,9 @@ class GeoLocator:
 
     def close(self) -> None:
         self._cancel.set()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        db, self._open_db = self._open_db, _CLOSED
+        if db.reader is not None:
+            db.reader.close()
 
     # -- lookups ----------------------------------------------------------------------------------
 
@@ -251,25 +265,26 @@ class GeoLocator:
                        if prefix else 0)
         except ValueError:
             return UNKNOWN, 0
-        cache = self._cache
+        db = self._open_db
+        cache = db.cache
         hit = cache.get(key)
         if hit is not None:
-            with contextlib.suppress(KeyError):     # emptied by a reload on another thread
+            with contextlib.suppress(KeyError):     # evicted by another thread meanwhile
                 cache.move_to_end(key)
             return hit
-        res = self._lookup(ip, key[1])
+        res = self._lookup(db, ip, key[1])
         cache[key] = res
         if len(cache) > self.cache_size:
             with contextlib.suppress(KeyError):
                 cache.popitem(last=False)
         return res
 
-    def _lookup(self, ip: str, bucket_prefix: int) -> tuple[Location, int]:
-        reader = self._reader
+    def _lookup(self, db: _Open, ip: str, bucket_prefix: int) -> tuple[Location, int]:
+        reader = db.reader
         if reader is None:
             return UNKNOWN, 0
         try:
-            r = reader.city(ip) if self._is_city else reader.country(ip)
+            r = reader.city(ip) if db.is_city else reader.country(ip)
         except geoip2.errors.AddressNotFoundError as e:
             net = getattr(e, "network", None)
             return UNKNOWN, net.prefixlen if net is not None else bucket_prefix
@@ -278,7 +293,7 @@ class GeoLocator:
         cc = client_country(r.country.iso_code, r.registered_country.iso_code)
         cont = r.continent.code
         lat = lon = None
-        if self._is_city:
+        if db.is_city:
             lat, lon = r.location.latitude, r.location.longitude
         net = r.traits.network
         # how far the answer holds: the database's network (wider or narrower than the bucket)

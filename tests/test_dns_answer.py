@@ -230,7 +230,7 @@ def test_ecs_fast_path_decodes_like_the_full_parser(test_mmdb, v4, srcp, raw, do
         assert fast is None                                  # left to _full (scope 0, no key)
     else:
         assert fast == full
-        assert fast[1] <= srcp and fast[0] == a._index.ecs(1 if v4 else 2, srcp, rest[19:])[0]
+        assert fast[1] <= srcp and fast[0] == a.index.ecs(1 if v4 else 2, srcp, rest[19:])[0]
 
 
 _INDEXED = {}
@@ -240,6 +240,116 @@ def _indexed(test_mmdb):
     if test_mmdb not in _INDEXED:
         a = make(test_mmdb)
         a.geo.load_index()
-        assert a._index is a.geo.index is not None
+        assert a.index is a.geo.index is not None
         _INDEXED[test_mmdb] = a
     return _INDEXED[test_mmdb]
+
+
+_COOKIED = {}
+COOKIE_KEY = bytes(range(16))
+COOKIE_NOW = 1_800_000_000
+
+
+def _cookied(test_mmdb):
+    """An Answerer with cookies (on a fixed clock), NSID and one answer per ring, so that the
+    fast path and the full decoder must give the same bytes for every name."""
+    if test_mmdb not in _COOKIED:
+        from dnsd.cookies import CookieJar
+
+        a = make(test_mmdb, ring_size=1, min_candidates=1)
+        a.cookies = CookieJar([COOKIE_KEY], clock=lambda: COOKIE_NOW)
+        a.nsid = b"ns-test"
+        a.geo.load_index()
+        a.clear_caches()
+        _COOKIED[test_mmdb] = a
+    return _COOKIED[test_mmdb]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from([*NAMES, f"www.{Z}", f"de.{Z}"]), st.sampled_from(["A", "AAAA", "TXT"]),
+       st.sampled_from([None, ("192.0.2.0", 24), ("2001:db8:de::", 56), ("0.0.0.0", 0),
+                        ("203.0.113.128", 25)]),
+       st.sampled_from(["client", "valid", "old", "bad", "short", "long"]),
+       st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["127.0.1.1", "2001:db8::1"]))
+def test_cookie_fast_path_equals_full_decoder(test_mmdb, name, rdtype, subnet, kind, first,
+                                              nsid, do, src):
+    """A query with a COOKIE (and ECS, NSID, in either order) is answered on the fast path, with
+    the bytes the careful decoder makes (the cookie checked per query); one with a COOKIE of a
+    wrong length is left to the careful decoder (FORMERR)."""
+    from dnsd.cookies import CookieJar
+
+    a = _cookied(test_mmdb)
+    client = b"\x5a" * 8
+    if kind == "client":
+        cookie = client
+    elif kind == "valid":
+        cookie = client + CookieJar.make(COOKIE_KEY, client, socket.inet_pton(
+            socket.AF_INET6 if ":" in src else socket.AF_INET, src), COOKIE_NOW - 60)
+    elif kind == "old":                         # valid but past REFRESH_AGE: a new one is made
+        cookie = client + CookieJar.make(COOKIE_KEY, client, socket.inet_pton(
+            socket.AF_INET6 if ":" in src else socket.AF_INET, src), COOKIE_NOW - 2000)
+    elif kind == "bad":                         # a server cookie that is not ours
+        cookie = client + b"\x01\x00\x00\x00" + bytes(12)
+    elif kind == "short":
+        cookie = client + b"\x01\x02\x03\x04"       # 12 bytes: FORMERR (RFC 7873 5.2.2)
+    else:
+        cookie = client + bytes(33)                 # 41 bytes: FORMERR
+    opts = [dns.edns.GenericOption(10, cookie)]
+    if subnet:
+        opts.append(dns.edns.ECSOption(*subnet))
+    if nsid:
+        opts.append(dns.edns.GenericOption(3, b""))
+    if first:
+        opts.reverse()
+    q = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=do, options=opts).to_wire()
+    calls = []
+    full = a._full
+
+    def counted(*args, **kw):
+        calls.append(args)
+        return full(*args, **kw)
+
+    a._full = counted
+    try:
+        a.answer(q, src, True)                  # the cookie-less rest is now cached
+        del calls[:]
+        fast = a.answer(q, src, True)
+    finally:
+        del a._full
+    assert fast == a._full(q, src, True)
+    r = dns.message.from_wire(fast)
+    if kind in ("short", "long"):
+        assert r.rcode() == dns.rcode.FORMERR and calls
+        return
+    in_zone = name.lower().endswith(Z)
+    assert not calls or not in_zone, "a well-formed query with a COOKIE left the fast path"
+    [mine] = [o for o in r.options if o.otype == 10]
+    assert mine.client == client and len(mine.server) == 16
+    assert (mine.server == cookie[8:]) == (kind == "valid")     # kept only when valid and young
+
+
+def test_caches_keyed_by_client_bytes_stay_small(test_mmdb):
+    """What a client chooses (option bytes, query types) cannot fill the caches: an OPT record
+    longer than any resolver sends is decoded but not kept (over TCP one could be 64 KB, times
+    4,096 entries), and a wildcard's answers are kept per type the zone has, not per type asked."""
+    from dnsd.answer import OPT_CACHE_KEY_MAX
+
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\n[probes]\nenabled = false\n')
+    plan = build_plan({"version": 1, "mirrors": [
+        row(id=1, name="de1", country="DE", ipv4="192.0.2.1")]}, cfg, NOW)
+    zone = parse_zone(ZONE + "*.wild TXT \"w\"\nchild NS ns.other.example.\n", Z)
+    a = Answerer(GeoLocator(test_mmdb), compile_table(plan, zone, cfg))
+    for i in range(300):
+        pad = dns.edns.GenericOption(65001, i.to_bytes(2, "big") * 500)    # 1 KB of option
+        r = ask(a, f"de1.{Z}", use_edns=0, udp=False, options=[pad])
+        assert r.rcode() == dns.rcode.NOERROR and addrs(r) == ["192.0.2.1"]
+    assert not a._view.opts
+    ask(a, f"de1.{Z}", use_edns=0)                      # an OPT record as resolvers send it
+    assert [len(k) for k in a._view.opts] == [11] and OPT_CACHE_KEY_MAX >= 11 + 28
+    for qtype in random.Random(5).sample(range(1000, 65000), 400):
+        r = ask(a, f"x{qtype % 7}.wild.{Z}", qtype)
+        assert r.rcode() == dns.rcode.NOERROR and not r.answer and r.authority   # NODATA
+    r = ask(a, f"x.wild.{Z}", "TXT")
+    assert [str(rd) for rs in r.answer for rd in rs] == ['"w"']
+    # at most one entry per (kind, type the zone has or "any other", question length)
+    assert len(a.table._miss) <= 2 * len(a.table.qtypes) + 8

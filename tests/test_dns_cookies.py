@@ -73,9 +73,9 @@ def test_secret_file_reloads_and_rejects_bad_lines(tmp_path):
     f.write_text("# current\n" + SECRET.hex() + "\n")
     jar = CookieJar()
     w = SecretFile(str(f), jar)
-    assert w.check() and jar.keys == [SECRET] and not w.check()
+    assert w.check() and jar.keys == (SECRET,) and not w.check()
     f.write_text("00" * 16 + "\n" + SECRET.hex() + "\n")
-    assert w.check() and jar.keys == [bytes(16), SECRET]
+    assert w.check() and jar.keys == (bytes(16), SECRET)
     with pytest.raises(SecretError, match=r"x:2: a secret is 32 hex digits"):
         parse_secrets(SECRET.hex() + "\nnope\n", "x")
     with pytest.raises(SecretError, match="no secret"):

@@ -40,10 +40,10 @@ def test_cache_per_network(test_mmdb):
     g = GeoLocator(test_mmdb, cache_size=16)
     g.country("127.0.1.1")
     g.country("127.0.1.200")                       # same /24: no second entry
-    assert len(g._cache) == 1
+    assert len(g._open_db.cache) == 1
     for i in range(40):
         g.country(f"10.{i}.0.1")
-    assert len(g._cache) == 16                     # bounded
+    assert len(g._open_db.cache) == 16                     # bounded
     assert network_key("2001:db8:de:12ab::1") == (6, 56, network_key("2001:db8:de:1200::")[2])
 
 

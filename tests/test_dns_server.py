@@ -241,8 +241,8 @@ async def test_ecs_per_family_from_the_compiled_index(env):
     the answer, and the scope is the block the answer holds for (capped by the source prefix)."""
     s = await started(env)
     try:
-        await until(lambda: s.svc.geo.index is not None and s.svc.answerer._index is not None)
-        assert s.svc.answerer._index is s.svc.geo.index
+        await until(lambda: s.svc.geo.index is not None and s.svc.answerer.index is not None)
+        assert s.svc.answerer.index is s.svc.geo.index
         de = {ADDR["de1"], ADDR["de2"]}
         us = {ADDR["us1"], ADDR["us2"]}
         # (subnet, source prefix, mirrors, scope): 127.0.1.0/24 is DE with unknown and US
