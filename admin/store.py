@@ -117,8 +117,11 @@ def list_mirrors(conn: sa.Connection, country: str | None = None,
     return [MirrorDetail(m, people[m.id], health.get(m.id, _health.NEVER)) for m in ms]
 
 
-def next_free_name(conn: sa.Connection, country: str) -> str:
-    return _mirrors.next_free_name(conn, validation.country(country))
+def next_free_name(conn: sa.Connection, country: str, rules: Rules = STRICT) -> str:
+    """The name a new mirror of `country` gets: the lowest ccN free in the table and in the zone
+    file."""
+    return _mirrors.next_free_name(conn, validation.country(country),
+                                   lambda n: rules.zone_occupant(n) is not None)
 
 
 # --- audit and mail ----------------------------------------------------------------------------
@@ -232,10 +235,10 @@ def add_mirror(conn: sa.Connection, *, actor: str, mail: MailSettings | None, co
     _host_free(conn, values["hostname"])
     people = validation.maintainers(maintainers_)
     if name:
-        values["name"] = validation.name(name)
+        values["name"] = validation.zone_name_free(validation.name(name), rules)
         _name_free(conn, values["name"])
     elif auto_name:
-        values["name"] = _mirrors.next_free_name(conn, values["country"])
+        values["name"] = next_free_name(conn, values["country"], rules)
     now = utcnow()
     values.update(status=status, status_reason=reason, status_since=now, created_at=now,
                   updated_at=now)
@@ -274,6 +277,7 @@ def edit_mirror(conn: sa.Connection, ref: str, actor: str, *, action: str = "edi
         return Edit(m, {})
     merged = dataclasses.replace(m, **new)
     if new.get("name"):
+        validation.zone_name_free(new["name"], rules)
         _name_free(conn, new["name"], except_id=m.id)
     if "hostname" in new and m.status in statuses.LIVE:
         _host_free(conn, new["hostname"], except_id=m.id)

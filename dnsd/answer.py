@@ -447,19 +447,12 @@ def generated_names(cfg) -> dict[str, str]:
 
 
 def _collisions(zone: Zone, generated: dict[str, str], cfg) -> list[str]:
-    out = []
-    where = zone.path or "the zone file"
-    for name, what in generated.items():
-        cut = zone.cut_for(name)
-        if cut == name:
-            out.append(f"{name} is {what} and is delegated (NS) in {where}")
-        elif cut is not None:
-            out.append(f"{name} is {what} and lies below the delegation {cut} in {where}")
-        elif name in zone.names:
-            out.append(f"{name} is {what} and also a name in {where}")
+    out = [f"{name} is {what} and {occ}" for name, what in generated.items()
+           if (occ := zone.occupant(name)) is not None]
     if cfg.dns.apex_geo:
         apex = zone.records.get(zone.origin, {})
         if apex.get(T_A) or apex.get(T_AAAA):
+            where = zone.path or "the zone file"
             out.append(f"{zone.origin}: [dns] apex_geo = true answers the apex's A/AAAA by client "
                        f"location, but {where} has A/AAAA records at the apex")
     return out

@@ -17,6 +17,8 @@ Rules worth knowing:
   network on an applicant's say-so.
 - A mirror needs a URL or an address; it can only be *active* with an http or https URL, since
   that is what the probes check (ftp- and rsync-only mirrors stay pending).
+- A mirror's name must be free in the zone file (`zone_name_free`): a name the zone file holds
+  or delegates would be answered from the file, not from the table.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from dnsd import countries
 from dnsd.errors import Invalid
 from dnsd.records.maintainers import Maintainer
 from dnsd.records.mirrors import NAME_RE, SPEC_FIELDS, URL_FIELDS
+from dnsd.zonefile import Zone, ZoneError, load_zone
 
 # --- limits ----------------------------------------------------------------------------------------
 
@@ -60,13 +65,38 @@ _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za
 
 @dataclass(frozen=True)
 class Rules:
-    """What the configuration changes about validation."""
+    """What the configuration changes about validation. Make one per operation: the zone file
+    is read (once) the first time a mirror name is checked against it (`zone_name_free`), which
+    the store does on the table's thread pool, never on the reactor thread."""
 
     allow_private: bool = False
+    zone: str = ""              # [dns] zone: a mirror named de2 answers de2.<zone>
+    zone_file: str = ""         # [dns] zone_file, resolved; "" = no static names to keep free
 
     @classmethod
     def from_config(cls, cfg) -> Rules:
-        return cls(allow_private=bool(cfg.probes.allow_private))
+        d = cfg.dns
+        return cls(allow_private=bool(cfg.probes.allow_private), zone=d.zone,
+                   zone_file=str(cfg.resolve_path(d.zone_file)) if d.zone_file else "")
+
+    @cached_property
+    def _zone(self) -> Zone | None:
+        """The zone file's zone; None when there is none or this node has no copy of it (a node
+        that does not serve DNS; the DNS nodes still log a clash at run time)."""
+        if not self.zone_file:
+            return None
+        try:
+            return load_zone(self.zone_file, self.zone)
+        except ZoneError as e:
+            if not Path(self.zone_file).exists():
+                return None
+            raise Invalid("name", f"mirror names cannot be checked against the zone file, "
+                                  f"which does not load: {e}") from None
+
+    def zone_occupant(self, label: str) -> str | None:
+        """What the zone file holds at <label>.<zone> (dnsd.zonefile.Zone.occupant), or None."""
+        z = self._zone
+        return None if z is None else z.occupant(f"{label}.{z.origin}")
 
 
 STRICT = Rules()
@@ -111,6 +141,19 @@ def name(value, field: str = "name") -> str | None:
     n = text(value, field, limit=32).lower()
     if not NAME_RE.match(n):
         raise Invalid(field, f"'{value}' is not a mirror name: two letters and a number, like de2")
+    return n
+
+
+def zone_name_free(n: str, rules: Rules, field: str = "name") -> str:
+    """A mirror name that the zone file does not already hold (as a name, a delegation, or a
+    name below one): the zone file's record would be answered instead of the mirror, so the
+    name is refused, naming that record. `n` is a checked name (see `name`)."""
+    occupant = rules.zone_occupant(n)
+    if occupant is not None:
+        fqdn = f"{n}.{rules.zone.rstrip('.').lower()}"
+        raise Invalid(field, f"the name {n} is taken by the zone file: {fqdn} {occupant} (its "
+                             f"record would be answered, not the mirror); choose another name, "
+                             f"or remove the record")
     return n
 
 

@@ -86,6 +86,28 @@ class Zone:
             n = n.split(".", 1)[1]
         return n
 
+    def occupant(self, name: str) -> str | None:
+        """What this zone file holds that keeps `name` from being answered from the mirror table,
+        in words naming the record (for a message: "<name> is the country name of DE and
+        <occupant>"), or None when the name is free. The zone file's name wins in the answers,
+        so a generated name (dnsd.answer) or a mirror's name (dnsd.validation) that has one is
+        an error, and this is the one place that says which names have one."""
+        where = self.path or "the zone file"
+        cut = self.cut_for(name)
+        if cut is not None:
+            ns = _text(self.rrset(cut, NS)[0])
+            if cut == name:
+                return f"is delegated (NS) in {where}: {ns}"
+            return f"lies below the delegation {cut} in {where}: {ns}"
+        by_type = self.records.get(name)
+        if by_type:
+            return f"is also a name in {where}: {_text(next(iter(by_type.values()))[0])}"
+        if name in self.names:                          # an empty non-terminal
+            below = sorted(n for n in self.records if n.endswith("." + name))[0]
+            rr = next(iter(self.records[below].values()))[0]
+            return f"is also a name in {where}, above {below}: {_text(rr)}"
+        return None
+
     def glue(self, cut: str) -> list[RR]:
         """Addresses for the NS targets of a cut that this zone holds: the glue below the cut,
         and the addresses of in-zone targets elsewhere (RFC 9471: in-domain and sibling glue)."""
@@ -137,6 +159,11 @@ class Zone:
 
 
 NOERROR, NXDOMAIN = 0, 3
+
+
+def _text(rr: RR) -> str:
+    """One record as a line of a zone file: 'de1.example.org. 300 IN A 192.0.2.1'."""
+    return f"{rr.rname} {rr.ttl} IN {QTYPE.get(rr.rtype)} {rr.rdata.toZone()}"
 
 
 @dataclass(frozen=True)

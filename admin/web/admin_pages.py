@@ -463,8 +463,9 @@ class AdminPages:
             raise HTTPError(404, "No such application.")
         app = data["app"]
         if proposed is None:
+            rules = self.rules
             proposed = await self.ctx.pool.run_readonly(
-                lambda conn: store.next_free_name(conn, app.country))
+                lambda conn: store.next_free_name(conn, app.country, rules))
         html = await self.ctx.render_threaded(
             "admin/application.html", request, title=f"Application #{app.id}", proposed=proposed,
             errors=errors or {}, flash=_done(request), waiting=statuses.WAITING,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -144,13 +145,15 @@ def by_source(conn: sa.Connection, source: str) -> Mirror | None:
     return from_row(row) if row else None
 
 
-def next_free_name(conn: sa.Connection, country: str) -> str:
-    """The lowest unused ccN for a country (retired mirrors keep their names: no reuse)."""
+def next_free_name(conn: sa.Connection, country: str,
+                   taken_elsewhere: Callable[[str], bool] = lambda name: False) -> str:
+    """The lowest unused ccN for a country (retired mirrors keep their names: no reuse), skipping
+    names `taken_elsewhere` says are not free (the zone file's, dnsd.validation)."""
     cc = country.lower()
     taken = set(conn.execute(sa.select(mirrors.c.name).where(mirrors.c.name.like(f"{cc}%")))
                 .scalars())
     n = 1
-    while f"{cc}{n}" in taken:
+    while f"{cc}{n}" in taken or taken_elsewhere(f"{cc}{n}"):
         n += 1
     return f"{cc}{n}"
 
