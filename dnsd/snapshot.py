@@ -17,12 +17,15 @@ treated as absent, with a log line saying why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
 import json
 import os
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,23 +182,52 @@ def path_for(folder: Path, slot: int) -> Path:
     return Path(folder) / f"plan-{slot}.json"
 
 
+_slots_lock = threading.Lock()
+_slots: dict[Path, _Slot] = {}
+
+
+@dataclass
+class _Slot:
+    """One snapshot file of this process: its writes take turns, and the built_at of the plan
+    last written, so that a write that lost the race to a newer plan's does not replace it."""
+
+    lock: threading.Lock
+    written: object = None
+
+
 def write(folder: Path, slot: int, plan, now: float | None = None) -> Path:
-    """Write the snapshot of `plan` atomically (blocking: call it off the reactor thread)."""
+    """Write the snapshot of `plan` atomically (blocking: call it off the reactor thread).
+
+    Every swap writes on a pool thread, so writes of one slot can overlap when plans are swapped
+    faster than a write and its fsync take: they take turns here, each through a temporary file
+    of its own, and a plan older (by `built_at`) than the one already written is skipped."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = path_for(folder, slot)
-    tmp = folder / f".plan-{slot}.{os.getpid()}.tmp"
-    data = dumps(plan, now)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with _slots_lock:
+        st = _slots.setdefault(final.resolve(), _Slot(threading.Lock()))
+    built = getattr(plan, "built_at", None)
+    with st.lock:
+        if built is not None and st.written is not None and built < st.written:
+            return final
+        data = dumps(plan, now)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".plan-{slot}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        st.written = built
     return final
 
 

@@ -76,6 +76,40 @@ def test_the_newest_valid_snapshot_wins_and_bad_ones_are_skipped_with_a_reason(t
     assert any("format version 99, this code reads 1" in p for p in problems)
 
 
+def test_writes_that_overlap_leave_the_newest_plan_whole(tmp_path):
+    """Each swap writes its plan on a pool thread, so two writes of one slot can overlap (plans
+    swapped faster than a write and its fsync). They used to share one temporary file: the second
+    truncated what the first was writing, the first renamed a mix into place (a snapshot that
+    fails its checksum: absent when the database is down), the second's rename failed."""
+    import threading
+
+    base = _plan()
+    plans = [dataclasses.replace(base, version=v, built_at=base.built_at + dt.timedelta(
+        seconds=v)) for v in range(1, 41)]
+    errors: list[BaseException] = []
+
+    def write(mine):
+        for plan in mine:
+            try:
+                snapshot.write(tmp_path, 0, plan)
+            except Exception as e:                # reported below
+                errors.append(e)
+
+    threads_ = [threading.Thread(target=write, args=(plans[k::4],)) for k in range(4)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    assert not errors, errors[:2]
+    problems: list[str] = []
+    snap = snapshot.newest(tmp_path, problems)
+    assert not problems and snap is not None
+    assert snap.plan_version == 40                 # an older plan never overwrites a newer one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan-0.json"]   # no temporary left
+    # (the same plan written again, as a rebuild with no change does, is written)
+    assert snapshot.write(tmp_path, 0, plans[-1]).exists()
+
+
 def test_records_that_changed_shape_make_a_snapshot_absent(tmp_path):
     """A field added without a default to a plan record (as another issue may do) makes older
     snapshots unreadable: they are skipped, not half-loaded."""
