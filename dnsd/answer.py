@@ -70,8 +70,11 @@ WILD_KEY = -3                    # acts[WILD_KEY]: this name, when "*.<name>" ex
 OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
 OPT_CACHE_KEY_MAX = 64           # ... of at most this many bytes (ECS /128 and NSID: 39)
 MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
-# AXFR 252, IXFR 251, MAILB 253, MAILA 254: answered NOTIMP (see docs/dns.md, "Zone transfers")
-NOTIMP_TYPES = frozenset((251, 252, 253, 254))
+# Types 128-254 are Q-TYPEs and Meta-TYPEs (RFC 6895 3.1), not data a name can own: AXFR 252,
+# IXFR 251, MAILB 253, MAILA 254 (see docs/dns.md, "Zone transfers"), TSIG 250 and TKEY 249 (only
+# meaningful in the additional section) and the unassigned rest get NOTIMP, as gdnsd does; ANY
+# 255 is answered (RFC 8482).
+NOTIMP_TYPES = frozenset(range(128, 255))
 
 CONTINENT_LABELS = {
     "EU": ("eu", "europe"), "OC": ("oc", "oceania"), "AN": ("an", "antarctica"),

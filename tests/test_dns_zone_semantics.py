@@ -252,7 +252,8 @@ async def test_zone_transfers_and_mailb_are_not_implemented(env):
     SOA an AXFR reply must start with (RFC 5936 2.2). docs/dns.md says why not REFUSED."""
     s = await started(env)
     try:
-        for t in ("AXFR", "IXFR", "MAILB", "MAILA"):
+        # ... and the other Q-TYPEs and Meta-TYPEs (RFC 6895 3.1: 128-254), as gdnsd answers them
+        for t in ("AXFR", "IXFR", "MAILB", "MAILA", "TSIG", "TKEY", "TYPE128"):
             for tcp in (False, True):
                 q = query(Z, t, use_edns=0)
                 r = dns.message.from_wire(await raw(s.port, q.to_wire(), tcp), one_rr_per_rrset=True)
