@@ -509,9 +509,10 @@ def _opt_plus(opt: bytes, extra: bytes = b"", ext_rcode: int | None = None) -> b
     """An OPT record we built, with more options appended and/or its extended rcode set."""
     if not opt:
         return opt
-    rdlen = int.from_bytes(opt[9:11], "big") + len(extra)
-    ext = opt[5:6] if ext_rcode is None else bytes((ext_rcode,))
-    return b"".join((opt[:5], ext, opt[6:9], rdlen.to_bytes(2, "big"), opt[11:], extra))
+    rdlen = (opt[9] << 8 | opt[10]) + len(extra)
+    ext = opt[5:6] if ext_rcode is None else _BYTE[ext_rcode]
+    return b"".join((opt[:5], ext, opt[6:9], _BYTE[rdlen >> 8], _BYTE[rdlen & 0xFF], opt[11:],
+                     extra))
 
 
 _ECS_HEAD = struct.Struct("!BHHBBHHHHHBB")   # OPT RR head, then one option: code, length, ECS head
@@ -573,7 +574,7 @@ def _find_cookie(rest: bytes) -> tuple[int, int] | None:
     """Where the COOKIE option of the OPT RR `rest` (to its last byte) lies, as (start, end);
     (-1, -1) when the record is sound and has none; None when it is not an OPT RR with a sound
     option list and at most one COOKIE of a valid length (RFC 7873 5.2.2): the careful decoder
-    (Answerer._full) has the word on those."""
+    (Answerer._parse_opt, whose framing rules these are) has the word on those."""
     n = len(rest)
     if n < 11 or rest[:3] != b"\x00\x00\x29" or 11 + (rest[9] << 8 | rest[10]) != n:
         return None
@@ -777,9 +778,9 @@ class Answerer:
                     return None
                 _remember(v, bare, o)
         extra = self._cookie_option(rest[at + 4:end], src)
-        flat = _with_option(o[3], extra)
-        return (o[0], o[1], _with_option(o[2], extra) if o[0] is not None else flat, flat,
-                o[4], None)
+        flat = _opt_plus(o[3], extra)
+        return (o[0], o[1], _opt_plus(o[2], extra) if o[0] is not None else flat, flat, o[4],
+                None)
 
     def _choose(self, act, o, src: str):
         """(reply triple, ring key counted in the metrics, OPT bytes) for one name's action:
@@ -983,7 +984,7 @@ class Answerer:
                     ecs = _ecs(data, q, olen)
                     bad = bad or ecs is None
             elif code == 10 and cookie is None:          # only the first COOKIE counts
-                if olen != 8 and not 16 <= olen <= 40:
+                if olen not in _COOKIE_LENGTHS:
                     bad = True                          # RFC 7873 5.2.2
                 cookie = data[q:q + olen]
             elif code == 3:
