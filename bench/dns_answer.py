@@ -68,7 +68,17 @@ def with_cookie(packet: bytes, jar: CookieJar, src: str) -> bytes:
     return packet[:qe + 9] + rdlen.to_bytes(2, "big") + packet[qe + 11:] + opt
 
 
-def run(a: Answerer, count: int) -> dict[str, float]:
+def run(a: Answerer, count: int, rounds: int = 1) -> dict[str, float]:
+    """µs per answer for each mix: the fastest of `rounds` passes (on a shared machine the
+    others measure the neighbours)."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for mix, us in run_once(a, count).items():
+            best[mix] = min(us, best.get(mix, us))
+    return best
+
+
+def run_once(a: Answerer, count: int) -> dict[str, float]:
     rng = random.Random(3)
     sources = [f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}."
                f"{rng.randrange(256)}" for _ in range(count)]
@@ -101,16 +111,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=100_000, help="queries per mix")
     ap.add_argument("--no-geoip2", action="store_true", help="skip the run without the index")
+    ap.add_argument("--rounds", type=int, default=1, help="passes per mix; the fastest counts")
     args = ap.parse_args()
     geo = GeoLocator("")
     rows = []
     if not args.no_geoip2:
-        rows.append(("geoip2 (no index)", run(answerer(geo), args.count)))
+        rows.append(("geoip2 (no index)", run(answerer(geo), args.count, args.rounds)))
     t = time.perf_counter()
     geo.load_index()
     print(f"compiled index of GeoLite2 City: {time.perf_counter() - t:.1f} s ({geo.index!r})")
-    rows.append(("compiled index", run(answerer(geo), args.count)))
-    rows.append(("index, +cookie", run(answerer(geo, cookies=True), args.count)))
+    rows.append(("compiled index", run(answerer(geo), args.count, args.rounds)))
+    rows.append(("index, +cookie", run(answerer(geo, cookies=True), args.count, args.rounds)))
     print(f"\nµs per Answerer.answer(), {args.count} queries per mix, www.{Z} A")
     print(f"{'':18} {'repeat':>8} {'fresh24':>8} {'fresh56':>8} {'no ECS':>8}")
     for label, r in rows:
