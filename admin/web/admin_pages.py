@@ -161,7 +161,8 @@ class AdminPages:
         if status not in STATUSES:
             status = ""
         data = await self.ctx.pool.run_readonly(queries.mirror_list(
-            country, status, plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now()))
+            country, status, plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now(),
+            order=queries.MIRROR_SORT.order(request)))
         return await self.ctx.render_threaded(
             "admin/mirrors.html", request, title="Mirrors", flash=_done(request),
             country=country, status=status, statuses=queries.STATUS_ORDER,

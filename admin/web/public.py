@@ -19,13 +19,12 @@ per-address rate limit on POSTs kept in memory and driven by the reactor's clock
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 
 from twisted.logger import Logger
 
 from admin import waitinglist
-from admin.web import plans
+from admin.web import plans, sorting
 from admin.web.clients import RateLimiter, client_ip
 from admin.web.csrf import SignedTokens
 from admin.web.framework import (
@@ -127,25 +126,34 @@ def close_to(plan, cc: str | None, limit: int = CLOSE_LIMIT) -> tuple[str, list[
                 if point is None or e.lat is None:
                     return 0.0
                 return countries.haversine_km(point[0], point[1], e.lat, e.lon)
-            ordered = sorted(entries, key=lambda e: (dist(e), e.country, _name_key(e.label)))
+            ordered = sorted(entries, key=lambda e: (dist(e), e.country, sorting.natural(e.label)))
             return level, [public_mirror(e) for e in ordered[:limit]]
     return "none", []
 
 
-def by_country(mirrors_: list[PublicMirror]) -> list[tuple[str, str, list[PublicMirror]]]:
-    """[(country code, country name, mirrors)] sorted by country name."""
-    groups: dict[str, list[PublicMirror]] = collections.defaultdict(list)
-    for mm in mirrors_:
-        groups[mm.country].append(mm)
-    out = [(cc, ms[0].country_name, sorted(ms, key=lambda x: _name_key(x.label)))
-           for cc, ms in groups.items()]
-    return sorted(out, key=lambda g: g[1])
+PUBLIC_SORT = sorting.Table((
+    sorting.Column("country", lambda m: (m.country_name, sorting.natural(m.label))),
+    sorting.Column("name", lambda m: sorting.natural(m.label)),
+    sorting.Column("host", lambda m: sorting.natural(m.hostname)),
+    sorting.Column("provider", lambda m: sorting.natural(m.provider_name)
+                   if m.provider_name else None),
+), default="country")
+"""The public list's columns: by country (grouped under each country's heading, the default),
+else one list."""
 
 
-def _name_key(name: str):
-    head = name.rstrip("0123456789")
-    tail = name[len(head):]
-    return head, int(tail) if tail else 0
+def by_country(mirrors_: list[PublicMirror], order: sorting.Order | None = None
+               ) -> list[tuple[str, str, list[PublicMirror]]]:
+    """[(country code, country name, mirrors)] by country name, names as people sort them; with
+    an `order` by another column, one group ("", "", every mirror in that order)."""
+    order = order or PUBLIC_SORT.default_order()
+    ordered = order.apply(mirrors_)
+    if not order.is_default:
+        return [("", "", ordered)] if ordered else []
+    groups: dict[str, list[PublicMirror]] = {}
+    for mm in ordered:
+        groups.setdefault(mm.country, []).append(mm)
+    return [(cc, ms[0].country_name, ms) for cc, ms in groups.items()]
 
 
 class PublicPages:
@@ -199,10 +207,11 @@ class PublicPages:
         _ip, cc = self._visitor(request)
         tier, close = close_to(plan, cc)
         here = countries.get(cc) if cc else None
+        order = PUBLIC_SORT.order(request)
         return await self.ctx.render_threaded(       # a long list: jinja off the reactor thread
             "public/mirrors.html", request, title=self.ctx.cfg.admin.public_title,
-            close=close, tier=tier, visitor_country=here, groups=by_country(ms), total=len(ms),
-            waiting=counts)
+            close=close, tier=tier, visitor_country=here, groups=by_country(ms, order),
+            total=len(ms), waiting=counts, order=order)
 
     async def mirrors_json(self, request):
         import json

@@ -13,6 +13,7 @@ import json
 
 import sqlalchemy as sa
 
+from admin.web import sorting
 from dnsd import countries, serving, statuses
 from dnsd.errors import NotFound
 from dnsd.models import mirrors, outbox, probe_results
@@ -76,15 +77,43 @@ def _plan(conn, plan, cfg, now):
     return plan if plan is not None else build_plan(load_rows(conn), cfg, now)
 
 
-def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.datetime):
-    """Everything the mirror list shows: groups by country, totals, filter choices."""
+def _status_rank(v: MirrorView) -> tuple:
+    return (STATUS_ORDER.index(v.status) if v.status in STATUS_ORDER else len(STATUS_ORDER),
+            not v.serving)
+
+
+MIRROR_SORT = sorting.Table((
+    sorting.Column("country", lambda v: (v.country, v.name is None, sorting.natural(v.name),
+                                         sorting.natural(v.hostname))),
+    sorting.Column("name", lambda v: (v.name is None, sorting.natural(v.name),
+                                      sorting.natural(v.hostname))),
+    sorting.Column("host", lambda v: sorting.natural(v.hostname)),
+    sorting.Column("status", _status_rank),
+    sorting.Column("since", lambda v: v.status_since),
+    sorting.Column("sync", lambda v: v.sync_age, first=sorting.DESC),
+    sorting.Column("probe", lambda v: v.last_probe_at),
+    sorting.Column("uptime", lambda v: v.uptime_7d),
+    sorting.Column("score", lambda v: v.score.total if v.score is not None else None,
+                   first=sorting.DESC),
+    sorting.Column("note", lambda v: v.latest_note.created_at if v.latest_note else None,
+                   first=sorting.DESC),
+), default="country")
+"""The admin mirror list's columns: by country (grouped, the default), else one sorted list."""
+
+
+def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.datetime,
+                order: sorting.Order | None = None):
+    """Everything the mirror list shows: groups by country (one group without a country when
+    `order` sorts by another column), totals, filter choices."""
+    order = order or MIRROR_SORT.default_order()
+
     def thd(conn):
         p = _plan(conn, plan, cfg, now)
         ms = _mirrors.select(conn, country or None, status or None)
         health = _health.of(conn, [m.id for m in ms])
         latest = _notes.latest_notes(conn)
-        views = [MirrorView(m, health.get(m.id, _health.NEVER), p.by_id.get(m.id),
-                            {"latest_note": latest.get(m.id)}) for m in ms]
+        views = order.apply(MirrorView(m, health.get(m.id, _health.NEVER), p.by_id.get(m.id),
+                                       {"latest_note": latest.get(m.id)}) for m in ms)
         totals = _mirrors.counts_by_status(conn)
         totals["total"] = sum(totals.values())
         totals["serving"] = len(p.serving)
@@ -92,7 +121,11 @@ def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.date
         waiting = _apps.waiting_by_country(conn, statuses.WAITING)
         groups: list[dict] = []
         for v in views:
-            if not groups or groups[-1]["country"] != v.country:
+            if not order.is_default:                  # one list, in the order asked for
+                if not groups:
+                    groups.append({"country": None, "name": "", "mirrors": [], "waiting": 0,
+                                   "serving": 0})
+            elif not groups or groups[-1]["country"] != v.country:
                 c = countries.get(v.country)
                 groups.append({"country": v.country, "name": c.name if c else v.country,
                                "mirrors": [], "waiting": int(waiting.get(v.country, 0)),
@@ -101,7 +134,7 @@ def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.date
             groups[-1]["serving"] += int(v.serving)
         choices = [(cc, (countries.get(cc).name if countries.get(cc) else cc)) for cc in all_cc]
         return {"groups": groups, "totals": totals, "countries": choices,
-                "shown": len(views), "plan": p}
+                "shown": len(views), "plan": p, "order": order}
     return thd
 
 
