@@ -27,14 +27,15 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from dnsd import maintenance, recipients, serving, statuses, validation
 from dnsd import outbox as _outbox
-from dnsd import recipients, serving, statuses, validation
 from dnsd.errors import Invalid, NotFound, Refused
 from dnsd.models import applications, bump_version, mirrors, sessions, users, utcnow
 from dnsd.outbox import queue_mail
 from dnsd.records import applications as _apps
 from dnsd.records import health as _health
 from dnsd.records import maintainers as _maint
+from dnsd.records import maintenance as _windows
 from dnsd.records import mirrors as _mirrors
 from dnsd.records import notes as _notes
 from dnsd.records import users as _users
@@ -381,6 +382,93 @@ def set_maintainers(conn: sa.Connection, ref: str, actor: str, people) -> tuple[
     _audit(conn, actor, "maintainers", m.id, {"maintainers": list(old)},
            {"maintainers": list(new)})
     return new
+
+
+# --- maintenance windows -----------------------------------------------------------------------
+
+def plan_maintenance(conn: sa.Connection, ref: str, actor: str, *, starts_at, ends_at,
+                     reason: str, mail: MailSettings | None = None,
+                     now: _dt.datetime | None = None) -> _windows.Window:
+    """Plan a maintenance window for the mirror `ref` (name, #id or host name): from `[dns] ttl`
+    seconds before `starts_at` until a probe after `ends_at` passed it is out of the answers,
+    and probes during it count for nothing (dnsd.maintenance). Times are datetimes (naive =
+    UTC) or text ('2026-12-01 14:00'); `actor` is who planned it (a user name, or whatever a
+    maintainer login records). Checked by dnsd.validation.maintenance_window (Invalid naming
+    `starts_at`, `ends_at` or `reason`); Refused for a retired mirror or one with a window
+    overlapping these times (field `starts_at`), NotFound for no such mirror. Writes the window,
+    a note, the audit row, the version bump (the plan must learn its edges) and, with `mail`, a
+    mail to the list and the maintainers."""
+    now = now or utcnow()
+    w = validation.maintenance_window(starts_at, ends_at, reason, now)
+    m = _mirrors.find(conn, ref)
+    if m.status == RETIRED:
+        raise Refused(f"{m.label} is retired")
+    if (o := _windows.overlapping(conn, m.id, w.starts_at, w.ends_at)) is not None:
+        raise Refused(f"{m.label} already has maintenance planned from "
+                      f"{maintenance.when(o.starts_at)} to {maintenance.when(o.ends_at)} "
+                      f"(window #{o.id}); cancel it first or choose other times", "starts_at")
+    new = _windows.insert(conn, m.id, w.starts_at, w.ends_at, w.reason, actor, now)
+    span = f"{maintenance.when(new.starts_at)} to {maintenance.when(new.ends_at)}"
+    _notes.add_note(conn, m.id, actor, f"Maintenance planned, {span}: {new.reason}", now)
+    bump_version(conn)
+    _audit(conn, actor, "maintenance-plan", m.id, {},
+           {"window": new.id, "starts_at": new.starts_at, "ends_at": new.ends_at,
+            "reason": new.reason})
+    _mail(conn, mail, kind="maintenance-planned", m=m, actor=actor,
+          subject=f"[mirrors] {m.label} maintenance {span}",
+          body=(f"{actor} planned maintenance of the mirror {m.label}: {span}.\n\n"
+                f"Reason: {new.reason}\n\n{_MAINTENANCE_TEXT}\n"))
+    return new
+
+
+def cancel_maintenance(conn: sa.Connection, window_id: int, actor: str, *,
+                       mirror_ref: str | None = None, mail: MailSettings | None = None,
+                       now: _dt.datetime | None = None) -> _windows.Window:
+    """Cancel a maintenance window. One that has not started is gone (its mirror returns to the
+    answers at once if it had left them); one in progress ends now, and its mirror returns after
+    its next passed probe. With `mirror_ref` the window must be that mirror's (NotFound
+    otherwise: a maintainer's page cannot cancel another mirror's window by its id). Refused
+    when it is already cancelled or over. Audited, noted, the version bumped, mailed with
+    `mail`."""
+    now = (now or utcnow()).replace(microsecond=0)
+    w = _windows.get(conn, int(window_id))
+    if w is None or (mirror_ref is not None and _mirrors.find(conn, mirror_ref).id != w.mirror_id):
+        raise NotFound(f"there is no maintenance window #{window_id}"
+                       + (f" for {mirror_ref}" if mirror_ref is not None else ""))
+    m = _mirrors.get(conn, w.mirror_id)
+    if w.cancelled_at is not None:
+        raise Refused(f"window #{w.id} was already cancelled by {w.cancelled_by}")
+    if w.ends_at <= now:
+        raise Refused(f"window #{w.id} is over (it ended {maintenance.when(w.ends_at)})")
+    running = w.starts_at < now
+    new = _windows.cancel(conn, w.id, actor, now, ends_at=now if running else None)
+    what = "ended early" if running else "cancelled"
+    _notes.add_note(conn, m.id, actor, f"Maintenance {what} (was {maintenance.when(w.starts_at)}"
+                                       f" to {maintenance.when(w.ends_at)}): {w.reason}", now)
+    bump_version(conn)
+    _audit(conn, actor, "maintenance-cancel", m.id,
+           {"window": w.id, "ends_at": w.ends_at, "cancelled_at": None},
+           {"window": w.id, "ends_at": new.ends_at, "cancelled_at": new.cancelled_at})
+    _mail(conn, mail, kind="maintenance-cancelled", m=m, actor=actor,
+          subject=f"[mirrors] {m.label} maintenance {what}",
+          body=(f"{actor} {what} the maintenance of the mirror {m.label} planned from "
+                f"{maintenance.when(w.starts_at)} to {maintenance.when(w.ends_at)} "
+                f"({w.reason}).\n\n"
+                + ("It returns to the answers after its next passed probe.\n" if running else
+                   "It stays in the answers.\n")))
+    return new
+
+
+def maintenance_windows(conn: sa.Connection, ref: str,
+                        limit: int | None = 20) -> list[_windows.Window]:
+    """A mirror's windows, the latest start first (cancelled ones too)."""
+    return _windows.of_mirror(conn, _mirrors.find(conn, ref).id, limit)
+
+
+_MAINTENANCE_TEXT = ("The mirror leaves the DNS answers before the start (by the answers' TTL, so "
+                     "that resolvers have forgotten it when it goes down); probes during the "
+                     "window do not count and send no mail; after the end it returns once a "
+                     "probe passes.")
 
 
 def audit_log(conn: sa.Connection, ref: str | None = None,

@@ -222,6 +222,30 @@ probe_rollups = sa.Table(
     sa.Column("sync_age_max", sa.Integer, nullable=True),
 )
 
+# Maintenance windows a maintainer or an admin planned (dnsd.maintenance holds what they do): the
+# mirror leaves the answers `ttl` seconds before `starts_at`, its probes count for nothing until
+# `ends_at`, and it returns after a passed probe that started at or after `ends_at`. A window
+# cancelled before it started never happened; one cancelled while it ran ended then (`ends_at`
+# is moved to the cancel time).
+maintenance_windows = sa.Table(
+    "maintenance_windows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("starts_at", sa.DateTime, nullable=False),
+    sa.Column("ends_at", sa.DateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
+    sa.Column("cancelled_at", sa.DateTime, nullable=True),
+    sa.Column("cancelled_by", sa.String(255), nullable=True),
+    sa.CheckConstraint("ends_at > starts_at", name="span"),
+)
+sa.Index("ix_maintenance_windows_mirror", maintenance_windows.c.mirror_id,
+         maintenance_windows.c.ends_at)
+sa.Index("ix_maintenance_windows_ends_at", maintenance_windows.c.ends_at)
+
 applications = sa.Table(
     "applications",
     metadata,

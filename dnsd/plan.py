@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from dnsd import countries, models, serving
+from dnsd import countries, maintenance, models, serving
 from dnsd.records import health as _health
+from dnsd.records import maintenance as _maint
 from dnsd.records import mirrors as _mirrors
 from dnsd.records.health import Health
 from dnsd.records.mirrors import Mirror
@@ -31,25 +32,30 @@ from dnsd.serving import fmt_age as fmt_age  # the wording's old home; kept impo
 
 @dataclass(frozen=True)
 class MirrorState:
-    """One mirror as the plan reads it: the table's record and what the probes know."""
+    """One mirror as the plan reads it: the table's record, what the probes know, and its
+    maintenance windows with a say from the time the rows were read (dnsd.records.maintenance)."""
 
     mirror: Mirror
     health: Health
+    windows: tuple = ()
 
     def __getitem__(self, name: str):
         """st["name"], st["last_sync_at"]: a field of the mirror or of its health."""
         return getattr(self.mirror if name in Mirror.__dataclass_fields__ else self.health, name)
 
     def replace(self, **kw) -> MirrorState:
-        """A copy with some mirror or health fields changed (tests, tools)."""
+        """A copy with some mirror or health fields (or `windows`) changed (tests, tools)."""
+        windows = tuple(kw.pop("windows", self.windows))
         m = {k: v for k, v in kw.items() if k in Mirror.__dataclass_fields__}
         h = {k: v for k, v in kw.items() if k not in m}
         return MirrorState(dataclasses.replace(self.mirror, **m),
-                           dataclasses.replace(self.health, **h))
+                           dataclasses.replace(self.health, **h), windows)
 
 
-def load_rows(conn: sa.Connection) -> dict:
-    """Everything the plan needs, as records, from one read transaction."""
+def load_rows(conn: sa.Connection, now: _dt.datetime | None = None) -> dict:
+    """Everything the plan needs, as records, from one read transaction. `now` (naive UTC,
+    default the wall clock) only chooses which maintenance windows are still of interest: a plan
+    built from these rows at `now` or later decides the same as one read then."""
     m, h = models.mirrors, models.mirror_health
     q = (
         sa.select(*_mirrors.COLUMNS, h.c.mirror_id.label("health_id"),
@@ -57,7 +63,11 @@ def load_rows(conn: sa.Connection) -> dict:
         .select_from(m.outerjoin(h, h.c.mirror_id == m.c.id))
         .order_by(m.c.id)
     )
-    out = [MirrorState(_mirrors.from_row(r), _health.from_join(r)) for r in conn.execute(q)]
+    windows = _maint.relevant(conn, now or models.utcnow())
+    out = []
+    for r in conn.execute(q):
+        mr = _mirrors.from_row(r)
+        out.append(MirrorState(mr, _health.from_join(r), windows.get(mr.id, ())))
     return {"version": models.current_version(conn), "mirrors": out}
 
 
@@ -96,6 +106,8 @@ class MirrorEntry:
     provider_url: str = ""
     provider_logo: str = ""
     pinned: bool = True              # the addresses are the table's (else the probes resolved them)
+    maintenance: str = ""            # dnsd.maintenance's phase now ("" when no window has a say)
+    windows: tuple = ()              # its windows not ended yet (dnsd.records.maintenance.Window)
 
     @property
     def score_explain(self) -> str:
@@ -136,6 +148,9 @@ class ResolutionPlan:
     by_id: Mapping[int, MirrorEntry] = field(repr=False)
     pools: Mapping[tuple, tuple[MirrorEntry, ...]] = field(repr=False)
     countries_served: frozenset = field(repr=False, default=frozenset())
+    # the next time a maintenance window changes a verdict (dnsd.maintenance.next_edge): the
+    # plan must be rebuilt then, although nothing in the table changed
+    next_change: _dt.datetime | None = None
 
     def pool(self, family, level, key) -> tuple[MirrorEntry, ...]:
         """Serving, family-reachable mirrors of one tier (backups only in level 'backup')."""
@@ -157,7 +172,7 @@ def _entry(st: MirrorState, cfg, now: _dt.datetime) -> MirrorEntry:
     m, h = st.mirror, st.health
     cc = (m.country or "").upper()
     c = countries.get(cc) if cc else None
-    v = serving.decide(m, h, cfg, now)
+    v = serving.decide(m, h, cfg, now, st.windows)
     a = v.addresses
     sc = compute(inputs(m, h, v.sync_age), serving.max_sync_age(cfg))
     return MirrorEntry(
@@ -171,6 +186,7 @@ def _entry(st: MirrorState, cfg, now: _dt.datetime) -> MirrorEntry:
         score=sc.total, score_detail=sc, sync_age=v.sync_age,
         provider_name=m.provider_name or "", provider_url=m.provider_url or "",
         provider_logo=m.provider_logo or "", pinned=a.pinned,
+        maintenance=v.maintenance.phase, windows=maintenance.upcoming(st.windows, now),
     )
 
 
@@ -210,6 +226,8 @@ def build_plan(rows: dict, cfg, now: _dt.datetime) -> ResolutionPlan:
         by_id=MappingProxyType({e.id: e for e in entries}),
         pools=MappingProxyType({k: tuple(v) for k, v in pools.items()}),
         countries_served=frozenset(e.country for e in entries if e.serving),
+        next_change=min(filter(None, (maintenance.next_edge(r.windows, now, d.ttl)
+                                      for r in rows["mirrors"] if r.windows)), default=None),
     )
 
 
@@ -237,6 +255,7 @@ def row(**kw: Any) -> MirrorState:
     without a table. The defaults describe a mirror that works: active, an http URL of its host
     name, probed and passed (at PROBED_AT, sync time unknown); say `last_probe_at=None,
     last_ok_at=None` for one never probed. It has only the addresses given."""
+    windows = tuple(kw.pop("windows", ()))
     unknown = set(kw) - set(_MIRROR_DEFAULTS) - _HEALTH_FIELDS
     if unknown:
         raise TypeError(f"unknown mirror row keys: {sorted(unknown)}")
@@ -245,4 +264,4 @@ def row(**kw: Any) -> MirrorState:
         m["http_url"] = f"http://{m['hostname']}/"
     h = {"last_probe_at": PROBED_AT, "last_ok_at": PROBED_AT,
          **{k: v for k, v in kw.items() if k in _HEALTH_FIELDS}}
-    return MirrorState(Mirror(**m), Health(**h))
+    return MirrorState(Mirror(**m), Health(**h), windows)

@@ -43,6 +43,8 @@ AUDIENCE = {
     "mirror-disabled": Audience.LIST_AND_MAINTAINERS,
     "mirror-enabled": Audience.LIST_AND_MAINTAINERS,
     "mirror-retired": Audience.LIST_AND_MAINTAINERS,
+    "maintenance-planned": Audience.LIST_AND_MAINTAINERS,
+    "maintenance-cancelled": Audience.LIST_AND_MAINTAINERS,
     "import": Audience.LIST,
     # the probes' verdicts: the people who can fix it; somebody must hear of it
     "disabled": Audience.MAINTAINERS_ELSE_LIST,

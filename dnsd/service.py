@@ -16,6 +16,12 @@ plan and logs `dns_version_behind`.
 If the database is unreachable the server keeps answering from the last plan; the first failure,
 one reminder a minute and the recovery are logged (`dns_db_unreachable`, `dns_db_back`).
 
+Maintenance windows (dnsd.maintenance) change verdicts at their edges with nothing changing in
+the table: every plan says when that happens next (`next_change`), and a timer on the reactor
+rebuilds then (the poll also rebuilds once that time has passed). When the database does not
+answer at that moment, the plan is rebuilt from the rows last read, which are still right: only
+the time moved.
+
 Life without the database (dnsd.snapshot): every plan swapped in from the database is written to
 this process's snapshot file (off the reactor thread). At start, until the database answers, the
 newest valid snapshot of `[dns] snapshot_dir` is served (`dns_plan_from_snapshot`, with its age;
@@ -251,8 +257,12 @@ class DNSService(service.MultiService):
     def __init__(self, cfg, pool, reactor, *, geo=None, zone=None, reuse_port=None,
                  rng=None, geo_interval: float | None = None, registry=None,
                  slot: int = 0, exit_on_listen_error: bool = False, serve: bool = True,
-                 listen: bool = True, metrics: bool = True):
+                 listen: bool = True, metrics: bool = True, now=None):
         super().__init__()
+        self.now = now or models.utcnow        # naive-UTC wall clock the plans are built at
+        self._edge_call = None                 # the timer for the plan's next_change
+        self._edge_due = False                 # that time came: rebuild even without news
+        self._rows = None                      # the rows the live plan was built from
         self._metrics = metrics
         self.exit_on_listen_error = exit_on_listen_error
         self._registry = registry              # prometheus registry (None: the global one)
@@ -412,13 +422,16 @@ class DNSService(service.MultiService):
         if self._behind(version):
             return None
         now = self.reactor.seconds()
+        nc = self.plan.current.next_change
         due = (self.plan.table is None or version != self.plan.version
                or self._last_build is None or gen != self._pool_gen
-               or now - self._last_build >= self.cfg.dns.rebuild_interval)
+               or now - self._last_build >= self.cfg.dns.rebuild_interval
+               or self._edge_due or (nc is not None and self.now() >= nc))
         self._pool_gen = gen
         if not due:
             return None
-        d = self.pool.run_readonly(load_rows)      # a failure here is the database's
+        # a failure here is the database's
+        d = self.pool.run_readonly(lambda conn: load_rows(conn, self.now()))
         d.addCallback(self._build_and_swap)
         return d
 
@@ -429,6 +442,8 @@ class DNSService(service.MultiService):
     def _build_and_swap(self, rows):
         if self._behind(rows["version"]):
             return None
+        self._rows = rows
+        self._edge_due = False
         d = self._in_thread(self.build, rows)
         d.addCallback(self._swap)
         d.addErrback(self._build_failed)           # ... and a failure here is ours, not the DB's
@@ -442,7 +457,7 @@ class DNSService(service.MultiService):
         """Plan + wire table from rows (runs on a pool thread). Re-reads a changed zone file."""
         t0 = time.perf_counter()
         zone = self._current_zone()
-        plan = build_plan(rows, self.cfg, models.utcnow())
+        plan = build_plan(rows, self.cfg, self.now())
         table = compile_table(plan, zone, self.cfg, self._rng)
         return plan, table, zone, time.perf_counter() - t0
 
@@ -464,7 +479,42 @@ class DNSService(service.MultiService):
                     _log.error("zone file not reloaded, keeping the old one: {err}", err=str(e))
         return zone
 
-    def _swap(self, built, source: str = "database"):
+    # -- maintenance edges ---------------------------------------------------------------------
+
+    def _schedule_edge(self, plan) -> None:
+        """A timer for the time the live plan's verdicts change by themselves (next_change)."""
+        if self._edge_call is not None and self._edge_call.active():
+            self._edge_call.cancel()
+        self._edge_call = None
+        if plan.next_change is not None:
+            left = (plan.next_change - self.now()).total_seconds()
+            self._edge_call = self.reactor.callLater(max(0.0, left), self._edge)
+
+    def _edge(self) -> None:
+        """next_change came: rebuild now (from the table, or from the rows last read when it
+        does not answer, see _db_bad)."""
+        self._edge_call = None
+        nc = self.plan.current.next_change
+        if nc is None:
+            return
+        left = (nc - self.now()).total_seconds()
+        if left > 0:                           # the reactor's clock ran ahead of the wall clock
+            self._edge_call = self.reactor.callLater(left, self._edge)
+            return
+        self._edge_due = True
+        self.refresh()
+
+    def _rebuild_from_memory(self):
+        """At an edge without the database: the last rows, built at the time now."""
+        self._edge_due = False
+        _log.info("dns plan rebuilt from the rows last read (a maintenance window's edge; the "
+                  "database does not answer)")
+        d = self._in_thread(self.build, self._rows)
+        d.addCallback(self._swap, source=self.plan.source, reread=False)
+        d.addErrback(self._build_failed)
+        return d
+
+    def _swap(self, built, source: str = "database", reread: bool = True):
         plan, table, zone, secs = built
         h = self.plan
         old = h.current.version
@@ -481,8 +531,10 @@ class DNSService(service.MultiService):
         h.builds += 1
         if h.builds == 1:
             freeze_startup_objects()
+        self._schedule_edge(plan)
         if source == "database":
-            self._last_build = self.reactor.seconds()
+            if reread:
+                self._last_build = self.reactor.seconds()
             _log.info("dns plan version {version} in {ms:.1f} ms ({serving} of {total} mirrors "
                       "serving; was {old}{src})", version=plan.version, ms=secs * 1000,
                       serving=len(plan.serving), total=len(plan.mirrors), old=old,
@@ -552,6 +604,8 @@ class DNSService(service.MultiService):
             _log.error("dns_db_unreachable: cannot refresh the plan ({err}); {what}",
                        err=h.last_error, what=what, version=h.version)
         h.db_ok = False
+        if self._edge_due and self._rows is not None:
+            return self._rebuild_from_memory()
 
     # -- start and stop -----------------------------------------------------------------------------
 
@@ -575,6 +629,9 @@ class DNSService(service.MultiService):
                            lambda f: _log.failure("dns plan snapshot not loaded", f))
 
     def stopService(self):
+        if self._edge_call is not None and self._edge_call.active():
+            self._edge_call.cancel()
+        self._edge_call = None
         if self._collector is not None:
             from prometheus_client import REGISTRY
 

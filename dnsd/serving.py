@@ -7,18 +7,21 @@ that verdict from a plan. A mirror serves when, in this order:
 
 1. its status is `active` (dnsd.statuses);
 2. its admin weight is above 0;
-3. the probes say it works (`probe_state`): with `[probes] enabled`, at least one probe passed and
+3. no maintenance window keeps it out (dnsd.maintenance: from `[dns] ttl` seconds before a
+   window's start until a probe that started after its end passed);
+4. the probes say it works (`probe_state`): with `[probes] enabled`, at least one probe passed and
    fewer than `fail_after` failed in a row since; a mirror never probed does not serve yet. With
    probes off, the admins' word is all there is;
-4. it is fresh: the sync time its timestamp file gave is at most `[dns] max_sync_age` old
+5. it is fresh: the sync time its timestamp file gave is at most `[dns] max_sync_age` old
    (`age_filtered`: backup mirrors are exempt unless `[dns] age_filter_backups`, as closer.lua
    never age-filtered its backups);
-5. it has a usable address (`addresses`): the pinned ones (an admin's or an applicant's, which
+6. it has a usable address (`addresses`): the pinned ones (an admin's or an applicant's, which
    always win) or, when there are none, the ones a probe resolved from its host name, once a probe
    over them passed; a family known to be down does not count.
 
-`probe_state` is the seam for what later decides "the probes say failing" (a quorum of vantage
-points, a maintenance window): the rest of the rule does not care how it was decided.
+`probe_state` is the seam for what decides "the probes say failing" (a quorum of vantage
+points agrees on the counters it reads; probes during a maintenance window never move them):
+the rest of the rule does not care how it was decided.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from dnsd import statuses
+from dnsd import maintenance, statuses
 
 # --- freshness ---------------------------------------------------------------------------------
 
@@ -198,6 +201,7 @@ class Verdict:
     sync_age: float | None
     addresses: Addresses
     probe: ProbeState
+    maintenance: maintenance.State = maintenance.CLEAR
 
     @property
     def answer_key(self) -> tuple:
@@ -206,14 +210,17 @@ class Verdict:
         return (self.serving, a.ipv4, a.ipv6, a.usable)
 
 
-def decide(mirror, health, cfg, now: _dt.datetime) -> Verdict:
-    """The serving verdict for one mirror record and its health record (see the module text)."""
+def decide(mirror, health, cfg, now: _dt.datetime, windows=()) -> Verdict:
+    """The serving verdict for one mirror record, its health record and its maintenance windows
+    (dnsd.records.maintenance: those with a say now or later; see the module text)."""
     age = sync_age(health.last_sync_at, now)
     addr = addresses(mirror, health)
     probe = probe_state(health, cfg)
+    mt = maintenance.state(windows, now, cfg.dns.ttl, health.last_ok_at, cfg.probes.enabled) \
+        if windows else maintenance.CLEAR
 
     def no(reason: str) -> Verdict:
-        return Verdict(False, reason, age, addr, probe)
+        return Verdict(False, reason, age, addr, probe, mt)
 
     if mirror.status != statuses.ACTIVE:
         why = (mirror.status_reason or "").strip()
@@ -223,6 +230,8 @@ def decide(mirror, health, cfg, now: _dt.datetime) -> Verdict:
         return no(base)
     if (mirror.weight or 0) <= 0:
         return no("admin weight 0")
+    if mt.out:
+        return no(mt.reason)
     if not probe.ok:
         return no(probe.reason)
     if age_filtered(mirror, cfg) and (stale := stale_reason(age, cfg)):
@@ -235,7 +244,7 @@ def decide(mirror, health, cfg, now: _dt.datetime) -> Verdict:
             return no(f"no address: {mirror.hostname} did not resolve to a usable one")
         return no("no usable address: " + "; ".join(p for f in ("A", "AAAA")
                                                      if (p := addr.problem(f))))
-    return Verdict(True, "", age, addr, probe)
+    return Verdict(True, "", age, addr, probe, mt)
 
 
 # --- what changes an answer ------------------------------------------------------------------------

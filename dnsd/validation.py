@@ -23,6 +23,7 @@ Rules worth knowing:
 
 from __future__ import annotations
 
+import datetime as _dt
 import ipaddress
 import math
 import re
@@ -462,3 +463,87 @@ def activation_problem(m) -> str:
         return ("it has no http or https URL, and the probes check only those; add one, or "
                 "leave it pending")
     return ""
+
+
+# --- maintenance windows ---------------------------------------------------------------------------
+
+MAINTENANCE_MAX = _dt.timedelta(days=7)        # the longest window: longer is an outage, not upkeep
+MAINTENANCE_AHEAD = _dt.timedelta(days=366)    # how far ahead a window may be planned
+WINDOW_FIELDS = ("starts_at", "ends_at", "reason")
+_TIME_WORDS = {"starts_at": "the start", "ends_at": "the end"}
+
+
+@dataclass(frozen=True)
+class WindowInput:
+    """A maintenance window as checked: naive-UTC times to the second, a one-line reason."""
+
+    starts_at: _dt.datetime
+    ends_at: _dt.datetime
+    reason: str
+
+
+def moment(value, field: str) -> _dt.datetime:
+    """A time as naive UTC: a datetime (naive ones are UTC) or text such as '2026-12-01 14:00',
+    '2026-12-01T14:00:30Z' or '2026-12-01 16:00+02:00'; a date alone is refused (which hour?)."""
+    what = _TIME_WORDS.get(field, field)
+    if isinstance(value, _dt.datetime):
+        t = value
+    else:
+        v = text(value, field, limit=40, what=what)
+        if not v:
+            raise Invalid(field, f"{what} is empty")
+        v = v.removesuffix("UTC").strip()
+        try:
+            t = _dt.datetime.fromisoformat(v)
+        except ValueError:
+            t = None
+        if t is None or len(v) < 16:
+            raise Invalid(field, f"{what} is not a time: write it as YYYY-MM-DD HH:MM (UTC)")
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.UTC).replace(tzinfo=None)
+    return t.replace(microsecond=0)
+
+
+def maintenance_window_errors(starts_at, ends_at, reason_, now: _dt.datetime
+                              ) -> tuple[WindowInput | None, dict[str, str]]:
+    """(the window, {}) or (None, {field: message}) with every field's problem, for forms that
+    show each message by its field. The rules: a start not in the past (the current minute
+    counts as now) and at most MAINTENANCE_AHEAD away, an end after the start and at most
+    MAINTENANCE_MAX after it, a reason (one line, like a status change's)."""
+    errors: dict[str, str] = {}
+    got: dict = {}
+    for field, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+        try:
+            got[field] = moment(value, field)
+        except Invalid as e:
+            errors[field] = e.message
+    try:
+        got["reason"] = reason(reason_, required=True)
+    except Invalid as e:
+        errors["reason"] = e.message
+    start, end = got.get("starts_at"), got.get("ends_at")
+    if start is not None:
+        if start < now.replace(second=0, microsecond=0):
+            errors["starts_at"] = "the start is in the past"
+        elif start > now + MAINTENANCE_AHEAD:
+            errors["starts_at"] = (f"the start is more than {MAINTENANCE_AHEAD.days} days "
+                                   f"ahead")
+    if start is not None and end is not None:
+        if end <= start:
+            errors["ends_at"] = "the end must be after the start"
+        elif end - start > MAINTENANCE_MAX:
+            errors["ends_at"] = (f"a window is at most {MAINTENANCE_MAX.days} days long (for "
+                                 f"longer, disable the mirror)")
+    if errors:
+        return None, errors
+    return WindowInput(start, end, got["reason"]), {}
+
+
+def maintenance_window(starts_at, ends_at, reason_, now: _dt.datetime) -> WindowInput:
+    """The window checked (maintenance_window_errors' rules), or Invalid for its first field
+    with a problem."""
+    w, errors = maintenance_window_errors(starts_at, ends_at, reason_, now)
+    if errors:
+        field = next(f for f in WINDOW_FIELDS if f in errors)
+        raise Invalid(field, errors[field])
+    return w

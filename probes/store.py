@@ -14,6 +14,11 @@ is what the plan serves from (dnsd.serving). The writers:
   mirror_health, the mirror's status moves when the verdict says so, with the note and the mail,
   and the table version moves when a DNS answer did (dnsd.serving before and after). So a
   disabled mirror, its DNS answers and its maintainer's mail can never disagree.
+
+A probe that started during a maintenance window of its mirror counts for nothing
+(dnsd.maintenance.probes_paused): `record_probe` stores nothing of it (no raw result, no counter,
+no share of its vantage's cycle), and `judge` leaves a mirror in maintenance as it is (no status
+change, no mail).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dnsd import serving, statuses
+from dnsd import maintenance, serving, statuses
 from dnsd.models import (
     bump_version,
     mirror_health,
@@ -34,6 +39,7 @@ from dnsd.models import (
     vantages,
 )
 from dnsd.records import health as _health
+from dnsd.records import maintenance as _maint
 from dnsd.records import mirrors as _mirrors
 from dnsd.records import vantages as _vantages
 from dnsd.records.notes import add_note
@@ -77,11 +83,16 @@ def vantage_of(cfg) -> str:
 def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
                  vantage: str = "") -> dict:
     """Store one result as `vantage` saw it (see the module docstring); a pass is judged at once.
-    Returns what happened to the mirror: {"status", "changed", "mail", "bumped"}."""
+    Returns what happened to the mirror: {"status", "changed", "mail", "bumped"}, and
+    "maintenance" (the window) when the probe started during one and was not counted."""
     m = _mirrors.get(conn, r.mirror_id)
     if m is None:
         return {"status": None, "changed": False, "mail": None, "bumped": False}
     at = utc_from_ts(r.at)
+    paused = maintenance.probes_paused(_maint.in_force(conn, m.id, at), at)
+    if paused is not None:
+        return {"status": m.status, "changed": False, "mail": None, "bumped": False,
+                "maintenance": paused}
     conn.execute(probe_results.insert().values(
         mirror_id=r.mirror_id, at=at, vantage=vantage, url=r.url[:1024], address=r.address,
         family=r.family, http_status=r.http_status, ttfb_ms=r.ttfb_ms, total_ms=r.total_ms,
@@ -171,6 +182,9 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
     by_mirror = _vantages.views(conn, counted, ids)
     if not by_mirror:
         return {}
+    windows = _maint.relevant(conn, now, ids)
+    by_mirror = {k: v for k, v in by_mirror.items()
+                 if maintenance.probes_paused(windows.get(k, ()), now) is None}
     if ids is None:                       # a cycle's end: every mirror, in two reads
         ms = [m for m in _mirrors.select(conn)
               if m.id in by_mirror and m.status in statuses.PROBED]   # not the retired
@@ -232,8 +246,9 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
             else m
         after_h = dataclasses.replace(h, **{k: val for k, val in upd.items()
                                             if k in _health.Health.__dataclass_fields__})
-        moved = v.changed or (serving.decide(m, h, cfg, now).answer_key
-                              != serving.decide(after_m, after_h, cfg, now).answer_key)
+        ws = windows.get(m.id, ())
+        moved = v.changed or (serving.decide(m, h, cfg, now, ws).answer_key
+                              != serving.decide(after_m, after_h, cfg, now, ws).answer_key)
         moved_any = moved_any or moved
         out[m.id] = {"status": v.status, "changed": v.changed, "mail": mail, "bumped": moved}
     if moved_any:

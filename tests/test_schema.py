@@ -120,6 +120,15 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             # 0004: the agreed counters stay in mirror_health; each vantage starts its own view
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 models.vantage_health)).scalar() == 0
+            # 0005: no mirror is in maintenance until somebody plans a window
+            assert conn.execute(sa.select(sa.func.count()).select_from(
+                models.maintenance_windows)).scalar() == 0
+        with engine.begin() as conn:                             # ... and the old mirror can
+            from admin import store                              # have one
+            w = store.plan_maintenance(conn, "de1", "root", starts_at=now + dt.timedelta(days=1),
+                                       ends_at=now + dt.timedelta(days=1, hours=1),
+                                       reason="disks", now=now)
+            assert w.mirror_id == 1
         with engine.connect() as conn:                           # the models match the head
             from alembic.autogenerate import compare_metadata
             from alembic.migration import MigrationContext
