@@ -123,12 +123,12 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             # 0005: no mirror is in maintenance until somebody plans a window
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 models.maintenance_windows)).scalar() == 0
+        from admin import store
         with engine.begin() as conn:                             # ... and the old mirror can
-            from admin import store                              # have one
             w = store.plan_maintenance(conn, "de1", "root", starts_at=now + dt.timedelta(days=1),
                                        ends_at=now + dt.timedelta(days=1, hours=1),
                                        reason="disks", now=now)
-            assert w.mirror_id == 1
+            assert w.mirror_id == 1                              # have one
         with engine.connect() as conn:                           # the models match the head
             from alembic.autogenerate import compare_metadata
             from alembic.migration import MigrationContext
