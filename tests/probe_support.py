@@ -34,6 +34,19 @@ class ScriptedProber:
             resolved=not t.pinned, probed_ipv4=v4, probed_ipv6=t.ipv6))
 
 
+def result_at(mid, at, ok) -> ProbeResult:
+    """A probe result of mirror `mid` started at `at` (naive UTC): a pass with a 10-minute-old
+    timestamp, or a refused connection."""
+    import datetime as _dt
+
+    ts = at.replace(tzinfo=_dt.UTC).timestamp()
+    return ProbeResult(mirror_id=mid, at=ts, ok=ok, error_class="" if ok else "refused",
+                       error="" if ok else "connection refused", url="http://m/TIME",
+                       address="192.0.2.10", family=4, http_status=200 if ok else None,
+                       total_ms=10.0 if ok else None, timestamp=ts - 600 if ok else None,
+                       sync_age=600 if ok else None, ipv4_up=ok)
+
+
 def add_mirror(conn, name="de1", country="DE", status=ACTIVE, ipv4="192.0.2.10",
                emails=("ops@de1.example.net",), **kw) -> int:
     vals = {"name": name, "hostname": f"{name}.example.net", "country": country, "ipv4": ipv4,

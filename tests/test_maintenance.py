@@ -30,9 +30,10 @@ from dnsd.records.maintenance import Window
 from dnsd.service import DNSService
 from dnsd.statuses import ACTIVE, DISABLED_PROBES, RETIRED
 from probes import store as pstore
-from probes.probe import ProbeResult, utc_from_ts
+from probes.probe import utc_from_ts
 from tests.dns_support import make_env
 from tests.probe_support import add_mirror, health_of, mails, status_of, version
+from tests.probe_support import result_at as result
 
 T0 = dt.datetime(2026, 12, 1, 8, 0)
 S = dt.timedelta(seconds=1)
@@ -258,15 +259,6 @@ def pcfg(**kw):
                   mail=MailConfig(list="mirrors@lists.example.org"))
 
 
-def result(mid, at, ok):
-    ts = at.replace(tzinfo=dt.UTC).timestamp()
-    return ProbeResult(mirror_id=mid, at=ts, ok=ok, error_class="" if ok else "refused",
-                       error="" if ok else "connection refused", url="http://m/TIME",
-                       address="192.0.2.10", family=4, http_status=200 if ok else None,
-                       total_ms=10.0 if ok else None, timestamp=ts - 600 if ok else None,
-                       sync_age=600 if ok else None, ipv4_up=ok)
-
-
 class Net:
     """Three mirrors probed by one vantage, cycle by cycle."""
 
@@ -275,6 +267,14 @@ class Net:
         with engine.begin() as conn:
             self.ids = [add_mirror(conn, name=f"de{i}", emails=(f"ops{i}@example.net",))
                         for i in (1, 2, 3)]
+
+    def planned(self):
+        """One cycle passed, then de1 planned from START to END; returns de1's id."""
+        self.cycle(T0)
+        with self.engine.begin() as conn:
+            store.plan_maintenance(conn, "de1", "ada", starts_at=START, ends_at=END,
+                                   reason="r", now=T0)
+        return self.ids[0]
 
     def cycle(self, at, fails=()):
         out = {}
@@ -330,11 +330,7 @@ def test_probes_during_a_window_count_for_nothing_and_mail_nobody(engine):
 
 def test_after_the_end_only_a_probe_that_started_after_it_brings_it_back(engine):
     net = Net(engine)
-    de1 = net.ids[0]
-    net.cycle(T0)
-    with engine.begin() as conn:
-        store.plan_maintenance(conn, "de1", "ada", starts_at=START, ends_at=END, reason="r",
-                               now=T0)
+    de1 = net.planned()
     # a pass that started in the window, recorded after the end: not counted
     with engine.begin() as conn:
         out = pstore.record_probe(conn, result(de1, END - S, True), net.cfg, END + S, "eu")
@@ -355,11 +351,7 @@ def test_after_the_end_only_a_probe_that_started_after_it_brings_it_back(engine)
 
 def test_after_the_end_a_mirror_that_stays_down_is_disabled_as_usual(engine):
     net = Net(engine)
-    de1 = net.ids[0]
-    net.cycle(T0)
-    with engine.begin() as conn:
-        store.plan_maintenance(conn, "de1", "ada", starts_at=START, ends_at=END, reason="r",
-                               now=T0)
+    de1 = net.planned()
     net.cycle(END + MIN, fails=[de1])
     net.cycle(END + 2 * MIN, fails=[de1])
     assert status_of(engine, de1).status == DISABLED_PROBES

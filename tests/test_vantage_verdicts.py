@@ -14,9 +14,9 @@ from dnsd.models import utcnow
 from dnsd.records import vantages as _vantages
 from dnsd.statuses import ACTIVE, DISABLED_PROBES
 from probes import store
-from probes.probe import ProbeResult
 from probes.verdicts import BROKEN, COUNTS, GONE, standing
 from tests.probe_support import add_mirror, health_of, mails, status_of, version
+from tests.probe_support import result_at as result
 
 T0 = _dt.datetime(2026, 12, 1, 8, 0)
 INTERVAL = 60
@@ -27,15 +27,6 @@ def cfg(**kw):
     p.update(kw)
     return Config(probes=ProbesConfig(**p), dns=DNSConfig(zone="mirrors.example.org"),
                   mail=MailConfig(list="mirrors@lists.example.org"))
-
-
-def result(mid, at, ok):
-    ts = at.replace(tzinfo=_dt.UTC).timestamp()
-    return ProbeResult(mirror_id=mid, at=ts, ok=ok, error_class="" if ok else "refused",
-                       error="" if ok else "connection refused", url="http://m/TIME",
-                       address="192.0.2.10", family=4, http_status=200 if ok else None,
-                       total_ms=10.0 if ok else None, timestamp=ts - 600 if ok else None,
-                       sync_age=600 if ok else None, ipv4_up=ok)
 
 
 class Net:
