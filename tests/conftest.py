@@ -1,5 +1,5 @@
 """Shared fixtures: a fresh table on SQLite and (when MIRRORDNS_TEST_DB_URL is set) PostgreSQL,
-and a small test geo database built with mmdb-writer."""
+a small test geo database built with mmdb-writer, and Debian's Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -51,3 +51,28 @@ def test_mmdb(tmp_path_factory):
     path = tmp_path_factory.mktemp("geo") / "test.mmdb"
     write_test_mmdb(str(path))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under playwright, once per module (tests/browser_support.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page per test."""
+    from tests.browser_support import VIEWPORT
+
+    ctx = browser.new_context(viewport=VIEWPORT)
+    pg = ctx.new_page()
+    pg.set_default_timeout(15000)
+    yield pg
+    ctx.close()

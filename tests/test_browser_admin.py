@@ -16,8 +16,6 @@ import email.policy
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dns.message
@@ -26,20 +24,16 @@ import dns.rdatatype
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from admin import store
 from admin.passwords import hash_password
 from dnsd.db import make_engine, upgrade
 from dnsd.models import applications, mirror_health, mirrors, probe_results, probe_rollups, utcnow
 from dnsd.validation import Rules
+from tests.browser_support import ARTIFACTS, ROOT, wait_ready, wait_until
 from tests.helpers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PW = "browser-test-password"
 ZONE = "mirrors.example.org"
 
@@ -143,7 +137,7 @@ list = "mirrors@lists.example.org"
                             env={**os.environ, "MIRRORDNS_CONFIG": str(cfg)})
     base = f"http://127.0.0.1:{web_port}"
     try:
-        _wait_ready(proc, base, d / "twistd.log")
+        wait_ready(proc, f"{base}/admin/login", d / "twistd.log")
         yield {"base": base, "dns_port": dns_port, "engine": engine, "ids": ids,
                "log": d / "twistd.log", "mails": smtp.handler.mails}
     finally:
@@ -170,38 +164,6 @@ class Recorder:
         return "250 OK"
 
 
-def _wait_ready(proc, base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"twistd exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/admin/login", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"twistd did not start: {log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    pg = ctx.new_page()
-    pg.set_default_timeout(15000)
-    yield pg
-    ctx.close()
-
-
 def login(page, base, user="alice"):
     page.goto(f"{base}/admin/")
     expect(page.locator("h1")).to_have_text("Log in")
@@ -215,18 +177,6 @@ def a_records(port: int, name: str) -> set[str]:
     q = dns.message.make_query(name, "A")
     r = dns.query.udp(q, "127.0.0.1", port=port, timeout=3)
     return {rr.address for rrset in r.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
-
-
-def wait_until(check, what: str, limit: float = 20.0):
-    """Poll until check() is true; the limit only bounds a broken run, it measures nothing."""
-    deadline = time.monotonic() + limit
-    while True:
-        v = check()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        time.sleep(0.1)
 
 
 def test_disable_mirror_leaves_dns_answer(stack, page):

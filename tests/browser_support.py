@@ -1,0 +1,56 @@
+"""What the browser tests share: Debian's Chromium under playwright (never `playwright install`),
+the screenshots' folder, waiting for a server to answer, and polling without timing anything.
+
+The `browser` and `page` fixtures are in tests/conftest.py, built from what is here (playwright is
+imported only when a test asks for them).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"          # git-ignored; look at what lands here
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1360, "height": 900}
+
+
+def wait_ready(proc, url: str, log: Path, what: str = "twistd", limit: float = 60) -> None:
+    """Wait until `url` answers 200, or fail with the tail of the server's log when the process
+    exits or `limit` seconds pass (a bound for a broken run, not a measurement)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start: {log.read_text()[-3000:]}")
+
+
+def wait_until(check, what: str, limit: float = 20.0):
+    """Poll until check() is true; the limit only bounds a broken run, it measures nothing."""
+    deadline = time.monotonic() + limit
+    while True:
+        v = check()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        time.sleep(0.1)
+
+
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """Save a screenshot under tests/artifacts/ and return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
