@@ -148,6 +148,8 @@ class ProbesConfig:
     canary_full_share: float = 0.1        # share of probes fetching the canary whole (SHA-256);
                                           # the others ask for one byte of it (its size)
     mirror_info_check: bool = True        # timestamp_format "phpnet": check /mirror-info's fields
+    request_poll: float = 2.0             # seconds between checks for "probe now" requests
+    request_gap: float = 60.0             # seconds between two probes of one mirror on request
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,9 @@ def _validate(cfg: Config, fname: str) -> None:
         raise ConfigError(f"{fname}: [probes] fail_after and pass_after must be at least 1")
     if p.interval < 1 or p.timeout <= 0:
         raise ConfigError(f"{fname}: [probes] interval and timeout must be positive")
+    if p.request_poll <= 0 or p.request_gap < 0:
+        raise ConfigError(f"{fname}: [probes] request_poll must be positive, request_gap 0 or "
+                          "more")
     if not 0 <= p.min_pass_share <= 1 or p.quorum < 0:
         raise ConfigError(f"{fname}: [probes] min_pass_share must be between 0 and 1, quorum 0 "
                           "or more")

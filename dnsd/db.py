@@ -197,6 +197,17 @@ class DBPool:
         return threads.deferToThreadPool(self._reactor, self._pool, in_thread)
 
 
+def upsert(conn: sa.Connection):
+    """The dialect's `insert` construct, with `on_conflict_do_nothing/do_update` (PostgreSQL and
+    SQLite, the two dialects the table runs on): one statement where a read-then-write would
+    race between nodes."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def open_pool(cfg, reactor) -> DBPool:
     """The table's pool from a Config (dnsd.config.Config)."""
     engine = make_engine(cfg.database.url, cfg.base_dir)

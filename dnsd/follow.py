@@ -8,6 +8,9 @@ thread (never the reactor's): the thread LISTENs and hands every notification to
 newer than the one it serves. After every (re)connection it calls `on_version(None)`, so a change
 made while it was away is caught up without waiting for the poll.
 
+The same listener follows other channels: the probe nodes hear requests to probe a mirror now
+on `PROBE_CHANNEL` (probes.requests), with their own poll as the fallback.
+
 The poll (`[dns] poll_interval`) keeps running beside it and is all there is where LISTEN cannot
 work: SQLite, a streaming replica ("cannot execute LISTEN during recovery"; the listener retries
 every `retry_max` seconds in case the replica is promoted), a pooler in transaction mode (set
@@ -34,13 +37,16 @@ def conninfo(engine: sa.Engine) -> str:
 
 
 class VersionListener(service.Service):
-    """LISTEN on the version channel on a thread of its own; see the module docstring."""
+    """LISTEN on the version channel (or `channel`) on a thread of its own; see the module
+    docstring. `what` names what it follows in its log lines."""
 
     name = "version-listener"
 
     def __init__(self, engine: sa.Engine, reactor, on_version, *, poll_interval: float = 1.0,
-                 wait: float = 0.5, retry_max: float = 60.0, connect_timeout: int = 5):
+                 wait: float = 0.5, retry_max: float = 60.0, connect_timeout: int = 5,
+                 channel: str = VERSION_CHANNEL, what: str = "table changes"):
         self._conninfo = conninfo(engine)
+        self.channel, self.what = channel, what
         self.reactor, self.on_version = reactor, on_version
         self.poll_interval = poll_interval
         self.wait, self.retry_max, self.connect_timeout = wait, retry_max, connect_timeout
@@ -96,7 +102,7 @@ class VersionListener(service.Service):
 
         with psycopg.connect(self._conninfo, autocommit=True,
                              connect_timeout=self.connect_timeout) as conn:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(VERSION_CHANNEL)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._call(self._listening)
             while not self._stop.is_set():
                 for n in conn.notifies(timeout=self.wait):
@@ -111,9 +117,9 @@ class VersionListener(service.Service):
     def _listening(self):
         self.listening = True
         if self._last_error:
-            _log.info("dns_notify_back: following table changes by LISTEN/NOTIFY again")
+            _log.info("dns_notify_back: following {what} by LISTEN/NOTIFY again", what=self.what)
         else:
-            _log.info("dns_notify_listening: following table changes by LISTEN/NOTIFY")
+            _log.info("dns_notify_listening: following {what} by LISTEN/NOTIFY", what=self.what)
         self._last_error = ""
         self.on_version(None)
 
@@ -125,7 +131,8 @@ class VersionListener(service.Service):
         was = self.listening
         self.listening = False
         if was or err != self._last_error:
-            _log.warn("dns_notify_unavailable: cannot LISTEN for table changes ({err}); following "
+            _log.warn("dns_notify_unavailable: cannot LISTEN for {what} ({err}); following "
                       "them by polling every {poll} s, retrying from {retry:.0f} s up to {max:.0f} s",
-                      err=err, poll=self.poll_interval, retry=retry, max=self.retry_max)
+                      what=self.what, err=err, poll=self.poll_interval, retry=retry,
+                      max=self.retry_max)
         self._last_error = err

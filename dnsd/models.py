@@ -184,6 +184,29 @@ vantages = sa.Table(
     sa.Column("broken_mailed_at", sa.DateTime, nullable=True),
 )
 
+# "Probe this mirror now" (probes.requests): at most one row per mirror, moved by each request.
+probe_requests = sa.Table(
+    "probe_requests",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("requested_at", sa.DateTime, nullable=False),          # the newest request
+    sa.Column("reason", sa.String(64), nullable=False, default=""),
+    sa.Column("requested_by", sa.String(64), nullable=False, default=""),
+    sa.Column("requests", sa.Integer, nullable=False, default=1),    # coalesced into this row
+)
+
+# Which request each vantage point has served, per mirror, and when (its own clock).
+probe_requests_served = sa.Table(
+    "probe_requests_served",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("vantage", sa.String(64), primary_key=True),
+    sa.Column("requested_at", sa.DateTime, nullable=False),          # the request it served
+    sa.Column("served_at", sa.DateTime, nullable=False),
+)
+
 probe_results = sa.Table(
     "probe_results",
     metadata,
@@ -370,6 +393,7 @@ job_runs = sa.Table(
 
 
 VERSION_CHANNEL = "mirrordns_version"      # the NOTIFY channel; the payload is the new version
+PROBE_CHANNEL = "mirrordns_probe"          # a probe was requested (probes.requests); payload: id
 
 
 def bump_version(conn: sa.Connection) -> int:

@@ -17,6 +17,10 @@ started yet are dropped, probes in flight are cancelled (sockets closed, a host-
 abandoned on its daemon thread) and their outcome is not recorded, since a probe cut short says
 nothing about the mirror; results that were complete are written before the pool closes (the pool
 service is this service's parent and waits for the Deferred stopService returns).
+
+Beside the cycle, the service serves requests to probe one mirror now (probes.requests): it
+checks for them every `request_poll` seconds, and on PostgreSQL also whenever one is NOTIFYed;
+each due mirror is probed once, through the same semaphore and batched recording as the cycle.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from dnsd.jobs import run_once
-from probes import history, store
+from dnsd.models import PROBE_CHANNEL
+from probes import history, requests, store
 from probes.probe import CanaryUnavailable, Prober, ProbeResult, utc_from_ts
 
 
@@ -52,7 +57,7 @@ class ProbeService(service.Service):
         self.rng = rng or random.Random()
         self.sem = defer.DeferredSemaphore(max(1, cfg.probes.concurrency))
         self.batch_delay, self.batch_max = batch_delay, batch_max
-        self._pending: list[tuple[ProbeResult, defer.Deferred]] = []
+        self._pending: list[tuple[ProbeResult, defer.Deferred, bool]] = []   # (.., in cycle)
         self._flush_call = None
         self._loop = self._stats = None
         self._loop_done = self._stats_done = None
@@ -63,6 +68,12 @@ class ProbeService(service.Service):
         self.cycles = 0
         self.vantage = store.vantage_of(cfg)      # this node's name as a vantage point
         self.last_cycle_seconds: float | None = None
+        self._req_loop = self._req_loop_done = None
+        self._serving: defer.Deferred | None = None    # a pass over the requests, while it runs
+        self._serve_again = False
+        self._on_request: set[int] = set()             # mirrors probed on request right now
+        self.listener = None                           # NOTIFY of requests (PostgreSQL)
+        self.on_request_probes = 0
 
     # --- service ---------------------------------------------------------------------------------
     def startService(self):
@@ -76,6 +87,20 @@ class ProbeService(service.Service):
         self._stats.clock = self.reactor
         self._stats_done = self._stats.start(self.cfg.probes.stats_interval, now=False).addErrback(
             lambda f: self._log.failure("history loop stopped", f))
+        self._req_loop = task.LoopingCall(self.serve_requests)
+        self._req_loop.clock = self.reactor
+        self._req_loop_done = self._req_loop.start(self.cfg.probes.request_poll,
+                                                   now=False).addErrback(
+            lambda f: self._log.failure("probe request loop stopped", f))
+        engine = getattr(self.pool, "engine", None)
+        if self.cfg.dns.notify and engine is not None and engine.dialect.name == "postgresql":
+            from dnsd.follow import VersionListener
+
+            self.listener = VersionListener(
+                engine, self.reactor, lambda _mirror_id: self.serve_requests(),
+                poll_interval=self.cfg.probes.request_poll, channel=PROBE_CHANNEL,
+                what="probe requests")
+            self.listener.startService()
 
     def stopService(self):
         """Fires once the cycle in flight has ended (see the module docstring) and every complete
@@ -83,7 +108,11 @@ class ProbeService(service.Service):
         super().stopService()
         self._stopping = True
         waits = []
-        for lc, done in ((self._loop, self._loop_done), (self._stats, self._stats_done)):
+        if self.listener is not None:
+            waits.append(defer.maybeDeferred(self.listener.stopService))
+            self.listener = None
+        for lc, done in ((self._loop, self._loop_done), (self._stats, self._stats_done),
+                         (self._req_loop, self._req_loop_done)):
             if lc is not None and lc.running:
                 lc.stop()
                 waits.append(done)
@@ -183,9 +212,10 @@ class ProbeService(service.Service):
     def _start_one(self, t, d: defer.Deferred):
         defer.ensureDeferred(self.probe_and_record(t)).chainDeferred(d)
 
-    async def probe_and_record(self, t) -> dict | None:
+    async def probe_and_record(self, t, *, in_cycle: bool = True) -> dict | None:
         """Probe one mirror and record it; never raises (the loop must not die). A probe cut
-        short by stopService is not recorded."""
+        short by stopService is not recorded. `in_cycle=False`: a probe on request, outside
+        the cycle's share (probes.store.record_probe)."""
         if self._stopping:
             return None
         running = self.sem.run(self.prober.probe, t)
@@ -211,15 +241,15 @@ class ProbeService(service.Service):
             mirror_id=t.mirror_id, ok=r.ok, error_class=r.error_class,
             ms=None if r.total_ms is None else round(r.total_ms, 1))
         try:
-            return await self._enqueue(r)
+            return await self._enqueue(r, in_cycle)
         except Exception:
             self._log.failure("recording the probe of {mirror} failed", mirror=t.name or t.hostname)
             return None
 
     # --- batched recording -----------------------------------------------------------------------
-    def _enqueue(self, r: ProbeResult) -> defer.Deferred:
+    def _enqueue(self, r: ProbeResult, in_cycle: bool = True) -> defer.Deferred:
         d = defer.Deferred()
-        self._pending.append((r, d))
+        self._pending.append((r, d, in_cycle))
         if len(self._pending) >= self.batch_max:
             self._flush()
         elif self._flush_call is None:
@@ -238,17 +268,18 @@ class ProbeService(service.Service):
 
         def thd(conn):
             out = []
-            for r, _d in batch:
+            for r, _d, in_cycle in batch:
                 # a savepoint per mirror: one bad row rolls back alone, not the batch
                 try:
                     with conn.begin_nested():
-                        out.append(store.record_probe(conn, r, cfg, now, vantage))
+                        out.append(store.record_probe(conn, r, cfg, now, vantage,
+                                                      in_cycle=in_cycle))
                 except Exception as e:
                     out.append(e)
             return out
 
         def fire(results):
-            for (r, d), res in zip(batch, results):
+            for (r, d, _c), res in zip(batch, results):
                 if isinstance(res, Exception):
                     self._log.error("recording mirror {mirror_id} failed: {err!r}",
                                     mirror_id=r.mirror_id, err=res)
@@ -261,10 +292,61 @@ class ProbeService(service.Service):
 
         def failed(f):
             self._log.failure("recording a batch of {n} probes failed", f, n=len(batch))
-            for _r, d in batch:
+            for _r, d, _c in batch:
                 d.callback(None)
 
         return self.pool.run(thd).addCallbacks(fire, failed)
+
+    # --- probes on request -----------------------------------------------------------------------
+    def serve_requests(self) -> defer.Deferred:
+        """Probe the mirrors whose request this vantage has not served yet (probes.requests).
+        One pass at a time: a call while one runs asks for another pass after it. Fires once the
+        probes are started (their results are recorded like the cycle's); never fails."""
+        if self._serving is not None:
+            self._serve_again = True
+            return self._serving
+        self._serve_again = False
+        d = self._serving = defer.ensureDeferred(self._serve_requests())
+
+        def done(_):
+            self._serving = None
+            if self._serve_again and not self._stopping:
+                self.serve_requests()
+        d.addBoth(done)
+        return d
+
+    async def _serve_requests(self):
+        if self._stopping:
+            return
+        c, vantage = self.cfg, self.vantage
+        now = utc_from_ts(self.reactor.seconds())
+        try:
+            reqs = await self.pool.run_readonly(
+                lambda conn: requests.due(conn, vantage, now, c.probes.request_gap))
+            reqs = [r for r in reqs if r.mirror_id not in self._on_request]
+            if not reqs or self._stopping:
+                return
+
+            def thd(conn):
+                requests.claim(conn, vantage, reqs, now)
+                return store.load_targets(conn, c.dns.zone, c.dns.geo_name,
+                                          ids=[r.mirror_id for r in reqs])
+            targets = await self.pool.run(thd)
+        except Exception:
+            self._log.failure("reading the probe requests failed")
+            return
+        why = {r.mirror_id: r for r in reqs}
+        for t in targets:
+            if self._stopping:
+                return
+            r = why[t.mirror_id]
+            self._log.info("probe {mirror} on request: {reason} (by {by}, {n} request(s))",
+                           mirror=t.name or t.hostname, mirror_id=t.mirror_id, reason=r.reason,
+                           by=r.requested_by, n=r.requests)
+            self._on_request.add(t.mirror_id)
+            self.on_request_probes += 1
+            d = defer.ensureDeferred(self.probe_and_record(t, in_cycle=False))
+            d.addBoth(lambda _r, mid=t.mirror_id: self._on_request.discard(mid))
 
     # --- history ---------------------------------------------------------------------------------
     def run_maintenance(self) -> defer.Deferred:
@@ -276,7 +358,8 @@ class ProbeService(service.Service):
         job = history.maintenance_job(self.cfg)
         try:
             done = await self.pool.run(lambda conn: run_once(
-                conn, job, now, lambda c: history.maintain(c, self.cfg, now)))
+                conn, job, now, lambda c: {**history.maintain(c, self.cfg, now),
+                                           "probe_requests_expired": requests.expire(c, now)}))
             if done and any(done.values()):
                 self._log.info("probe history rolled up: {done}", done=done)
         except Exception:

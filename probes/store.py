@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dnsd import maintenance, serving, statuses
+from dnsd.db import upsert
 from dnsd.models import (
     bump_version,
     mirror_health,
@@ -62,9 +63,13 @@ from probes.verdicts import judge as judge_verdict
 AUTHOR = "probes"
 
 
-def load_targets(conn: sa.Connection, zone: str, geo_name: str = "www") -> list[Target]:
-    rows = conn.execute(sa.select(*_mirrors.COLUMNS).where(mirrors.c.status.in_(statuses.PROBED))
-                        .order_by(mirrors.c.id)).all()
+def load_targets(conn: sa.Connection, zone: str, geo_name: str = "www",
+                 ids=None) -> list[Target]:
+    """The mirrors a probe visits (all that are probed, or those of `ids` among them)."""
+    q = sa.select(*_mirrors.COLUMNS).where(mirrors.c.status.in_(statuses.PROBED))
+    if ids is not None:
+        q = q.where(mirrors.c.id.in_(list(ids)))
+    rows = conn.execute(q.order_by(mirrors.c.id)).all()
     return [target_from_row(_mirrors.from_row(r), zone, geo_name) for r in rows]
 
 
@@ -81,9 +86,11 @@ def vantage_of(cfg) -> str:
 
 
 def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
-                 vantage: str = "") -> dict:
+                 vantage: str = "", *, in_cycle: bool = True) -> dict:
     """Store one result as `vantage` saw it (see the module docstring); a pass is judged at once.
-    Returns what happened to the mirror: {"status", "changed", "mail", "bumped"}, and
+    `in_cycle=False` (a probe made on request, probes.requests): the result counts like any
+    other but not in the cycle's share of passes (the brake), which is about one pass over every
+    mirror. Returns what happened to the mirror: {"status", "changed", "mail", "bumped"}, and
     "maintenance" (the window) when the probe started during one and was not counted."""
     m = _mirrors.get(conn, r.mirror_id)
     if m is None:
@@ -119,7 +126,7 @@ def record_probe(conn: sa.Connection, r: ProbeResult, cfg, now: _dt.datetime,
                                                    vantage_health.c.vantage == vantage)
                      .values(**view))
     _vantages.ensure_vantage(conn, vantage)
-    if m.status in statuses.VERDICT_STATUSES:          # the mirrors a vantage's share is of
+    if in_cycle and m.status in statuses.VERDICT_STATUSES:   # what a vantage's share is of
         conn.execute(vantages.update().where(vantages.c.name == vantage).values(
             cycle_total=vantages.c.cycle_total + 1,
             cycle_passed=vantages.c.cycle_passed + (1 if r.ok else 0)))
@@ -196,8 +203,9 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
     for m in ms:
         views = by_mirror[m.id]
         h = healths.get(m.id)
-        if h is None:
-            conn.execute(mirror_health.insert().values(mirror_id=m.id, updated_at=now))
+        if h is None:         # two vantages may judge a new mirror at once: one insert wins
+            conn.execute(upsert(conn)(mirror_health).values(mirror_id=m.id, updated_at=now)
+                         .on_conflict_do_nothing(index_elements=["mirror_id"]))
             h = _health.NEVER
         agg = agreed([Counters(x.failures_in_row, x.passes_in_row) for x in views], need)
         mine = next((x for x in views if x.vantage == me), None)

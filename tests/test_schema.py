@@ -123,6 +123,9 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             # 0005: no mirror is in maintenance until somebody plans a window
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 models.maintenance_windows)).scalar() == 0
+            # 0006: no probe requested yet
+            assert conn.execute(sa.select(sa.func.count()).select_from(
+                models.probe_requests)).scalar() == 0
         from admin import store
         with engine.begin() as conn:                             # ... and the old mirror can
             w = store.plan_maintenance(conn, "de1", "root", starts_at=now + dt.timedelta(days=1),

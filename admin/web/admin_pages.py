@@ -42,6 +42,7 @@ from dnsd.errors import Invalid, Refused
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
 from probes import history
+from probes import requests as probe_requests
 
 _log = Logger(namespace="admin.web.pages")
 
@@ -62,6 +63,8 @@ DONE = {
     "discarded": "The mail is discarded; it will not be sent.",
     "user": "User changed.",
     "deleted": "User deleted.",
+    "probe": "Probe requested: every probe node probes this mirror within seconds (at most once "
+             "a minute each); reload to see the results below.",
 }
 
 DISPLAY_FIELDS = ("provider_name", "provider_url", "provider_logo")
@@ -109,6 +112,7 @@ def build(ctx: WebContext) -> Router:
     r.add("POST", mid + "/enable", p.enable, role="admin")
     r.add("POST", mid + "/retire", p.retire, role="admin")
     r.add("POST", mid + "/notes", p.add_note)                  # helpers too
+    r.add("POST", mid + "/probe", p.probe_now, role="admin")
     r.add("GET", r"mail", p.mail_form)
     r.add("POST", r"mail", p.mail, role="admin")
     r.add("GET", r"account", p.account)
@@ -181,6 +185,8 @@ class AdminPages:
                           form: dict | None = None):
         m = await self._load(mid)
         history = await self.ctx.pool.run_readonly(_history(m.id, self.ctx.now()))
+        probe_request = await self.ctx.pool.run_readonly(lambda conn: (
+            probe_requests.get(conn, m.id), probe_requests.served(conn, m.id)))
         now = self.ctx.now()
         html = await self.ctx.render_threaded(
             "admin/mirror.html", request, title=m.name or m.hostname, m=m,
@@ -188,7 +194,9 @@ class AdminPages:
             geo=self._geo_check(m),
             uptime=graphs.uptime_days(history["days"], now.date()),
             rtt=graphs.rtt_hours(history["hours"], now),
-            form=form or {}, max_age=self._max_age(), labels=LABELS)
+            form=form or {}, max_age=self._max_age(), labels=LABELS,
+            probe_request=probe_request[0], probe_served=probe_request[1],
+            probes_on=self.ctx.cfg.probes.enabled)
         return Response(html, code=code)
 
     def _geo_check(self, m) -> list[dict]:
@@ -322,6 +330,17 @@ class AdminPages:
         actor = _actor(request)
         return await self._change(request, mid, lambda conn, ref: store.add_note(
             conn, ref, actor, text), "note")
+
+    async def probe_now(self, request, mid):
+        """Ask every probe node to probe this mirror once, now (probes.requests)."""
+        m = await self._load(mid)
+        actor, now = _actor(request), self.ctx.now()
+        try:
+            await self.ctx.pool.run(lambda conn: probe_requests.request_probe(
+                conn, m.id, "admin", actor, now=now))
+        except Refused as e:
+            return await self.mirror_page(request, mid, error=str(e), code=409)
+        return redirect(f"/admin/mirrors/{m.id}", done="probe")
 
     # --- form-to-mail ------------------------------------------------------------------------
 
