@@ -111,12 +111,10 @@ def daily_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> list[int]:
                                  addresses=_addresses(m, h)))
         if mid is None:
             continue
-        if not has_row:                               # no health row yet (never probed)
-            conn.execute(mirror_health.insert().values(mirror_id=m.id, reminder_mailed_at=now,
-                                                       updated_at=now))
-        else:
-            conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == m.id)
-                         .values(reminder_mailed_at=now))
+        if not has_row:        # never probed; a probe node may be inserting the row right now
+            _health.ensure_row(conn, m.id, now)
+        conn.execute(mirror_health.update().where(mirror_health.c.mirror_id == m.id)
+                     .values(reminder_mailed_at=now))
         out.append(mid)
     return out
 

@@ -293,9 +293,14 @@ def edit_mirror(conn: sa.Connection, ref: str, actor: str, *, action: str = "edi
 
 
 def _set_status(conn, m: Mirror, status: str, reason: str, actor: str, action: str) -> Mirror:
+    """Move `m` from the status it was read with (dnsd.records.mirrors.move_status): when
+    someone else (another admin, the probes) moved it meanwhile, nothing is written or mailed
+    and the person is told, rather than two changes and two mails or an overwritten one."""
     now = utcnow()
-    conn.execute(mirrors.update().where(mirrors.c.id == m.id).values(
-        status=status, status_reason=reason, status_since=now, updated_at=now))
+    if not _mirrors.move_status(conn, m, status, reason, now):
+        now_is = _mirrors.get(conn, m.id)
+        raise Refused(f"{m.label} was changed meanwhile: it is {statuses.word(now_is.status)} "
+                      f"now; nothing was done")
     bump_version(conn)
     _audit(conn, actor, action, m.id, {"status": m.status, "status_reason": m.status_reason},
            {"status": status, "status_reason": reason})

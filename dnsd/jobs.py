@@ -25,6 +25,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from dnsd.models import job_runs
+from dnsd.records._base import insert_if_missing
 
 T = TypeVar("T")
 
@@ -36,22 +37,6 @@ class Job:
     wait_first_period: bool = False        # first seen: schedule it a period out, do not run it
 
 
-def _insert_if_missing(conn: sa.Connection, name: str, now: _dt.datetime) -> bool:
-    """Insert the job's row; False when it was there already (or another node's insert won)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:                                      # no upsert: a plain check (one writer assumed)
-        if conn.execute(sa.select(job_runs.c.job).where(job_runs.c.job == name)).first():
-            return False
-        conn.execute(job_runs.insert().values(job=name, last_run_at=now))
-        return True
-    res = conn.execute(insert(job_runs).values(job=name, last_run_at=now)
-                       .on_conflict_do_nothing(index_elements=["job"]).returning(job_runs.c.job))
-    return res.first() is not None
-
-
 def run_once(conn: sa.Connection, job: Job, now: _dt.datetime,
              fn: Callable[[sa.Connection], T]) -> T | None:
     """fn(conn) if `job` is due and no other node is running it; None when it did not run."""
@@ -61,7 +46,7 @@ def run_once(conn: sa.Connection, job: Job, now: _dt.datetime,
     if last is None:
         if conn.execute(sa.select(job_runs.c.job).where(row)).first() is not None:
             return None                                # another node holds it and runs it
-        if not _insert_if_missing(conn, job.name, now):
+        if not insert_if_missing(conn, job_runs, job=job.name, last_run_at=now):
             return None                                # another node saw it first, just now
         return None if job.wait_first_period else fn(conn)
     if now - last < job.period:

@@ -13,7 +13,9 @@ is what the plan serves from (dnsd.serving). The writers:
 - `judge`: in one transaction, the agreed counters and the newest counted observation go to
   mirror_health, the mirror's status moves when the verdict says so, with the note and the mail,
   and the table version moves when a DNS answer did (dnsd.serving before and after). So a
-  disabled mirror, its DNS answers and its maintainer's mail can never disagree.
+  disabled mirror, its DNS answers and its maintainer's mail can never disagree. The status
+  moves by compare-and-set (dnsd.records.mirrors.move_status): of several vantages judging the
+  same transition at once, only the one that moves it writes the note and queues the mail.
 
 A probe that started during a maintenance window of its mirror counts for nothing
 (dnsd.maintenance.probes_paused): `record_probe` stores nothing of it (no raw result, no counter,
@@ -30,7 +32,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dnsd import maintenance, serving, statuses
-from dnsd.db import upsert
 from dnsd.models import (
     bump_version,
     mirror_health,
@@ -156,14 +157,23 @@ def end_cycle(conn: sa.Connection, cfg, vantage: str, now: _dt.datetime) -> dict
            "cycle_started_at": None, "cycle_passed": 0, "cycle_total": 0,
            "broken_since": (v.broken_since or now) if is_broken else None}
     mailed = None
-    if is_broken and v.broken_since is None and (
-            v.broken_mailed_at is None or now - v.broken_mailed_at >= _dt.timedelta(days=1)):
+    if is_broken and v.broken_since is None and _breaks(conn, vantage, now):
         mailed = _mail_vantage_broken(conn, cfg, v, passed, total, now)
-        upd["broken_mailed_at"] = now
     conn.execute(vantages.update().where(vantages.c.name == vantage).values(**upd))
     judged = {} if is_broken else judge(conn, cfg, now, vantage)
     return {"broken": is_broken, "was_broken": v.broken_since is not None, "passed": passed,
             "total": total, "mailed": mailed, "judged": judged}
+
+
+def _breaks(conn: sa.Connection, vantage: str, now: _dt.datetime) -> bool:
+    """The vantage becomes broken now and its mail is due (none in the last day): a
+    compare-and-set on its row, so of two nodes ending its cycle at once only one mails."""
+    res = conn.execute(vantages.update().where(
+        vantages.c.name == vantage, vantages.c.broken_since.is_(None),
+        sa.or_(vantages.c.broken_mailed_at.is_(None),
+               vantages.c.broken_mailed_at <= now - _dt.timedelta(days=1)))
+        .values(broken_since=now, broken_mailed_at=now))
+    return res.rowcount == 1
 
 
 def counted_vantages(conn: sa.Connection, cfg, now: _dt.datetime, me: str = "") -> list[str]:
@@ -202,11 +212,7 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
     out, moved_any = {}, False
     for m in ms:
         views = by_mirror[m.id]
-        h = healths.get(m.id)
-        if h is None:         # two vantages may judge a new mirror at once: one insert wins
-            conn.execute(upsert(conn)(mirror_health).values(mirror_id=m.id, updated_at=now)
-                         .on_conflict_do_nothing(index_elements=["mirror_id"]))
-            h = _health.NEVER
+        h = healths.get(m.id) or _health.ensure_row(conn, m.id, now)
         agg = agreed([Counters(x.failures_in_row, x.passes_in_row) for x in views], need)
         mine = next((x for x in views if x.vantage == me), None)
         newest = max(views, key=lambda x: x.last_probe_at or _dt.datetime.min)
@@ -218,13 +224,25 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
         err_class, _, err = (failing.last_error if failing else "").partition(": ")
         k_fail = sum(1 for x in views if x.failures_in_row >= p.fail_after)
         k_pass = sum(1 for x in views if x.passes_in_row >= p.pass_after)
-        k = k_pass if m.status == statuses.DISABLED_PROBES else k_fail
-        v = judge_verdict(m.status, agg, err_class, err, fail_after=p.fail_after,
-                          pass_after=p.pass_after,
-                          agreement=f"{k} of {len(counted)} vantages" if len(counted) > 1 else "")
-        if passes_only and v.mail == DISABLED:
-            v = judge_verdict(m.status, Counters(0, agg.passes_in_row), "", "",
-                              fail_after=p.fail_after, pass_after=p.pass_after)
+
+        def verdict(status):
+            k = k_pass if status == statuses.DISABLED_PROBES else k_fail
+            v = judge_verdict(status, agg, err_class, err, fail_after=p.fail_after,
+                              pass_after=p.pass_after,
+                              agreement=f"{k} of {len(counted)} vantages" if len(counted) > 1
+                              else "")
+            if passes_only and v.mail == DISABLED:
+                v = judge_verdict(status, Counters(0, agg.passes_in_row), "", "",
+                                  fail_after=p.fail_after, pass_after=p.pass_after)
+            return v
+
+        v = verdict(m.status)
+        # a compare-and-set: another node judging the same transition at once (or an admin)
+        # may have moved the mirror since it was read; then it wrote the note and queued the
+        # mail, and this node judges the status that is there now (usually: nothing to do)
+        while v.changed and not _mirrors.move_status(conn, m, v.status, v.reason, now):
+            m, h = _mirrors.get(conn, m.id), _health.get(conn, m.id)
+            v = verdict(m.status)
         upd = {f: getattr(newest, f) for f in _vantages.OBSERVATION}
         upd.update(failures_in_row=agg.failures_in_row, passes_in_row=agg.passes_in_row,
                    updated_at=now,
@@ -236,9 +254,7 @@ def judge(conn: sa.Connection, cfg, now: _dt.datetime, me: str, ids=None, *,
             upd["outage_mailed_at"] = None
             upd["reminder_mailed_at"] = None
         mail = None
-        if v.changed:
-            conn.execute(mirrors.update().where(mirrors.c.id == m.id).values(
-                status=v.status, status_reason=v.reason, status_since=now, updated_at=now))
+        if v.changed:                 # this node won the transition: its note, its mail
             add_note(conn, m.id, AUTHOR, f"{m.status} -> {v.status}: {v.reason}", now)
             if v.mail == DISABLED and h.outage_mailed_at is None:
                 mail = _mail_disabled(conn, cfg, m, failing or newest, v, now)

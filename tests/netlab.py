@@ -193,6 +193,10 @@ class _Forwarder:
 
     def close(self):
         self._closed = True
+        try:                      # wakes the accept() (close alone leaves it blocked on Linux)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         for s in list(self._open):
             try:

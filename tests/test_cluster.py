@@ -1,7 +1,8 @@
 """Several nodes as real processes on one real PostgreSQL database, each started with the command
 line of its shipped systemd unit: two senders and one SMTP server deliver every mail once, even
 with one sender killed mid-batch; two schedulers send the weekly report once; three DNS nodes
-answer a change within 2 s (two by NOTIFY, one by its poll alone, as on a replica)."""
+follow a change (two by NOTIFY, their polls an hour apart, one by its poll alone, as on a
+replica). What these assert is behaviour, not speed: the machine running them may be loaded."""
 
 from __future__ import annotations
 
@@ -197,7 +198,7 @@ def ask(port, name):
     return {rd.address for rrset in r.answer for rd in rrset}
 
 
-def test_three_dns_nodes_answer_a_change_within_two_seconds(cluster):
+def test_three_dns_nodes_follow_a_change_two_by_notify_one_by_its_poll(cluster):
     url, engine, add = cluster
     with engine.begin() as c:
         c.execute(mirrors.insert().values(name="de1", hostname="de1.example.net", country="DE",
@@ -205,29 +206,33 @@ def test_three_dns_nodes_answer_a_change_within_two_seconds(cluster):
                                           http_url="http://de1.example.net/"))
         bump_version(c)
     ports = [free_port() for _ in range(3)]
-    # two nodes hear NOTIFY (a 30 s poll could not make it in time); the third polls every
-    # second with NOTIFY off, as a node on a streaming replica does
-    extras = ("poll_interval = 30.0", "poll_interval = 30.0", "poll_interval = 1.0\nnotify = false")
+    # two nodes hear NOTIFY, with polls an hour apart: NOTIFY is the only way a change made
+    # during the test can reach them (a deadline on a loaded machine would prove nothing more);
+    # the third polls every second with NOTIFY off, as a node on a streaming replica does
+    extras = ("poll_interval = 3600.0", "poll_interval = 3600.0",
+              "poll_interval = 1.0\nnotify = false")
     nodes = [add(f"ns{i + 1}", ["dns"], "mirrordns-dns.service", dns_port=p, dns_extra=x).start()
              for i, (p, x) in enumerate(zip(ports, extras))]
     name = "de1.mirrors.example.org"
     until(lambda: all(ask(p, name) == {"192.0.2.10"} for p in ports), 60, "all nodes answer")
     for node in nodes[:2]:
-        node.wait_log("dns_notify_listening", timeout=10)
+        node.wait_log("dns_notify_listening", timeout=30)
     with engine.begin() as c:
         store.edit_mirror(c, "de1", "tester", ipv4="192.0.2.20",
                           rules=Rules(allow_private=True))      # a documentation address
     t0 = time.monotonic()
     seen = {}
-    while len(seen) < 3 and time.monotonic() - t0 < 10:
+
+    def followed():
         for node, p in zip(nodes, ports):
             if node.name not in seen and ask(p, name) == {"192.0.2.20"}:
-                seen[node.name] = time.monotonic() - t0
-        time.sleep(0.02)
+                seen[node.name] = round(time.monotonic() - t0, 2)
+        return len(seen) == 3
+
+    until(followed, 60, "every node answers the change")
     assert set(seen) == {"ns1", "ns2", "ns3"}, seen
-    assert max(seen.values()) < 2.0, seen
     for node in nodes:
-        assert node.terminate() < 5
+        node.terminate()
         assert stopped_cleanly(node)
 
 

@@ -114,14 +114,16 @@ poll_interval = 3600
                                                 re.M))
 
     def settled_queries(self) -> float:
-        """The count once every DNS process has reported its latest (reports come each second)."""
-        last = self.queries()
-        while True:
+        """The count once every DNS process has reported its latest: unchanged over three
+        report periods in a row (reports come each second; on a loaded machine one can be late,
+        and a count taken before it would be short)."""
+        last, same = self.queries(), 0
+        while same < 3:
             time.sleep(1.3)
             now = self.queries()
-            if now == last:
-                return now
+            same = same + 1 if now == last else 0
             last = now
+        return last
 
     def api(self, method: str, path: str, body: bytes = b"") -> int:
         req = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/api{path}", data=body,

@@ -1,4 +1,5 @@
-"""What every record module shares: making a frozen dataclass from a row, and back to plain data."""
+"""What every record module shares: making a frozen dataclass from a row, and back to plain data,
+and inserting a row that another node may be inserting at the same moment."""
 
 from __future__ import annotations
 
@@ -6,7 +7,21 @@ import dataclasses
 import datetime as _dt
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
+from dnsd.db import upsert
+
 T = TypeVar("T")
+
+
+def insert_if_missing(conn: sa.Connection, table: sa.Table, **values) -> bool:
+    """Insert the row unless one with its primary key exists; False when it was there already,
+    or another node's insert won just now. Read-then-insert would let two nodes judging the same
+    new mirror both insert, and the second one's whole transaction would fail on the key."""
+    pk = list(table.primary_key.columns)
+    res = conn.execute(upsert(conn)(table).values(**values)
+                       .on_conflict_do_nothing(index_elements=pk).returning(*pk))
+    return res.first() is not None
 
 
 def from_mapping(cls: type[T], m) -> T:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dnsd.models import mirror_health
-from dnsd.records._base import from_mapping
+from dnsd.records._base import from_mapping, insert_if_missing
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def ensure_row(conn: sa.Connection, mirror_id: int, now: _dt.datetime) -> Health
     """The mirror's row, inserted empty first if it has none (the probes' writer needs one)."""
     h = conn.execute(sa.select(*COLUMNS).where(mirror_health.c.mirror_id == mirror_id)).first()
     if h is None:
-        conn.execute(mirror_health.insert().values(mirror_id=mirror_id, updated_at=now))
-        return NEVER
+        if insert_if_missing(conn, mirror_health, mirror_id=mirror_id, updated_at=now):
+            return NEVER
+        return get(conn, mirror_id)              # another node's insert won just now
     return from_row(h)

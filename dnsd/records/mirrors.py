@@ -90,6 +90,21 @@ def get(conn: sa.Connection, mirror_id: int) -> Mirror | None:
     return from_row(row) if row else None
 
 
+def move_status(conn: sa.Connection, m: Mirror, status: str, reason: str,
+                now: _dt.datetime) -> bool:
+    """Move the mirror from the status it had when `m` was read to `status`; False (and nothing
+    written) when another writer moved it meanwhile. The one way a status changes: a
+    compare-and-set on (status, status_since), so of two nodes judging the same transition at
+    once only the one that wins writes the note and queues the mail (PostgreSQL re-checks the
+    WHERE once the winner's row lock is released; SQLite has one writer at a time). The loser
+    reads the mirror again and judges what is there now."""
+    res = conn.execute(mirrors.update().where(
+        mirrors.c.id == m.id, mirrors.c.status == m.status,
+        mirrors.c.status_since.is_not_distinct_from(m.status_since))
+        .values(status=status, status_reason=reason, status_since=now, updated_at=now))
+    return res.rowcount == 1
+
+
 def find(conn: sa.Connection, ref: str) -> Mirror:
     """A mirror by name (de2), by id (#12 or 12) or by host name; NotFound otherwise."""
     ref = (ref or "").strip()

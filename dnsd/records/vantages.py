@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dnsd.models import vantage_health, vantages
-from dnsd.records._base import from_mapping
+from dnsd.records._base import from_mapping, insert_if_missing
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ def get_vantage(conn: sa.Connection, name: str) -> Vantage | None:
 def ensure_vantage(conn: sa.Connection, name: str) -> Vantage:
     v = get_vantage(conn, name)
     if v is None:
-        conn.execute(vantages.insert().values(name=name, cycle_passed=0, cycle_total=0,
-                                              last_passed=0, last_total=0))
-        v = Vantage(name)
+        if insert_if_missing(conn, vantages, name=name, cycle_passed=0, cycle_total=0,
+                             last_passed=0, last_total=0):
+            return Vantage(name)
+        v = get_vantage(conn, name)              # another node's insert won just now
     return v
 
 
