@@ -613,8 +613,9 @@ def set_application_status(conn: sa.Connection, app_id: int, actor: str,
         raise Refused(f"application #{app_id} was accepted already (mirror #{app.mirror_id})")
     if app.status == status:
         return app
-    conn.execute(applications.update().where(applications.c.id == app_id)
-                 .values(status=status, updated_at=utcnow()))
+    if not _apps.move_status(conn, app_id, (app.status,), status, utcnow()):
+        raise Refused(f"application #{app_id} was changed meanwhile: it is "
+                      f"{_apps.get(conn, app_id).status} now; nothing was done")
     _audit(conn, actor, "application-status", None, {"application": app_id, "status": app.status},
            {"application": app_id, "status": status})
     return _apps.get(conn, app_id)
@@ -639,12 +640,17 @@ def accept_application(conn: sa.Connection, app_id: int, actor: str, name: str |
     if validation.mirror_problem(fields):
         raise Invalid("url", f"application #{app_id} gives no URL and no address; the applicant "
                              "can add them through their private link")
+    # taken first, so that of two admins accepting it at once only one makes the mirror (and
+    # its mail); the other waits for this row, then finds it accepted
+    if not _apps.move_status(conn, app_id, statuses.WAITING, statuses.APP_ACCEPTED, utcnow()):
+        raise Refused(f"application #{app_id} was decided meanwhile: it is "
+                      f"{_apps.get(conn, app_id).status} now; nothing was done")
     m = add_mirror(
         conn, actor=actor, mail=mail, country=app.country, hostname=app.hostname,
         name=name or None, auto_name=True, status=None, maintainers_=app.maintainers,
         source=f"application:{app_id}", rules=rules, **fields)
     conn.execute(applications.update().where(applications.c.id == app_id)
-                 .values(status=statuses.APP_ACCEPTED, mirror_id=m.id, updated_at=utcnow()))
+                 .values(mirror_id=m.id))
     _audit(conn, actor, "application-accept", m.id, {"application": app_id, "status": app.status},
            {"application": app_id, "status": statuses.APP_ACCEPTED, "mirror": m.name})
     return m

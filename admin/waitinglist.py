@@ -239,8 +239,7 @@ def withdraw(conn: sa.Connection, token: str, now: _dt.datetime | None = None) -
     app = _waiting(conn, token)
     if app is None:
         return None
-    conn.execute(applications.update().where(applications.c.id == app.id)
-                 .values(status=statuses.APP_WITHDRAWN, updated_at=now))
+    _apps.move_status(conn, app.id, statuses.WAITING, statuses.APP_WITHDRAWN, now)
     return by_token(conn, token)
 
 

@@ -18,6 +18,8 @@ import datetime as _dt
 
 import sqlalchemy as sa
 
+from dnsd.records._base import insert_if_missing
+
 # The statuses and roles themselves live in dnsd.statuses (what each allows is written there);
 # they are named here too because every table module reads them with the tables.
 from dnsd.statuses import ACTIVE as ACTIVE
@@ -398,13 +400,11 @@ PROBE_CHANNEL = "mirrordns_probe"          # a probe was requested (probes.reque
 
 def bump_version(conn: sa.Connection) -> int:
     """Move the table version, in the caller's transaction; returns the new version."""
-    res = conn.execute(
-        table_version.update()
-        .where(table_version.c.id == 1)
-        .values(version=table_version.c.version + 1, changed_at=utcnow())
-    )
-    if res.rowcount == 0:
-        conn.execute(table_version.insert().values(id=1, version=1, changed_at=utcnow()))
+    bump = (table_version.update().where(table_version.c.id == 1)
+            .values(version=table_version.c.version + 1, changed_at=utcnow()))
+    if conn.execute(bump).rowcount == 0 and not insert_if_missing(
+            conn, table_version, id=1, version=1, changed_at=utcnow()):
+        conn.execute(bump)             # the first change of a new table, and another node's won
     version = current_version(conn)
     if conn.dialect.name == "postgresql":      # sent at commit, never for a rolled-back change
         conn.execute(sa.select(sa.func.pg_notify(VERSION_CHANNEL, str(version))))

@@ -1,6 +1,6 @@
 """Side effects exactly once across nodes (issue 12): a mirror's status moves once, with one note
 and one mail, however many nodes judge the same transition at the same moment; the same for a
-vantage that breaks, and for the first row of a mirror's health.
+vantage that breaks, an application two admins accept, and the first row of a mirror's health.
 
 On PostgreSQL the race is forced, not hoped for (`at_once`): node A does its work and holds its
 transaction open; node B, in a thread, does the same work from what it read before A committed,
@@ -22,8 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 from admin import store as admin_store
+from admin import waitinglist
 from admin.store import MailSettings, StoreError
-from dnsd.models import mirror_health, notes
+from dnsd.models import bump_version, current_version, mirror_health, notes
+from dnsd.models import mirrors as mirrors_table
 from dnsd.records import mirrors as _mirrors
 from dnsd.statuses import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES
 from probes import store
@@ -192,6 +194,27 @@ def test_two_admins_disabling_at_once_make_one_change_and_the_second_is_told(eng
     assert kinds(engine) == ["mirror-disabled"]
 
 
+def test_two_admins_accepting_one_application_at_once_make_one_mirror(engine):
+    v = waitinglist.validate({"name": "Jane", "email": "jane@example.org", "country": "DE",
+                              "hostname": "m.example.de", "http_url": "http://m.example.de/"})
+    assert v.ok, v.errors
+    with engine.begin() as conn:
+        app = waitinglist.create(conn, v, source_ip="192.0.2.1", base_url="https://m.example",
+                                 sender="mirrors@example.org", title="Mirrors")
+
+    def accept(who, name):             # each names the mirror: no name clash to stop the second
+        return lambda conn: admin_store.accept_application(conn, app.id, who, name, MAIL)
+
+    a, b = at_once(engine, accept("alice", "de5"), accept("bob", "de6"))
+    assert a.name == "de5"
+    assert isinstance(b, StoreError)
+    assert str(b) == (f"application #{app.id} was decided meanwhile: it is accepted now; "
+                      "nothing was done")
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(mirrors_table)).scalar() == 1
+    assert kinds(engine) == ["application", "mirror-added"]
+
+
 def test_one_vantage_ended_by_two_processes_at_once_mails_its_breaking_once(engine):
     net = Net(engine, cfg(), n=2)
     net.round({}, vantages=TWO)
@@ -216,6 +239,13 @@ def test_two_vantages_judging_a_new_mirror_at_once_both_succeed(engine):
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(mirror_health).where(
             mirror_health.c.mirror_id == fresh)).scalar() == 1
+
+
+def test_the_first_two_changes_of_a_new_table_at_once_both_move_its_version(engine):
+    a, b = at_once(engine, bump_version, bump_version)    # no version row yet: both insert it
+    assert (a, b) == (1, 2)
+    with engine.connect() as c:
+        assert current_version(c) == 2
 
 
 @pytest.mark.parametrize("nodes", [2, 6])

@@ -91,6 +91,18 @@ def get(conn: sa.Connection, app_id: int) -> Application:
     return _records(conn, rows)[0]
 
 
+def move_status(conn: sa.Connection, app_id: int, from_statuses, status: str,
+                now: _dt.datetime, **values) -> bool:
+    """Move the application to `status` if it is still in one of `from_statuses`; False (and
+    nothing written) when someone decided it meanwhile. A compare-and-set, as for mirrors
+    (dnsd.records.mirrors.move_status): of two admins accepting it at once, one makes the mirror
+    and its mail, the other is told."""
+    res = conn.execute(applications.update().where(
+        applications.c.id == app_id, applications.c.status.in_(tuple(from_statuses)))
+        .values(status=status, updated_at=now, **values))
+    return res.rowcount == 1
+
+
 def by_token(conn: sa.Connection, token: str) -> Application | None:
     """The application behind a private link, or None (also for malformed tokens)."""
     if not token or len(token) > 64:
