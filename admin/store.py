@@ -68,6 +68,10 @@ class MailSettings:
 
 # What `edit_mirror` (and `add_mirror`) may set directly; status has its own operations.
 EDITABLE = tuple(f for f in validation.MIRROR_FIELDS)
+# What a mirror's maintainer may change themselves (`edit_by_maintainer`): how it is shown, where
+# it answers. Its name, country, host name, weight, people and status stay the admins'.
+MAINTAINER_EDITABLE = ("provider_name", "provider_url", "provider_logo",
+                       *validation.ADDRESS_FIELDS, *URL_FIELDS)
 NOTES_SHOWN = 20
 
 
@@ -290,6 +294,35 @@ def edit_mirror(conn: sa.Connection, ref: str, actor: str, *, action: str = "edi
         bump_version(conn)
     _audit(conn, actor, action, m.id, {k: getattr(m, k) for k in new}, new)
     return Edit(_mirrors.get(conn, m.id), {k: (getattr(m, k), v) for k, v in new.items()})
+
+
+def own_mirror(conn: sa.Connection, mirror_id: int, address: str) -> Mirror:
+    """The mirror `mirror_id` if `address` is one of its contacts now (dnsd.recipients), else
+    NotFound, worded the same whether the mirror exists or not: a maintainer learns nothing about
+    mirrors that are not theirs. Every maintainer operation starts here, in its transaction."""
+    if mirror_id not in recipients.contact_mirrors(conn, address):
+        raise NotFound(f"no mirror #{mirror_id} of yours")
+    return _mirrors.get(conn, mirror_id)
+
+
+def edit_by_maintainer(conn: sa.Connection, mirror_id: int, address: str,
+                       mail: MailSettings | None, *, rules: Rules = STRICT, **fields) -> Edit:
+    """A maintainer's change to their own mirror: MAINTAINER_EDITABLE only, checked like an
+    admin's edit (the same `edit_mirror`), audited under their address, and mailed to the list and
+    the mirror's maintainers (a change nobody else sees would be the one nobody catches)."""
+    m = own_mirror(conn, mirror_id, address)
+    for k in fields:
+        if k not in MAINTAINER_EDITABLE:
+            raise Invalid(k, f"'{k}' is changed by the admins; write to them")
+    res = edit_mirror(conn, f"#{m.id}", address, action="maintainer-edit", rules=rules, **fields)
+    if res.changed:
+        lines = "\n".join(f"  {k}: {before or '-'} -> {after or '-'}"
+                          for k, (before, after) in res.changed.items())
+        _mail(conn, mail, kind="maintainer-edit", m=res.mirror, actor=address,
+              subject=f"[mirrors] {res.mirror.label} changed by its maintainer {address}",
+              body=(f"{address}, a maintainer of {res.mirror.label}, changed it:\n\n{lines}\n\n"
+                    f"{_describe(res.mirror)}\n"))
+    return res
 
 
 def _set_status(conn, m: Mirror, status: str, reason: str, actor: str, action: str) -> Mirror:

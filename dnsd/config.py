@@ -108,6 +108,10 @@ class AdminConfig:
     login_free_failures: int = 5          # failed logins per (user, address) before delays
     login_address_free_failures: int = 20 # failed logins per address (any user) before delays
     login_max_delay: int = 900            # seconds: the longest wait the back-off imposes
+    maintainer_link_minutes: int = 15     # a maintainer's mailed login link works this long, once
+    maintainer_link_rate_limit: int = 5   # link requests per visitor address per window
+    maintainer_link_address_limit: int = 3  # links mailed to one address per window
+    maintainer_link_window: int = 3600    # seconds
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # who may read /metrics
     max_body: int = 65536                 # bytes of a POST body; larger gets 413 unread
     request_timeout: float = 10.0         # seconds for a whole request to arrive (then 408)
@@ -315,6 +319,11 @@ def _validate(cfg: Config, fname: str) -> None:
     if a.login_free_failures < 1 or a.login_address_free_failures < 1 or a.login_max_delay < 1:
         raise ConfigError(f"{fname}: [admin] login_free_failures, login_address_free_failures "
                           "and login_max_delay must be at least 1")
+    if min(a.maintainer_link_minutes, a.maintainer_link_rate_limit,
+           a.maintainer_link_address_limit, a.maintainer_link_window) < 1:
+        raise ConfigError(f"{fname}: [admin] maintainer_link_minutes, maintainer_link_rate_limit, "
+                          "maintainer_link_address_limit and maintainer_link_window must be at "
+                          "least 1")
     if d.tcp_max_connections < 0 or d.tcp_max_per_address < 1 or d.tcp_max_unsent < 1024:
         raise ConfigError(f"{fname}: [dns] tcp_max_connections must be 0 or more, "
                           f"tcp_max_per_address at least 1, tcp_max_unsent at least 1024")

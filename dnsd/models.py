@@ -339,11 +339,27 @@ sessions = sa.Table(
     "sessions",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),                # sha256 of the cookie value
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # a user's session, or a maintainer's (their address; admin.maintainers): exactly one is set
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
     sa.Column("csrf", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
     sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("maintainer_email", sa.String(254), nullable=True),
+    sa.CheckConstraint("(user_id IS NULL) <> (maintainer_email IS NULL)", name="owner"),
 )
+
+# Login links mailed to maintainers (admin.maintainers): the sha256 of the token only, single use.
+login_links = sa.Table(
+    "login_links",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("used_at", sa.DateTime, nullable=True),
+)
+sa.Index("ix_login_links_email", login_links.c.email)
 
 # Written in the same transaction as the change that causes the mail; sent by admin's outbox service.
 outbox = sa.Table(
@@ -353,7 +369,7 @@ outbox = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, default=utcnow),
     sa.Column("kind", sa.String(32), nullable=False),                # disabled, recovered, weekly, ...
     sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
-    sa.Column("author", sa.String(64), nullable=False, default=""),  # a person, or "" for the system
+    sa.Column("author", sa.String(255), nullable=False, default=""),  # a person, or "" for the system
     sa.Column("recipients", sa.Text, nullable=False),                # bare addresses, comma-separated
     sa.Column("message", sa.LargeBinary, nullable=False),            # the whole RFC 5322 message
     sa.Column("subject", sa.Text, nullable=False, default=""),
@@ -376,7 +392,7 @@ audit = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("at", sa.DateTime, nullable=False, default=utcnow),
-    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),              # a user name, or an address
     sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="SET NULL"), nullable=True),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("before", sa.Text, nullable=False, default=""),

@@ -5,6 +5,11 @@ Every mail has a *kind* (the outbox column); `AUDIENCE[kind]` says who gets it. 
 the bare addresses (`envelope`), the To: header the pairs encoded by the email package (`header`),
 so a maintainer named "Doe, Jane" is one recipient with a quoted display name, and a name such as
 "Jane, attacker@evil.example, Doe" stays a name.
+
+It is also the one home of *contacts*: the addresses listed for a mirror (its maintainers), which
+are who may log in to look after it (admin.maintainers: a login link is mailed to a contact, and a
+maintainer's session reaches the mirrors that list its address at each request). Addresses are
+compared as `address_key` has them.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ AUDIENCE = {
     "application-accepted": Audience.APPLICANT,
     # `mirrorctl mail test ADDRESS`
     "test": Audience.ADDRESS,
+    # maintainers looking after their own mirrors (admin.maintainers): the login link goes to the
+    # address that asked for it (only when it is a contact); their changes to the list and to the
+    # mirror's other maintainers, so nobody's mirror changes unseen
+    "maintainer-login": Audience.ADDRESS,
+    "maintainer-edit": Audience.LIST_AND_MAINTAINERS,
 }
 
 
@@ -96,10 +106,36 @@ def for_kind(kind: str, *, list_address: str = "", maintainers: Iterable = (),
         out = (Recipient("", address),) if address else ()
     seen, unique = set(), []
     for r in out:
-        if r.email.lower() not in seen:
-            seen.add(r.email.lower())
+        if address_key(r.email) not in seen:
+            seen.add(address_key(r.email))
             unique.append(r)
     return tuple(unique)
+
+
+# --- contacts: who may look after a mirror -------------------------------------------------------
+
+def address_key(address: str) -> str:
+    """How two addresses are compared (recipients, contacts): case does not make another person."""
+    return (address or "").strip().lower()
+
+
+def is_contact(maintainers: Iterable, address: str) -> bool:
+    """Is `address` listed among these maintainers (records with .email)?"""
+    key = address_key(address)
+    return bool(key) and any(address_key(p.email) == key for p in maintainers)
+
+
+def contact_mirrors(conn, address: str) -> frozenset[int]:
+    """The ids of the mirrors that list `address` as a contact now: live ones (dnsd.statuses.LIVE;
+    a retired mirror is nobody's to change). Read at each request, so an address taken off a
+    mirror loses it at once."""
+    from dnsd.records import maintainers as _maint
+    from dnsd.statuses import LIVE
+
+    key = address_key(address)
+    if not key:
+        return frozenset()
+    return frozenset(_maint.mirrors_listing(conn, key, LIVE))
 
 
 def envelope(rcpts: Sequence[Recipient]) -> list[str]:

@@ -275,3 +275,16 @@ def recent_results(conn: sa.Connection, mirror_id: int, limit: int = 20) -> list
                         .order_by(probe_results.c.at.desc(), probe_results.c.id.desc())
                         .limit(limit)).mappings().all()
     return [dict(r) for r in rows]
+
+
+def recent_by_vantage(conn: sa.Connection, mirror_id: int,
+                      per_vantage: int = 10) -> dict[str, list[dict]]:
+    """{vantage: its latest raw results, newest first}, vantages by name: what each probe node
+    saw of the mirror lately (the maintainer's page)."""
+    c = probe_results.c
+    names = conn.execute(sa.select(c.vantage).distinct().where(c.mirror_id == mirror_id)
+                         .order_by(c.vantage)).scalars().all()
+    return {v: [dict(r) for r in conn.execute(
+                sa.select(probe_results).where(c.mirror_id == mirror_id, c.vantage == v)
+                .order_by(c.at.desc(), c.id.desc()).limit(per_vantage)).mappings()]
+            for v in names}

@@ -55,13 +55,9 @@ def test_one_head_in_a_line():
         r.down_revision for r in revs[:-1])                      # linear, back to 0001
 
 
-def test_upgrading_a_populated_table_keeps_everything(tmp_path):
-    """A table as 0001 left it, with rows in it, upgraded to the head: nothing lost, the new
-    columns take their defaults, existing applicants become their offer's first maintainer."""
-    import datetime as dt
+def _engines_at(tmp_path, revision: str):
+    """A fresh table at `revision` on SQLite, and on PostgreSQL when MIRRORDNS_TEST_DB_URL is set."""
     import os
-
-    import sqlalchemy as sa
 
     from dnsd.db import make_engine, upgrade
 
@@ -73,7 +69,21 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             with engine.begin() as conn:
                 conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
                 conn.exec_driver_sql("CREATE SCHEMA public")
-        upgrade(engine, "0001")
+        upgrade(engine, revision)
+        yield engine
+
+
+def test_upgrading_a_populated_table_keeps_everything(tmp_path):
+    """A table as 0001 left it, with rows in it, upgraded to the head: nothing lost, the new
+    columns take their defaults, existing applicants become their offer's first maintainer,
+    the audit keeps its actors."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from dnsd.db import upgrade
+
+    for engine in _engines_at(tmp_path, "0001"):
         now = dt.datetime(2026, 11, 1, 12, 0)
         with engine.begin() as conn:
             conn.exec_driver_sql(
@@ -97,6 +107,9 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
                 "INSERT INTO users (id, username, password_hash, role, email, failed_logins, "
                 "created_at) VALUES (1, 'root', '$argon2id$x', 'admin', '', 0, "
                 "'2026-11-01 12:00:00')")
+            conn.exec_driver_sql(
+                "INSERT INTO audit (id, at, actor, mirror_id, action, before, after) VALUES "
+                "(1, '2026-11-01 12:00:00', 'root', 1, 'edit', '', '{}')")
             conn.exec_driver_sql(
                 "INSERT INTO outbox (id, created_at, kind, author, recipients, message, subject, "
                 "attempts, next_attempt_at, failed, last_error) VALUES (1, '2026-11-01 12:00:00',"
@@ -126,6 +139,10 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             # 0006: no probe requested yet
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 models.probe_requests)).scalar() == 0
+            # 0007: the audit keeps its actor (the column only grew)
+            assert conn.execute(sa.select(models.audit.c.actor)).scalar_one() == "root"
+            assert conn.execute(sa.select(sa.func.count()).select_from(
+                models.login_links)).scalar() == 0
         from admin import store
         with engine.begin() as conn:                             # ... and the old mirror can
             w = store.plan_maintenance(conn, "de1", "root", starts_at=now + dt.timedelta(days=1),
@@ -136,4 +153,28 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             from alembic.autogenerate import compare_metadata
             from alembic.migration import MigrationContext
             assert compare_metadata(MigrationContext.configure(conn), models.metadata) == []
+        engine.dispose()
+
+
+def test_0007_keeps_the_users_sessions(tmp_path):
+    """Sessions open when 0007 runs stay their users' and valid (it only adds the maintainers'
+    kind beside them)."""
+
+    import sqlalchemy as sa
+
+    from dnsd.db import upgrade
+
+    for engine in _engines_at(tmp_path, "0006"):
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO users (id, username, password_hash, role, email, failed_logins, "
+                "created_at, disabled) VALUES (1, 'root', '$argon2id$x', 'admin', '', 0, "
+                "'2026-11-01 12:00:00', false)")
+            conn.exec_driver_sql(
+                "INSERT INTO sessions (id, user_id, csrf, created_at, expires_at) VALUES "
+                "('s1', 1, 'c', '2026-11-01 12:00:00', '2026-11-01 13:00:00')")
+        upgrade(engine)
+        with engine.connect() as conn:
+            s = conn.execute(sa.select(models.sessions)).one()
+            assert (s.id, s.user_id, s.maintainer_email, s.csrf) == ("s1", 1, None, "c")
         engine.dispose()

@@ -53,6 +53,8 @@ def build_root(ctx: WebContext) -> resource.Resource:
     root = SiteRoot(ctx)                         # any name nobody mounts: the site's own 404
     root.putChild(b"static", static_resource(ctx))
     root.putChild(b"admin", admin_pages.build(ctx))
+    from admin.web import maintainer_pages
+    root.putChild(b"maintainer", maintainer_pages.build(ctx))   # maintainers' own mirrors
 
     # --- other parts mount here, one line each --------------------------------------------------
     from admin.web import api, metrics, public

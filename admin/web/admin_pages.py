@@ -184,16 +184,12 @@ class AdminPages:
     async def mirror_page(self, request, mid, *, error: str = "", code: int = 200,
                           form: dict | None = None):
         m = await self._load(mid)
-        history = await self.ctx.pool.run_readonly(_history(m.id, self.ctx.now()))
         probe_request = await self.ctx.pool.run_readonly(lambda conn: (
             probe_requests.get(conn, m.id), probe_requests.served(conn, m.id)))
-        now = self.ctx.now()
         html = await self.ctx.render_threaded(
             "admin/mirror.html", request, title=m.name or m.hostname, m=m,
             flash=error or _done(request), flash_kind="bad" if error else "ok",
-            geo=self._geo_check(m),
-            uptime=graphs.uptime_days(history["days"], now.date()),
-            rtt=graphs.rtt_hours(history["hours"], now),
+            geo=self._geo_check(m), **await mirror_graphs(self.ctx, m.id),
             form=form or {}, max_age=self._max_age(), labels=LABELS,
             probe_request=probe_request[0], probe_served=probe_request[1],
             probes_on=self.ctx.cfg.probes.enabled)
@@ -321,12 +317,9 @@ class AdminPages:
             "Please say why the mirror is retired.")
 
     async def add_note(self, request, mid):
-        text = form_value(request, "text")
-        try:
-            validation.note(text)
-        except Invalid as e:
-            return await self.mirror_page(request, mid, code=400, form={
-                "note_error": _sentence(e.message), "note": text})
+        text, refused = note_from_form(request)
+        if refused:
+            return await self.mirror_page(request, mid, code=400, form=refused)
         actor = _actor(request)
         return await self._change(request, mid, lambda conn, ref: store.add_note(
             conn, ref, actor, text), "note")
@@ -600,12 +593,13 @@ def _sentence(msg: str) -> str:
     return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")
 
 
-def validate_mirror_form(form: dict, rules: validation.Rules = validation.STRICT
-                         ) -> tuple[dict, tuple, dict]:
-    """(values for store.edit_mirror, maintainers, {field: message}), with dnsd.validation's
-    rules; messages sit by each field."""
+def validate_fields(form: dict, fields, rules: validation.Rules = validation.STRICT
+                    ) -> tuple[dict, dict]:
+    """(values, {field: message}) for these mirror fields of a form, with dnsd.validation's
+    rules (the admin's edit and a maintainer's alike); messages sit by each field. A form with
+    every address and URL field must leave the mirror at least one of them."""
     values, errors = {}, {}
-    for f in (*DNS_FIELDS, *DISPLAY_FIELDS, *SPEC_FIELDS):
+    for f in fields:
         v = form[f]
         if f in ("hostname", "country") and not v:
             errors[f] = f"Please give {'a host name' if f == 'hostname' else 'a country'}."
@@ -616,9 +610,18 @@ def validate_mirror_form(form: dict, rules: validation.Rules = validation.STRICT
             values[f] = validation.mirror_field(f, v, rules)
         except Invalid as e:
             errors[f] = _sentence(e.message)
-    if not errors.keys() & {*store.URL_FIELDS, "ipv4", "ipv6"}:
+    reach = {*store.URL_FIELDS, "ipv4", "ipv6"}
+    if reach <= set(fields) and not errors.keys() & reach:
         if problem := validation.mirror_problem(values):
             errors["http_url"] = _sentence(problem)
+    return values, errors
+
+
+def validate_mirror_form(form: dict, rules: validation.Rules = validation.STRICT
+                         ) -> tuple[dict, tuple, dict]:
+    """(values for store.edit_mirror, maintainers, {field: message}), with dnsd.validation's
+    rules; messages sit by each field."""
+    values, errors = validate_fields(form, (*DNS_FIELDS, *DISPLAY_FIELDS, *SPEC_FIELDS), rules)
     people: list = []
     try:
         people = list(validation.maintainers(
@@ -626,6 +629,17 @@ def validate_mirror_form(form: dict, rules: validation.Rules = validation.STRICT
     except Invalid as e:
         errors["maintainers"] = _sentence(e.message)
     return values, tuple(people), errors
+
+
+def note_from_form(request) -> tuple[str, dict]:
+    """(the note's text, {} when it may be added, else the form values that show the message by
+    the note field with the text kept): dnsd.validation.note's rule."""
+    text = form_value(request, "text")
+    try:
+        validation.note(text)
+    except Invalid as e:
+        return text, {"note_error": _sentence(e.message), "note": text}
+    return text, {}
 
 
 def reason_error(reason: str) -> str:
@@ -654,6 +668,15 @@ def _mail_recipients(conn, target: str, mirror_id: int | None, list_addr: str) -
             out.append({"to": to, "mirror_id": g["id"], "label": g["name"] or g["hostname"],
                         "kind": "admin-mail"})
     return out
+
+
+async def mirror_graphs(ctx: WebContext, mid: int) -> dict:
+    """The mirror page's graphs (uptime per day, response time per hour), for the admin's and the
+    maintainer's page: {"uptime": ..., "rtt": ...} for templates/admin/_graphs.html."""
+    now = ctx.now()
+    h = await ctx.pool.run_readonly(_history(mid, now))
+    return {"uptime": graphs.uptime_days(h["days"], now.date()),
+            "rtt": graphs.rtt_hours(h["hours"], now)}
 
 
 def _history(mid: int, now: _dt.datetime):

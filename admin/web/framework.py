@@ -386,15 +386,17 @@ class Router(resource.Resource):
     isLeaf = True
 
     def __init__(self, ctx: WebContext, login_url: str = "/admin/login", errors: str = "html",
-                 cache_control: bytes | None = None):
+                 cache_control: bytes | None = None, session=load_session):
         """errors: the style of error answers (ErrorPages): "html" pages in the site's layout,
         "json" for the API, "text" for machines; cache_control: sent with every answer
-        (b"no-store" for the admin pages)."""
+        (b"no-store" for the admin pages); session: how a login route finds its session
+        (admin.web.sessions: users' by default, maintainers' for the maintainer pages)."""
         super().__init__()
         self.ctx = ctx
         self.login_url = login_url
         self.errors = errors
         self.cache_control = cache_control
+        self.load_session = session
         self.routes: list[Route] = []
 
     def add(self, method: str, pattern: str, handler, *, login: bool = True,
@@ -437,7 +439,7 @@ class Router(resource.Resource):
                 return (await out) if inspect.isawaitable(out) else out
             except HTTPError:
                 try:
-                    await load_session(self.ctx, request)
+                    await self.load_session(self.ctx, request)
                 except Exception:
                     request.mirrordns_session = None
                 raise
@@ -445,7 +447,7 @@ class Router(resource.Resource):
 
     async def _run(self, route: Route, request, groups):
         if route.login:
-            sess = await load_session(self.ctx, request)
+            sess = await self.load_session(self.ctx, request)
             if sess is None:
                 if request.method in (b"GET", b"HEAD"):
                     return redirect(self.login_url, next=request.uri.decode("utf-8", "replace"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dnsd.models import maintainers
+from dnsd.models import maintainers, mirrors
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,13 @@ def replace(conn: sa.Connection, mirror_id: int, people) -> None:
     conn.execute(maintainers.delete().where(maintainers.c.mirror_id == mirror_id))
     for p in people:
         conn.execute(maintainers.insert().values(mirror_id=mirror_id, name=p.name, email=p.email))
+
+
+def mirrors_listing(conn: sa.Connection, address_key: str, statuses) -> list[int]:
+    """Ids of the mirrors in `statuses` with a maintainer whose address, lower-cased, is
+    `address_key` (dnsd.recipients.contact_mirrors is the rule; this is its query)."""
+    return list(conn.execute(
+        sa.select(maintainers.c.mirror_id).distinct()
+        .join(mirrors, mirrors.c.id == maintainers.c.mirror_id)
+        .where(sa.func.lower(maintainers.c.email) == address_key, mirrors.c.status.in_(statuses))
+        .order_by(maintainers.c.mirror_id)).scalars())
