@@ -108,8 +108,8 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
                 "created_at) VALUES (1, 'root', '$argon2id$x', 'admin', '', 0, "
                 "'2026-11-01 12:00:00')")
             conn.exec_driver_sql(
-                "INSERT INTO audit (id, at, actor, mirror_id, action, before, after) VALUES "
-                "(1, '2026-11-01 12:00:00', 'root', 1, 'edit', '', '{}')")
+                "INSERT INTO audit (at, actor, mirror_id, action, before, after) VALUES "
+                "('2026-11-01 12:00:00', 'root', 1, 'edit', '', '{}')")
             conn.exec_driver_sql(
                 "INSERT INTO outbox (id, created_at, kind, author, recipients, message, subject, "
                 "attempts, next_attempt_at, failed, last_error) VALUES (1, '2026-11-01 12:00:00',"
