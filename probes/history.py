@@ -136,13 +136,20 @@ def maintain(conn: sa.Connection, cfg, now: _dt.datetime) -> dict:
 
 # --- score inputs --------------------------------------------------------------------------------
 
-def _counts_since(conn, since: _dt.datetime) -> dict[int, list[int]]:
-    """{mirror_id: [probes, passes]} over raw and rolled-up rows since `since`."""
+def _counts_since(conn, since: _dt.datetime,
+                  until: _dt.datetime | None = None) -> dict[int, list[int]]:
+    """{mirror_id: [probes, passes]} over raw and rolled-up rows since `since` (and before
+    `until`, when given)."""
     out: dict[int, list[int]] = {}
+    raw_when = [probe_results.c.at >= since]
+    rolled_when = [probe_rollups.c.start >= since]
+    if until is not None:
+        raw_when.append(probe_results.c.at < until)
+        rolled_when.append(probe_rollups.c.start < until)
     raw = conn.execute(
         sa.select(probe_results.c.mirror_id, sa.func.count(),
                   sa.func.sum(sa.case((probe_results.c.ok, 1), else_=0)))
-        .where(probe_results.c.at >= since).group_by(probe_results.c.mirror_id))
+        .where(*raw_when).group_by(probe_results.c.mirror_id))
     for mid, n, ok in raw:
         out.setdefault(mid, [0, 0])
         out[mid][0] += int(n)
@@ -150,7 +157,7 @@ def _counts_since(conn, since: _dt.datetime) -> dict[int, list[int]]:
     rolled = conn.execute(
         sa.select(probe_rollups.c.mirror_id, sa.func.sum(probe_rollups.c.probes),
                   sa.func.sum(probe_rollups.c.passes))
-        .where(probe_rollups.c.start >= since).group_by(probe_rollups.c.mirror_id))
+        .where(*rolled_when).group_by(probe_rollups.c.mirror_id))
     for mid, n, ok in rolled:
         out.setdefault(mid, [0, 0])
         out[mid][0] += int(n or 0)
@@ -288,3 +295,55 @@ def recent_by_vantage(conn: sa.Connection, mirror_id: int,
                 sa.select(probe_results).where(c.mirror_id == mirror_id, c.vantage == v)
                 .order_by(c.at.desc(), c.id.desc()).limit(per_vantage)).mappings()]
             for v in names}
+
+
+# --- the network as a whole (the status page, the admin's network overview) --------------------
+
+@dataclass(frozen=True)
+class RecentProbe:
+    at: _dt.datetime
+    ok: bool
+    sync_age: int | None
+    error_class: str
+
+
+def recent_by_mirror(conn: sa.Connection, since: _dt.datetime,
+                     per_mirror: int) -> dict[int, list[RecentProbe]]:
+    """{mirror_id: the latest `per_mirror` raw results since `since`, oldest first} for every
+    mirror at once: one query, bounded by the time window and the count per mirror (a window
+    function, which SQLite and PostgreSQL both have), for the status page's history bars."""
+    r = probe_results.c
+    rn = sa.func.row_number().over(partition_by=r.mirror_id,
+                                   order_by=(r.at.desc(), r.id.desc())).label("rn")
+    inner = (sa.select(r.mirror_id, r.at, r.ok, r.sync_age, r.error_class, rn)
+             .where(r.at >= since).subquery())
+    out: dict[int, list[RecentProbe]] = {}
+    for row in conn.execute(sa.select(inner).where(inner.c.rn <= per_mirror)
+                            .order_by(inner.c.mirror_id, inner.c.at, inner.c.rn.desc())):
+        out.setdefault(row.mirror_id, []).append(
+            RecentProbe(row.at, bool(row.ok), row.sync_age, row.error_class or ""))
+    return out
+
+
+@dataclass(frozen=True)
+class NetworkDay:
+    """One UTC day of the whole network: each probed mirror's (probes, passes) that day."""
+
+    day: _dt.date
+    per_mirror: tuple[tuple[int, int, int], ...]     # (mirror_id, probes, passes)
+
+    @property
+    def probes(self) -> int:
+        return sum(n for _m, n, _ok in self.per_mirror)
+
+    @property
+    def passes(self) -> int:
+        return sum(ok for _m, _n, ok in self.per_mirror)
+
+
+def network_day(conn: sa.Connection, day: _dt.date) -> NetworkDay:
+    """Raw and rolled-up results of one day together (they never overlap), grouped per mirror
+    by the database, one indexed time range per day."""
+    start = _dt.datetime.combine(day, _dt.time())
+    counts = _counts_since(conn, start, start + DAY)
+    return NetworkDay(day, tuple(sorted((mid, n, ok) for mid, (n, ok) in counts.items() if n)))

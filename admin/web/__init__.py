@@ -57,8 +57,9 @@ def build_root(ctx: WebContext) -> resource.Resource:
     root.putChild(b"maintainer", maintainer_pages.build(ctx))   # maintainers' own mirrors
 
     # --- other parts mount here, one line each --------------------------------------------------
-    from admin.web import api, metrics, public
+    from admin.web import api, metrics, network, public
     public.mount(root, ctx)                      # /, /mirrors.json, /apply...
+    network.mount(root, ctx)                     # /country/<cc>, /status
     root.putChild(b"api", api.build(ctx))
     if ctx.cfg.admin.metrics:
         root.putChild(b"metrics", metrics.build(ctx))

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from admin import store
 from admin.passwords import hash_password, new_password_problem
-from admin.web import graphs, plans, queries
+from admin.web import graphs, network, plans, queries
 from admin.web.auth import Busy, LoginPages, PasswordChecks, Throttled, throttled_message
 from admin.web.clients import client_ip
 from admin.web.framework import (
@@ -113,6 +113,7 @@ def build(ctx: WebContext) -> Router:
     r.add("POST", mid + "/retire", p.retire, role="admin")
     r.add("POST", mid + "/notes", p.add_note)                  # helpers too
     r.add("POST", mid + "/probe", p.probe_now, role="admin")
+    r.add("GET", r"network", network.of(ctx).admin_network)
     r.add("GET", r"mail", p.mail_form)
     r.add("POST", r"mail", p.mail, role="admin")
     r.add("GET", r"account", p.account)
@@ -167,10 +168,11 @@ class AdminPages:
         data = await self.ctx.pool.run_readonly(queries.mirror_list(
             country, status, plan=plans.live(self.ctx), cfg=self.ctx.cfg, now=self.ctx.now(),
             order=queries.MIRROR_SORT.order(request)))
+        world, world_svg = await network.of(self.ctx).maps.get(data["plan"], "admin")
         return await self.ctx.render_threaded(
             "admin/mirrors.html", request, title="Mirrors", flash=_done(request),
             country=country, status=status, statuses=queries.STATUS_ORDER,
-            max_age=self._max_age(), **data)
+            max_age=self._max_age(), world=world, world_map=world_svg, **data)
 
     # --- mirror page -------------------------------------------------------------------------
 

@@ -34,6 +34,11 @@ class Tick:
     label: str
 
 
+def share_class(share: float) -> str:
+    """A day's share of passed probes in a word (the bars' colour): up, part or down."""
+    return "up" if share >= 0.99 else ("part" if share >= 0.5 else "down")
+
+
 def uptime_days(days: dict[_dt.date, tuple[int, int]], end: _dt.date, n: int = 90) -> dict:
     """Bars for the last n days ending with `end`; days maps date -> (probes, passes)."""
     plot_w = WIDTH - LEFT
@@ -53,7 +58,7 @@ def uptime_days(days: dict[_dt.date, tuple[int, int]], end: _dt.date, n: int = 9
             total_p += probes
             total_ok += passes
             h = max(plot_h * share, 2)
-            cls = "up" if share >= 0.99 else ("part" if share >= 0.5 else "down")
+            cls = share_class(share)
             bars.append(Bar(round(x + 0.5, 2), round(TOP + plot_h - h, 2),
                             round(max(step - 1, 1), 2), round(h, 2), cls,
                             f"{day:%Y-%m-%d}: {share * 100:.1f}% up ({passes}/{probes} probes)"))
@@ -114,3 +119,36 @@ def _nice_ceiling(v: float) -> float:
         if m * k >= v:
             return m * k
     return 10 * k
+
+
+def stacked_days(days: list[tuple[_dt.date, dict[str, int]]], classes: tuple[str, ...]) -> dict:
+    """Stacked bars, one per day (oldest first): the count of each class that day, bottom up in
+    the order of `classes` (the network overview: mirrors up, part of the day, down)."""
+    n = max(len(days), 1)
+    plot_w = WIDTH - LEFT
+    plot_h = HEIGHT - BOTTOM - TOP
+    step = plot_w / n
+    top = _nice_ceiling(max((sum(c.values()) for _d, c in days), default=0) or 1)
+    bars, xt = [], []
+    for i, (day, counts) in enumerate(days):
+        x = LEFT + i * step
+        total = sum(counts.values())
+        if not total:
+            bars.append(Bar(round(x + 0.5, 2), TOP, round(max(step - 1, 1), 2), plot_h, "none",
+                            f"{day:%Y-%m-%d}: no probes"))
+        y = TOP + plot_h
+        words = ", ".join(f"{counts.get(c, 0)} {c}" for c in classes)
+        for c in classes:
+            k = counts.get(c, 0)
+            if not k:
+                continue
+            h = plot_h * k / top
+            y -= h
+            bars.append(Bar(round(x + 0.5, 2), round(y, 2), round(max(step - 1, 1), 2),
+                            round(h, 2), c, f"{day:%Y-%m-%d}: {words}"))
+        if day.day == 1 or i == 0 or (n <= 31 and day.weekday() == 0):
+            xt.append(Tick(round(x, 2), HEIGHT - 4, f"{day:%b %d}"))
+    steps = (0, 0.5, 1) if top % 2 == 0 else (0, 1)          # counts: whole numbers only
+    yt = [Tick(LEFT - 4, round(TOP + plot_h * (1 - f), 2), f"{top * f:g}") for f in steps]
+    return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "top": TOP, "bottom": HEIGHT - BOTTOM,
+            "bars": bars, "xticks": xt, "yticks": yt, "max": top}

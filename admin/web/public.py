@@ -203,15 +203,18 @@ class PublicPages:
         return ip, cc
 
     async def mirror_list(self, request):
+        from admin.web import network
+
         plan, ms, counts = await self._serving()
         _ip, cc = self._visitor(request)
         tier, close = close_to(plan, cc)
         here = countries.get(cc) if cc else None
         order = PUBLIC_SORT.order(request)
+        world = await network.of(self.ctx).map_for(plan)
         return await self.ctx.render_threaded(       # a long list: jinja off the reactor thread
             "public/mirrors.html", request, title=self.ctx.cfg.admin.public_title,
             close=close, tier=tier, visitor_country=here, groups=by_country(ms, order),
-            total=len(ms), waiting=counts, order=order)
+            total=len(ms), waiting=counts, order=order, world_map=world)
 
     async def mirrors_json(self, request):
         import json
