@@ -9,7 +9,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DEBS  := chromium chromium-driver dnsutils
 BENCH_DEBS := dnsperf gdnsd pdns-server pdns-backend-bind pdns-backend-geoip dnsutils wrk
 
-.PHONY: run test fuzz bench bench-dns bench-probes bench-closer bench-tcp bench-rrl bench-isolation install install-test debs-test debs-bench lint clean
+.PHONY: run test fuzz bench bench-dns bench-probes bench-closer bench-tcp bench-rrl bench-isolation bench-pages install install-test debs-test debs-bench lint clean
 
 $(PY):
 	python3 -m venv $(VENV) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
@@ -72,6 +72,9 @@ bench-rrl: install-test
 # DNS while the web is attacked (docs/benchmarks.md): DNS in its own process, and on the web's reactor.
 bench-isolation: install-test debs-bench
 	flock /tmp/mirrordns-bench.lock $(PY) bench/isolation.py
+
+bench-pages: install-test
+	flock /tmp/mirrordns-bench.lock $(PY) bench/pages.py
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,10 @@ imported only when a test asks for them).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -54,3 +58,26 @@ def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+@contextlib.contextmanager
+def twistd(config: Path, ready_url: str, log_path: Path):
+    """The whole process as operators run it (`twistd -n -y twistd.tac`, the config from
+    $MIRRORDNS_CONFIG), its output in `log_path`; yields once `ready_url` answers, and stops it
+    (terminate, then kill) on the way out."""
+    log = log_path.open("wb")
+    exe = Path(sys.executable).with_name("twistd")
+    proc = subprocess.Popen([str(exe), "-n", "--pidfile=", "--logfile=-", "-y", "twistd.tac"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MIRRORDNS_CONFIG": str(config)})
+    try:
+        wait_ready(proc, ready_url, log_path)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -13,10 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import email
 import email.policy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import dns.message
 import dns.query
@@ -31,7 +27,7 @@ from admin.passwords import hash_password
 from dnsd.db import make_engine, upgrade
 from dnsd.models import applications, mirror_health, mirrors, probe_results, probe_rollups, utcnow
 from dnsd.validation import Rules
-from tests.browser_support import ARTIFACTS, ROOT, wait_ready, wait_until
+from tests.browser_support import ARTIFACTS, ROOT, twistd, wait_until
 from tests.helpers import free_port
 
 PW = "browser-test-password"
@@ -130,24 +126,12 @@ list = "mirrors@lists.example.org"
     ids = _seed(engine)
     smtp = Controller(Recorder(), hostname="127.0.0.1", port=smtp_port)
     smtp.start()
-    log = (d / "twistd.log").open("wb")
-    twistd = Path(sys.executable).with_name("twistd")
-    proc = subprocess.Popen([str(twistd), "-n", "--pidfile=", "--logfile=-", "-y", "twistd.tac"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MIRRORDNS_CONFIG": str(cfg)})
     base = f"http://127.0.0.1:{web_port}"
     try:
-        wait_ready(proc, f"{base}/admin/login", d / "twistd.log")
-        yield {"base": base, "dns_port": dns_port, "engine": engine, "ids": ids,
-               "log": d / "twistd.log", "mails": smtp.handler.mails}
+        with twistd(cfg, f"{base}/admin/login", d / "twistd.log"):
+            yield {"base": base, "dns_port": dns_port, "engine": engine, "ids": ids,
+                   "log": d / "twistd.log", "mails": smtp.handler.mails}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         smtp.stop()
         engine.dispose()
 

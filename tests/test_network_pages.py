@@ -9,6 +9,7 @@ hatching and link are checked one by one, never by counting strings.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -242,12 +243,23 @@ class TestStatusPage(SynchronousTestCase):
             for i in range(30):                                          # more than a bar holds
                 probe(conn, fr1, T0 - _dt.timedelta(minutes=5 * (30 - i)), sync_age=8 * 3600)
         rows = self.rows(self.get("/status")[1])
-        cells = [c.split('"')[0] for c in rows["de1"].split('class="hb-c ')[1:]]
-        assert cells == ["fresh", "fail", "old"]
-        assert 'title="11-21 08:50 failed: timeout"' in rows["de1"]
-        assert 'title="11-21 08:55 old, synced 30 h before"' in rows["de1"]
-        assert rows["fr1"].count('class="hb-c oldish"') == network.HISTORY_PROBES
+        cells = re.findall(r'<i class="([a-z]+)" title="([^"]*)"></i>', rows["de1"])
+        assert cells == [("fresh", "08:45 fresh, 60 min"), ("fail", "08:50 failed: timeout"),
+                         ("old", "08:55 old, 30 h")]
+        assert len(re.findall('<i class="oldish"', rows["fr1"])) == network.HISTORY_PROBES
         assert "no probes yet" in rows["sg1"]
+
+    def test_rendered_once_per_half_minute(self):
+        r = self.successResultOf(self.stub.get(BASE + "/status"))
+        assert r.headers.getRawHeaders(b"cache-control") == [b"public, max-age=30"]
+        with self.engine.begin() as conn:
+            probe(conn, self.ids["sg1"], T0 - _dt.timedelta(minutes=1))
+        assert "no probes yet" in self.rows(self.get("/status")[1])["sg1"]   # as rendered
+        self.ctx.clock.advance(network.STATUS_TTL)
+        assert "no probes yet" not in self.rows(self.get("/status")[1])["sg1"]
+        with self.engine.begin() as conn:                                   # a new version
+            store.disable(conn, "sg1", "test", "moving", None)
+        assert "sg1" not in self.rows(self.get("/status")[1])
 
 
 @pytest.mark.usefixtures("injected")
@@ -295,7 +307,11 @@ class TestAdminNetwork(SynchronousTestCase):
             probe(conn, fr1, T0 - _dt.timedelta(minutes=30))
         html = self.page()
         assert "2026-11-01: 25.0% up (3/12 probes)" in html               # a past day: kept
-        assert "2026-11-21: 75.0% up (3/4 probes)" in html                 # today: read again
+        assert "2026-11-21: 66.7% up (2/3 probes)" in html                 # today: for a minute
+        self.ctx.clock.advance(network.TODAY_TTL)
+        html = self.page()
+        assert "2026-11-01: 25.0% up (3/12 probes)" in html
+        assert "2026-11-21: 75.0% up (3/4 probes)" in html                 # then read again
 
 
 # --- the pure parts -------------------------------------------------------------------------

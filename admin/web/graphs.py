@@ -146,7 +146,9 @@ def stacked_days(days: list[tuple[_dt.date, dict[str, int]]], classes: tuple[str
             y -= h
             bars.append(Bar(round(x + 0.5, 2), round(y, 2), round(max(step - 1, 1), 2),
                             round(h, 2), c, f"{day:%Y-%m-%d}: {words}"))
-        if day.day == 1 or i == 0 or (n <= 31 and day.weekday() == 0):
+        monday = n <= 31 and day.weekday() == 0 and not 1 < day.day < 4 \
+            and (day + _dt.timedelta(days=1)).day != 1 and (day + _dt.timedelta(days=2)).day != 1
+        if day.day == 1 or i == 0 or monday:                       # months, and weeks apart
             xt.append(Tick(round(x, 2), HEIGHT - 4, f"{day:%b %d}"))
     steps = (0, 0.5, 1) if top % 2 == 0 else (0, 1)          # counts: whole numbers only
     yt = [Tick(LEFT - 4, round(TOP + plot_h * (1 - f), 2), f"{top * f:g}") for f in steps]
