@@ -80,7 +80,8 @@ class Ctx:
         from dnsd.models import utcnow
         from dnsd.plan import build_plan, load_rows
 
-        return build_plan(load_rows(conn), self.cfg, utcnow())
+        now = utcnow()
+        return build_plan(load_rows(conn, now), self.cfg, now)
 
     def transaction(self):
         """`with ctx.transaction() as conn:` -- committed when the block ends without error."""
@@ -330,6 +331,7 @@ def cmd_show(args, ctx):
         d = store.get_mirror(conn, args.mirror)
         plan = ctx.plan(conn)
         views = vantage_verdicts(conn, ctx.cfg, d.mirror.id, utcnow())
+        windows = store.maintenance_windows(conn, f"#{d.mirror.id}", not_ended_at=utcnow())
     m, h, e = d.mirror, d.health, plan.by_id.get(d.mirror.id)
     addr = serving.addresses(m, h)
     if args.json:
@@ -340,13 +342,16 @@ def cmd_show(args, ctx):
                     "score_explained": e.score_explain if e else "",
                     "vantages": [{"vantage": v.vantage, "counts": v.standing.counts,
                                   "standing": v.standing.state, "why": v.standing.reason,
-                                  "says": v.says, **plain(v.view)} for v in views]})
+                                  "says": v.says, **plain(v.view)} for v in views],
+                    "maintenance": plain(windows)})
         return
     zone = ctx.cfg.dns.zone
     print(f"{m.name or '#' + str(m.id)}.{zone}  ({m.hostname})")
     print(f"  status      {m.status} since {_when(m.status_since)}"
           + (f": {m.status_reason}" if m.status_reason else ""))
     print(f"  serving     {_serving_text(e)}")
+    for i, w in enumerate(windows):
+        print(f"  {'maintenance' if i == 0 else '':<11} {_window_text(w, ctx)}: {w.reason}")
     c = countries.get(m.country)
     print(f"  country     {m.country} {c.name if c else ''}")
     how = "pinned" if addr.pinned else f"resolved from {m.hostname} by the probes"
@@ -460,6 +465,94 @@ def cmd_audit(args, ctx):
     for r in rows:
         print(f"{_when(r.at)}  {r.actor}  {r.action}  #{r.mirror_id or '-'}  "
               f"{r.before or '{}'} -> {r.after or '{}'}")
+
+
+# --- maintenance windows -----------------------------------------------------------------------
+
+def register_maintenance(sub):
+    p = sub.add_parser("maintenance", help="maintenance windows: the mirror leaves the answers "
+                                           "[dns] ttl seconds before the start, its probes do "
+                                           "not count, it returns after a passed probe")
+    msub = p.add_subparsers(dest="maintenance_command", required=True, metavar="ACTION")
+    a = msub.add_parser("add", help="plan a window (times in UTC)")
+    a.add_argument("mirror", metavar="NAME")
+    a.add_argument("--start", required=True, metavar="TIME",
+                   help="'2026-12-01 14:00' (UTC), or ISO 8601 with an offset")
+    a.add_argument("--end", required=True, metavar="TIME")
+    a.add_argument("--reason", required=True, help="one line; mailed to the list and "
+                                                   "the maintainers")
+    a.set_defaults(func=cmd_maintenance_add)
+    ls = msub.add_parser("list", help="windows not over yet (of one mirror, or all); --all: "
+                                      "the record, cancelled and past ones too")
+    ls.add_argument("mirror", metavar="NAME", nargs="?")
+    ls.add_argument("--all", action="store_true")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_maintenance_list)
+    c = msub.add_parser("cancel", help="cancel a window (one in progress ends now)")
+    c.add_argument("id", type=int, metavar="ID")
+    c.add_argument("--mirror", metavar="NAME", help="refuse unless it is this mirror's window")
+    c.set_defaults(func=cmd_maintenance_cancel)
+
+
+_WINDOW_OPTIONS = {"starts_at": "--start", "ends_at": "--end", "reason": "--reason"}
+
+
+def _window_text(w, ctx) -> str:
+    """'#3 2026-12-01 14:00 UTC to 2026-12-01 16:00 UTC (planned); out of the answers from ...'"""
+    from dnsd import maintenance
+    from dnsd.models import utcnow
+
+    st = maintenance.status_of(w, utcnow(), ctx.cfg.dns.ttl)
+    text = (f"#{w.id} {maintenance.when(w.starts_at)} to {maintenance.when(w.ends_at)} "
+            f"({st.word})")
+    if st.word in (maintenance.PLANNED, maintenance.LEAVING_WORD):
+        text += f"; out of the answers from {maintenance.when(st.leaves_at)}"
+    return text
+
+
+def _window_line(w, label: str, ctx) -> str:
+    return f"{label}: maintenance {_window_text(w, ctx)}"
+
+
+def cmd_maintenance_add(args, ctx):
+    with ctx.transaction() as conn:
+        try:
+            w = store.plan_maintenance(conn, args.mirror, ctx.actor, starts_at=args.start,
+                                       ends_at=args.end, reason=args.reason, mail=ctx.mail)
+        except StoreError as e:
+            if e.field in _WINDOW_OPTIONS:
+                raise CliError(f"{_WINDOW_OPTIONS[e.field]}: {e.message}") from None
+            raise
+        m = store.find(conn, f"#{w.mirror_id}")
+    print(_window_line(w, m.name or m.label, ctx))
+
+
+def cmd_maintenance_list(args, ctx):
+    from dnsd import maintenance
+    from dnsd.models import utcnow
+
+    now = utcnow()
+    with ctx.transaction() as conn:
+        ws = store.maintenance_windows(conn, args.mirror, limit=200,
+                                       not_ended_at=None if args.all else now)
+        names = {m.id: m.name or m.label for m in store.list_mirrors(conn)}
+    shown = [maintenance.status_of(w, now, ctx.cfg.dns.ttl) for w in ws]
+    if args.json:
+        print_json([{**plain(s.window), "mirror": names.get(s.window.mirror_id),
+                     "state": s.word, "leaves_at": s.leaves_at} for s in shown])
+        return
+    print_table([[str(s.window.id), names.get(s.window.mirror_id, "?"), _when(s.window.starts_at),
+                  _when(s.window.ends_at), s.word, s.window.created_by, s.window.reason[:60]]
+                 for s in shown], ["ID", "MIRROR", "START (UTC)", "END (UTC)", "STATE", "BY",
+                                   "REASON"])
+
+
+def cmd_maintenance_cancel(args, ctx):
+    with ctx.transaction() as conn:
+        w = store.cancel_maintenance(conn, args.id, ctx.actor, mirror_ref=args.mirror,
+                                     mail=ctx.mail)
+        m = store.find(conn, f"#{w.mirror_id}")
+    print(_window_line(w, m.name or m.label, ctx))
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -687,7 +780,8 @@ def cmd_resolve(args, ctx):
 
 REGISTRARS = [
     register_db, register_add, register_edit, register_list, register_show, register_status,
-    register_note, register_import, register_user, register_outbox, register_resolve,
+    register_note, register_maintenance, register_import, register_user, register_outbox,
+    register_resolve,
 ]
 
 from admin.cli_probes import register_mail, register_probe  # noqa: E402  (H4: probe, mail test)

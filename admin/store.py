@@ -442,7 +442,7 @@ def plan_maintenance(conn: sa.Connection, ref: str, actor: str, *, starts_at, en
     if m.status == RETIRED:
         raise Refused(f"{m.label} is retired")
     if (o := _windows.overlapping(conn, m.id, w.starts_at, w.ends_at)) is not None:
-        raise Refused(f"{m.label} already has maintenance planned from "
+        raise Refused(f"the mirror already has maintenance planned from "
                       f"{maintenance.when(o.starts_at)} to {maintenance.when(o.ends_at)} "
                       f"(window #{o.id}); cancel it first or choose other times", "starts_at")
     new = _windows.insert(conn, m.id, w.starts_at, w.ends_at, w.reason, actor, now)
@@ -497,10 +497,13 @@ def cancel_maintenance(conn: sa.Connection, window_id: int, actor: str, *,
     return new
 
 
-def maintenance_windows(conn: sa.Connection, ref: str,
+def maintenance_windows(conn: sa.Connection, ref: str | None = None, *,
+                        not_ended_at: _dt.datetime | None = None,
                         limit: int | None = 20) -> list[_windows.Window]:
-    """A mirror's windows, the latest start first (cancelled ones too)."""
-    return _windows.of_mirror(conn, _mirrors.find(conn, ref).id, limit)
+    """A mirror's windows (every mirror's when `ref` is None), the latest start first, cancelled
+    ones too; with `not_ended_at`, only those that still have a say then, soonest first."""
+    mid = _mirrors.find(conn, ref).id if ref is not None else None
+    return _windows.select(conn, mid, not_ended_at=not_ended_at, limit=limit)
 
 
 _MAINTENANCE_TEXT = ("The mirror leaves the DNS answers before the start (by the answers' TTL, so "

@@ -35,6 +35,13 @@ LEAVING = "leaving"         # within the TTL before the start: out of the answer
 IN = "maintenance"          # between start and end: out, probes paused
 RETURNING = "returning"     # ended: out until a probe that started after the end passed
 PHASES = (LEAVING, IN, RETURNING)
+_PHASE_WORDS = {LEAVING: "leaving for maintenance", IN: "in maintenance",
+                RETURNING: "back after a passed probe"}
+
+
+def word(phase: str) -> str:
+    """A phase in words, for badges (pages, mirrorctl)."""
+    return _PHASE_WORDS.get(phase, "")
 
 
 def counts(w) -> bool:
@@ -120,3 +127,39 @@ def next_edge(windows: Iterable, now: _dt.datetime, ttl: int) -> _dt.datetime | 
     edges = [t for w in windows if counts(w)
              for t in (leaves_at(w, ttl), w.starts_at, w.ends_at) if t > now]
     return min(edges, default=None)
+
+
+# --- how a window is shown -----------------------------------------------------------------------
+
+PLANNED = "planned"
+LEAVING_WORD = "leaving the answers"
+RUNNING = "in progress"
+OVER = "over"
+ENDED_EARLY = "ended early"
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    """A window as pages and mirrorctl show it: the window, a word for where it stands, when
+    its mirror leaves the answers, and whether it can still be cancelled."""
+
+    window: object
+    word: str
+    leaves_at: _dt.datetime
+    cancellable: bool
+
+
+def status_of(w, now: _dt.datetime, ttl: int) -> WindowStatus:
+    if not counts(w):
+        word = CANCELLED
+    elif w.ends_at <= now:
+        word = ENDED_EARLY if w.cancelled_at is not None else OVER
+    elif w.starts_at <= now:
+        word = RUNNING
+    elif leaves_at(w, ttl) <= now:
+        word = LEAVING_WORD
+    else:
+        word = PLANNED
+    return WindowStatus(w, word, leaves_at(w, ttl),
+                        w.cancelled_at is None and w.ends_at > now)

@@ -20,6 +20,7 @@ from dnsd.models import (
     audit,
     current_version,
     maintainers,
+    maintenance_windows,
     mirror_health,
     mirrors,
     notes,
@@ -881,8 +882,9 @@ class EveryPageTests(AdminWebCase):
         routes = [r for r in admin_pages.build(self.ctx).routes
                   if r.method == b"POST" and r.login]
         self.assertGreaterEqual(len(routes), 10)
-        ids = {"mid": str(self.a.id), "aid": "1", "oid": "1", "uname": "hugo"}
-        tables = (mirrors, notes, outbox, audit, applications, sessions, users)
+        ids = {"mid": str(self.a.id), "aid": "1", "oid": "1", "uname": "hugo", "wid": "1"}
+        tables = (mirrors, notes, outbox, audit, applications, sessions, users,
+                  maintenance_windows)
 
         def snapshot():
             return [self.q(sa.select(t)) for t in tables]

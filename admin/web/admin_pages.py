@@ -65,6 +65,9 @@ DONE = {
     "deleted": "User deleted.",
     "probe": "Probe requested: every probe node probes this mirror within seconds (at most once "
              "a minute each); reload to see the results below.",
+    "maintenance": "Maintenance planned; the mirror leaves the DNS answers one TTL before it "
+                   "starts.",
+    "maintenance-cancelled": "Maintenance cancelled.",
 }
 
 DISPLAY_FIELDS = ("provider_name", "provider_url", "provider_logo")
@@ -113,6 +116,9 @@ def build(ctx: WebContext) -> Router:
     r.add("POST", mid + "/retire", p.retire, role="admin")
     r.add("POST", mid + "/notes", p.add_note)                  # helpers too
     r.add("POST", mid + "/probe", p.probe_now, role="admin")
+    r.add("POST", mid + "/maintenance", p.plan_maintenance, role="admin")
+    r.add("POST", mid + rf"/maintenance/(?P<wid>{ID})/cancel", p.cancel_maintenance,
+          role="admin")
     r.add("GET", r"network", network.of(ctx).admin_network)
     r.add("GET", r"mail", p.mail_form)
     r.add("POST", r"mail", p.mail, role="admin")
@@ -336,6 +342,36 @@ class AdminPages:
         except Refused as e:
             return await self.mirror_page(request, mid, error=str(e), code=409)
         return redirect(f"/admin/mirrors/{m.id}", done="probe")
+
+    # --- maintenance windows -----------------------------------------------------------------
+
+    async def plan_maintenance(self, request, mid):
+        """Plan a window from the mirror page's form; every field's problem is shown by it, the
+        text typed kept (dnsd.validation.maintenance_window_errors, then the store's own
+        refusals such as an overlapping window)."""
+        form = {f: form_value(request, f) for f in validation.WINDOW_FIELDS}
+        _w, errors = validation.maintenance_window_errors(
+            form["starts_at"], form["ends_at"], form["reason"], self.ctx.now())
+        if not errors:
+            m = await self._load(mid)
+            actor, now = _actor(request), self.ctx.now()
+            try:
+                await plans.change(self.ctx, lambda conn: store.plan_maintenance(
+                    conn, f"#{m.id}", actor, starts_at=form["starts_at"],
+                    ends_at=form["ends_at"], reason=form["reason"], mail=self.mail_settings,
+                    now=now))
+            except Refused as e:
+                errors[e.field if e.field in form else "starts_at"] = e.message
+            else:
+                return redirect(f"/admin/mirrors/{m.id}", done="maintenance")
+        return await self.mirror_page(request, mid, code=400, form={
+            "maint": form, "maint_errors": {k: _sentence(v) for k, v in errors.items()}})
+
+    async def cancel_maintenance(self, request, mid, wid):
+        actor, now = _actor(request), self.ctx.now()
+        return await self._change(request, mid, lambda conn, ref: store.cancel_maintenance(
+            conn, int(wid), actor, mirror_ref=ref, mail=self.mail_settings, now=now),
+            "maintenance-cancelled")
 
     # --- form-to-mail ------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ def make_jinja_env() -> jinja2.Environment:
     env.filters["duration"] = format_duration
     env.tests["web_url"] = is_web_url
     env.globals["status_word"] = status_word
+    env.globals["maintenance_word"] = maintenance_word
     return env
 
 
@@ -571,6 +572,13 @@ def status_word(status: str) -> str:
     from dnsd.statuses import word
 
     return word(status)
+
+
+def maintenance_word(phase: str) -> str:
+    """A maintenance phase in words (dnsd.maintenance)."""
+    from dnsd.maintenance import word
+
+    return word(phase)
 
 
 def format_duration(seconds) -> str:

@@ -2,8 +2,9 @@
 
 What it shows: the process registry, where dnsd.metrics registers the DNS collector (dnsd_queries_total,
 dnsd_plan_age_seconds, ...: the DNS service runs in this process), and gauges computed from the
-table: mirrors per status, per-mirror probe state (up, per family, sync age), whether the plan
-that answers serves each mirror (dnsd.serving's verdict: the live plan, else one built from the
+table: mirrors per status, per-mirror probe state (up, per family, sync age), maintenance
+windows (the phase a mirror is in, the next start), whether the plan that answers serves each
+mirror (dnsd.serving's verdict: the live plan, else one built from the
 same read), probe outcomes of the last hour, outbox depth and the waiting list.
 
 The table gauges are read per scrape with one `pool.run_readonly` (off the reactor thread) and cached
@@ -91,6 +92,14 @@ class TableCollector:
         srv = GaugeMetricFamily("mirrordns_mirror_serving", "1 when the DNS answers with the "
                                 "mirror (the plan's verdict), 0 when not", labels=["mirror",
                                                                                    "country"])
+        mt = GaugeMetricFamily("mirrordns_mirror_maintenance", "1 while a maintenance window "
+                               "keeps the mirror out of the DNS answers, by phase (leaving: the "
+                               "TTL before the start; maintenance; returning: ended, waiting for "
+                               "a passed probe); absent otherwise",
+                               labels=["mirror", "country", "phase"])
+        nxt = GaugeMetricFamily("mirrordns_mirror_maintenance_start_timestamp_seconds",
+                                "Unix time the mirror's next (or current) maintenance window "
+                                "starts", labels=["mirror"])
         plan = s["plan"]
         for m, h in s["mirrors"]:
             if h.last_probe_at is not None:
@@ -103,6 +112,13 @@ class TableCollector:
                 age.add_metric([m.name], a)
             e = plan.by_id.get(m.id)
             srv.add_metric([m.name, m.country], 1 if e is not None and e.serving else 0)
+            if e is not None and e.maintenance:
+                mt.add_metric([m.name, m.country, e.maintenance], 1)
+            if e is not None and e.windows:
+                nxt.add_metric([m.name], e.windows[0].starts_at.replace(
+                    tzinfo=_dt.UTC).timestamp())
+        yield mt
+        yield nxt
         yield up
         yield fam
         yield age

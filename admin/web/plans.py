@@ -27,13 +27,16 @@ async def current(ctx):
     if plan is not None:
         return plan
     cfg, now = ctx.cfg, ctx.now()
-    return await ctx.pool.run_readonly(lambda conn: build_plan(load_rows(conn), cfg, now))
+    return await ctx.pool.run_readonly(lambda conn: build_plan(load_rows(conn, now), cfg, now))
 
 
 def built_here(ctx, conn):
     """In a thd: the plan to show, built from `conn` when there is no live plan."""
     plan = live(ctx)
-    return plan if plan is not None else build_plan(load_rows(conn), ctx.cfg, ctx.now())
+    if plan is not None:
+        return plan
+    now = ctx.now()
+    return build_plan(load_rows(conn, now), ctx.cfg, now)
 
 
 async def change(ctx, op):

@@ -19,6 +19,7 @@ per-address rate limit on POSTs kept in memory and driven by the reactor's clock
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -37,8 +38,9 @@ from admin.web.framework import (
     form_values,
     redirect,
 )
-from dnsd import countries, picker, validation
+from dnsd import countries, maintenance, picker, statuses, validation
 from dnsd.errors import Refused
+from dnsd.records._base import iso
 
 _log = Logger(namespace="admin.web.public")
 
@@ -107,6 +109,38 @@ def public_mirror(e) -> PublicMirror:
 
 def serving_mirrors(plan) -> list[PublicMirror]:
     return [public_mirror(e) for e in plan.serving]
+
+
+@dataclass(frozen=True)
+class PublicMaintenance:
+    """A maintenance window in progress or ahead, as the public list shows it."""
+
+    name: str | None
+    hostname: str
+    country_name: str
+    starts_at: _dt.datetime
+    ends_at: _dt.datetime
+    state: str                       # dnsd.maintenance's word: planned, in progress, ...
+    reason: str
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "hostname": self.hostname, "starts_at": iso(self.starts_at),
+                "ends_at": iso(self.ends_at), "state": self.state, "reason": self.reason}
+
+
+def maintenance_notices(plan, now: _dt.datetime) -> list[PublicMaintenance]:
+    """The windows not ended yet of the active mirrors in the plan, soonest first."""
+    out = []
+    for e in plan.mirrors:
+        if e.status != statuses.ACTIVE:
+            continue
+        for w in e.windows:
+            c = countries.get(e.country)
+            out.append(PublicMaintenance(e.name, e.hostname, c.name if c else e.country,
+                                         w.starts_at, w.ends_at,
+                                         maintenance.status_of(w, now, plan.ttl).word,
+                                         w.reason))
+    return sorted(out, key=lambda n: (n.starts_at, sorting.natural(n.name or n.hostname)))
 
 
 def close_to(plan, cc: str | None, limit: int = CLOSE_LIMIT) -> tuple[str, list[PublicMirror]]:
@@ -214,7 +248,8 @@ class PublicPages:
         return await self.ctx.render_threaded(       # a long list: jinja off the reactor thread
             "public/mirrors.html", request, title=self.ctx.cfg.admin.public_title,
             close=close, tier=tier, visitor_country=here, groups=by_country(ms, order),
-            total=len(ms), waiting=counts, order=order, world_map=world)
+            total=len(ms), waiting=counts, order=order, world_map=world,
+            maintenance=maintenance_notices(plan, self.ctx.now()))
 
     async def mirrors_json(self, request):
         import json
@@ -226,6 +261,7 @@ class PublicPages:
             "plan_version": plan.version,
             "your_country": cc, "close_tier": tier, "close": [m.label for m in close],
             "mirrors": [m.as_json() for _cc, _n, group in by_country(ms) for m in group],
+            "maintenance": [n.as_json() for n in maintenance_notices(plan, self.ctx.now())],
         }
         return Response(json.dumps(body, indent=1), content_type=b"application/json",
                         headers={b"access-control-allow-origin": b"*",

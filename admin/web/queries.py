@@ -14,13 +14,14 @@ import json
 import sqlalchemy as sa
 
 from admin.web import sorting
-from dnsd import countries, serving, statuses
+from dnsd import countries, maintenance, serving, statuses
 from dnsd.errors import NotFound
 from dnsd.models import mirrors, outbox, probe_results
 from dnsd.plan import build_plan, load_rows
 from dnsd.records import applications as _apps
 from dnsd.records import health as _health
 from dnsd.records import maintainers as _maint
+from dnsd.records import maintenance as _windows
 from dnsd.records import mirrors as _mirrors
 from dnsd.records import notes as _notes
 from dnsd.records.health import Health
@@ -74,7 +75,7 @@ class MirrorView:
 
 
 def _plan(conn, plan, cfg, now):
-    return plan if plan is not None else build_plan(load_rows(conn), cfg, now)
+    return plan if plan is not None else build_plan(load_rows(conn, now), cfg, now)
 
 
 def _status_rank(v: MirrorView) -> tuple:
@@ -197,6 +198,8 @@ def mirror_page(mid: int, *, plan, cfg, now: _dt.datetime, results: int = 50):
         h = _health.get(conn, mid)
         extra["addresses"] = serving.addresses(m, h)
         extra["vantages"] = probe_store.vantage_verdicts(conn, cfg, mid, now)
+        extra["windows"] = [maintenance.status_of(w, now, cfg.dns.ttl)
+                            for w in _windows.of_mirror(conn, mid)]
         return MirrorView(m, h, p.by_id.get(mid), extra)
     return thd
 

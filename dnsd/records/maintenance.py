@@ -52,11 +52,25 @@ def get(conn: sa.Connection, window_id: int) -> Window | None:
     return from_mapping(Window, r._mapping) if r else None
 
 
+def select(conn: sa.Connection, mirror_id: int | None = None, *,
+           not_ended_at: _dt.datetime | None = None, limit: int | None = 20) -> list[Window]:
+    """Windows, the latest start first: one mirror's (or every mirror's), all of them
+    (cancelled ones too: the record), or with `not_ended_at` only the counting ones not ended
+    then, soonest first."""
+    q = sa.select(*COLUMNS)
+    if mirror_id is not None:
+        q = q.where(t.c.mirror_id == mirror_id)
+    if not_ended_at is not None:
+        q = q.where(rule.counting(t), t.c.ends_at > not_ended_at).order_by(
+            t.c.starts_at, t.c.id)
+    else:
+        q = q.order_by(t.c.starts_at.desc(), t.c.id.desc())
+    return _many(conn, q.limit(limit) if limit else q)
+
+
 def of_mirror(conn: sa.Connection, mirror_id: int, limit: int | None = 20) -> list[Window]:
     """A mirror's windows, the latest start first (cancelled ones too: the record)."""
-    q = sa.select(*COLUMNS).where(t.c.mirror_id == mirror_id).order_by(
-        t.c.starts_at.desc(), t.c.id.desc())
-    return _many(conn, q.limit(limit) if limit else q)
+    return select(conn, mirror_id, limit=limit)
 
 
 def relevant(conn: sa.Connection, now: _dt.datetime,
