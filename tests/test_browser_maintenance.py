@@ -12,23 +12,15 @@ import datetime as _dt
 from playwright.sync_api import expect
 
 from dnsd.models import utcnow
-from tests.test_browser_admin import (  # noqa: F401  (fixtures)
-    ARTIFACTS,
-    ZONE,
-    a_records,
-    browser,
-    login,
-    page,
-    stack,
-    wait_until,
-)
+from tests.browser_support import ARTIFACTS, screenshot, wait_until
+from tests.test_browser_admin import ZONE, a_records, login, stack  # noqa: F401  (the fixture)
 
 
 def _at(minutes: int) -> str:
     return (utcnow() + _dt.timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M")
 
 
-def test_admin_plans_maintenance_and_the_dns_follows(stack, page):  # noqa: F811
+def test_admin_plans_maintenance_and_the_dns_follows(stack, page):  # noqa: F811 (stack)
     base, port = stack["base"], stack["dns_port"]
     us1 = "198.51.100.5"
     name = f"us.{ZONE}"
@@ -58,10 +50,10 @@ def test_admin_plans_maintenance_and_the_dns_follows(stack, page):  # noqa: F811
     expect(page.locator("p.plan").first).to_contain_text("Not serving in the DNS plan")
     expect(page.locator("table.windows")).to_contain_text("leaving the answers")
     assert us1 not in a_records(port, name)
-    page.screenshot(path=str(ARTIFACTS / "admin-maintenance.png"), full_page=True)
+    screenshot(page, "admin-maintenance.png")
     page.goto(f"{base}/")
     expect(page.locator("section#maintenance")).to_contain_text("new disks")
-    page.screenshot(path=str(ARTIFACTS / "public-maintenance.png"), full_page=True)
+    screenshot(page, "public-maintenance.png")
 
     page.goto(f"{base}/admin/mirrors/{stack['ids']['us1']}")
     page.click("table.windows button:has-text('Cancel')")
