@@ -449,9 +449,18 @@ class OwnMirrorTests(MaintainerCase):
 # --- authorisation: no route, no id ----------------------------------------------------------------
 
 def _fill(pattern: str, values: dict) -> str:
-    """A route pattern with its groups filled in (alternatives: the first one)."""
-    return re.sub(r"\(\?P<(\w+)>([^)]*)\)",
-                  lambda g: values.get(g.group(1)) or g.group(2).split("|")[0], pattern)
+    """A route pattern with its groups filled in (alternatives: the first one).
+
+    A group that is neither given nor a list of alternatives is an error, so a new route with a
+    new id cannot slip through as a pattern that matches nothing (a 404 instead of the check)."""
+    def one(g):
+        name, body = g.group(1), g.group(2)
+        if name in values:
+            return values[name]
+        if "|" not in body and not re.fullmatch(r"[\w-]+", body):
+            raise KeyError(f"no value for the route group {name!r} in {pattern!r}")
+        return body.split("|")[0]
+    return re.sub(r"\(\?P<(\w+)>([^)]*)\)", one, pattern)
 
 
 class AuthorisationTests(MaintainerCase):
@@ -509,7 +518,7 @@ class AuthorisationTests(MaintainerCase):
             for route in routes:
                 for mid in [str(self.us.id), str(self.de.id), "99999", "999999999"]:
                     path = "/admin/" + _fill(route.pattern.pattern, {
-                        "mid": mid, "aid": "1", "oid": "1", "uname": "alice"})
+                        "mid": mid, "aid": "1", "oid": "1", "wid": "1", "uname": "alice"})
                     stub = StubTreq(build_root(self.ctx))
                     if route.method == b"GET":
                         r, body = self.get(path, stub, cookies=cookies)
