@@ -8,6 +8,8 @@ weekly report a week after it starts. The reminder job runs hourly and each mirr
 its own `reminder_mailed_at`, so a maintainer gets one reminder a day counted from the outage, not
 from whenever the job happened to run.
 
+The same loop deletes old reports from downloaders (admin.mirror_reports.expire, hourly).
+
 Templates are the probe mail templates (probes/templates/*.txt), rendered by probes.mails.
 """
 
@@ -20,7 +22,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from admin import waitinglist
+from admin import mirror_reports, waitinglist
 from dnsd import serving
 from dnsd.jobs import Job, run_once
 from dnsd.models import mirror_health
@@ -33,6 +35,7 @@ from probes import mails
 WEEKLY = Job("weekly-report", _dt.timedelta(days=7), wait_first_period=True)
 REMINDERS = Job("daily-reminders", _dt.timedelta(hours=1))
 WAITING_LIST = Job(waitinglist.JOB, _dt.timedelta(days=1))  # each applicant is due on its own
+EXPIRE_REPORTS = Job("expire-reports", _dt.timedelta(hours=1))
 
 
 def _now(reactor) -> _dt.datetime:
@@ -149,7 +152,8 @@ class ReportsService(service.Service):
     async def _tick(self) -> dict:
         done = {}
         for job, fn in ((WEEKLY, weekly_report), (REMINDERS, daily_reminders),
-                        (WAITING_LIST, waitinglist.application_reminders)):
+                        (WAITING_LIST, waitinglist.application_reminders),
+                        (EXPIRE_REPORTS, mirror_reports.expire)):
             now = _now(self.reactor)
             try:
                 res = await self.pool.run(

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from dnsd import recipients, statuses, validation
 from dnsd.errors import Invalid
+from dnsd.errors import sentence as _sentence
 from dnsd.models import applications, utcnow
 from dnsd.outbox import queue_mail
 from dnsd.records import applications as _apps
@@ -63,10 +64,6 @@ class Validated:
 def is_web_url(u: str) -> bool:
     """An http(s) URL with a host: anything else (javascript:, data:) never reaches a page."""
     return validation.is_web_url(u)
-
-
-def _sentence(msg: str) -> str:
-    return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")
 
 
 def validate(form: dict[str, str], people: list[tuple[str, str]] = (),

@@ -157,6 +157,20 @@ class ProbesConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    """Reports from downloaders (admin.mirror_reports)."""
+
+    enabled: bool = True                  # the public form, the JSON endpoint and the links
+    threshold: int = 3                    # reports (from distinct networks) in `window` that mail
+    window: int = 3600                    # seconds; also how long the admin pages call them recent
+    rate_limit: int = 5                   # reports per visitor network per rate_window (per node)
+    rate_window: int = 3600
+    ipv4_prefix: int = 24                 # a visitor's network: its IPv4 /24 ...
+    ipv6_prefix: int = 56                 # ... or IPv6 /56
+    keep_days: int = 30                   # reports older than this are deleted
+
+
+@dataclass(frozen=True)
 class MailConfig:
     smtp: str = "127.0.0.1:25"
     from_: str = "mirrors@example.org"
@@ -204,6 +218,7 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     mail: MailConfig = field(default_factory=MailConfig)
     closer: CloserConfig = field(default_factory=CloserConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     path: str = ""                        # the file this came from ("" = built-in defaults)
 
     @property
@@ -343,6 +358,12 @@ def _validate(cfg: Config, fname: str) -> None:
         d.nsid.encode("ascii")
     except UnicodeEncodeError:
         raise ConfigError(f"{fname}: [dns] nsid: ASCII only") from None
+    r = cfg.reports
+    if r.threshold < 1 or r.window < 1 or r.rate_limit < 1 or r.rate_window < 1 or r.keep_days < 1:
+        raise ConfigError(f"{fname}: [reports] threshold, window, rate_limit, rate_window and "
+                          "keep_days must be at least 1")
+    if not 8 <= r.ipv4_prefix <= 32 or not 16 <= r.ipv6_prefix <= 128:
+        raise ConfigError(f"{fname}: [reports] ipv4_prefix: 8..32, ipv6_prefix: 16..128")
     if cfg.mail.claim_lease <= 0:
         raise ConfigError(f"{fname}: [mail] claim_lease must be positive")
     p = cfg.probes

@@ -26,3 +26,8 @@ class Invalid(Refused):
 
 class NotFound(Refused):
     """A mirror, user, application or mail that is not in the table."""
+
+
+def sentence(msg: str) -> str:
+    """A rule's message ("the note is empty") as a sentence a page shows by its field."""
+    return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")

@@ -400,6 +400,45 @@ audit = sa.Table(
 )
 sa.Index("ix_audit_mirror", audit.c.mirror_id, audit.c.at)
 
+# Reports from downloaders (admin.mirror_reports). `visitor` is a keyed hash of the visitor's
+# network under that day's key (report_keys), never an address: one row per visitor, mirror and
+# day (a repeat replaces the reason and text). Deleted after [reports] keep_days.
+mirror_reports = sa.Table(
+    "mirror_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False, default=""),
+    sa.Column("visitor", sa.String(32), nullable=False),
+    sa.Column("repeats", sa.Integer, nullable=False, default=0),
+    sa.UniqueConstraint("mirror_id", "visitor", name="uq_mirror_reports_visitor"),
+)
+sa.Index("ix_mirror_reports_mirror_time", mirror_reports.c.mirror_id, mirror_reports.c.created_at)
+sa.Index("ix_mirror_reports_created_at", mirror_reports.c.created_at)
+
+# The day's key of the visitor hash; a key is deleted the day after, so yesterday's hashes can
+# no longer be tied to any network.
+report_keys = sa.Table(
+    "report_keys",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("key", sa.String(64), nullable=False),
+)
+
+# Per mirror: the row every report of it locks first, and when its maintainers were last mailed
+# about reports (set by compare-and-set, so N reports mail once across admin nodes).
+report_mails = sa.Table(
+    "report_mails",
+    metadata,
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("mailed_at", sa.DateTime, nullable=True),
+)
+
 # Timestamps of scheduled jobs (weekly report, daily reminders, ...), so a restart does not resend;
 # a node holds the job's row locked while it runs it, so one node runs it per period (dnsd.jobs).
 job_runs = sa.Table(

@@ -55,6 +55,8 @@ AUDIENCE = {
     "disabled": Audience.MAINTAINERS_ELSE_LIST,
     "recovered": Audience.MAINTAINERS_ELSE_LIST,
     "vantage-broken": Audience.LIST,       # one mail about a probe vantage, not one per mirror
+    # downloaders' reports reaching [reports] threshold (admin.mirror_reports)
+    "reports": Audience.MAINTAINERS_ELSE_LIST,
     # scheduled mails (admin.reports)
     "weekly": Audience.LIST,
     "reminder": Audience.MAINTAINERS,

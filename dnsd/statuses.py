@@ -34,6 +34,9 @@ NEW_MIRROR = (PENDING, ACTIVE, DISABLED_ADMIN)
 PROBED = (PENDING, ACTIVE, DISABLED_ADMIN, DISABLED_PROBES)
 # Mirrors a person still counts as "in the network" (a host name may be used by one of them only).
 LIVE = PROBED
+# Mirrors a downloader may report (admin.mirror_reports): those the public may have been sent to
+# lately; a pending mirror never was, a retired one is gone.
+REPORTABLE = (ACTIVE, DISABLED_ADMIN, DISABLED_PROBES)
 # The two statuses the verdicts move between; an admin's decision is never undone by a probe.
 VERDICT_STATUSES = (ACTIVE, DISABLED_PROBES)
 

@@ -44,6 +44,7 @@ MAX_LEN = {
     "hostname": 253, "url": 512, "provider_name": 255, "provider_url": 512, "provider_logo": 512,
     "maintainer_name": 255, "email": 254, "reason": 500, "note": 10_000, "comments": 4_000,
     "applicant_name": 255, "source": 255, "subject": 200, "mail_body": 50_000,
+    "report_text": 1_000,
 }
 SPEC_MAX = {"bandwidth_mbit": 1_000_000, "cores": 100_000, "memory_gb": 1_000_000,
             "disk_gb": 100_000_000}
@@ -131,6 +132,31 @@ def reason(value, field: str = "reason", required: bool = False) -> str:
 
 def note(value, field: str = "text") -> str:
     return text(value, field, limit=MAX_LEN["note"], required=True, lines=True, what="the note")
+
+
+# A downloader's report (admin.mirror_reports): one reason from this short list, in the words the
+# form shows, and an optional text.
+REPORT_REASONS = {
+    "unreachable": "The mirror does not answer (or not over HTTPS)",
+    "outdated": "Its files are out of date (a release is missing)",
+    "corrupt": "Files are wrong or corrupt (checksums or signatures do not match)",
+    "slow": "Downloads are very slow",
+    "other": "Something else (please say what below)",
+}
+
+
+def report_reason(value, field: str = "reason") -> str:
+    v = text(value, field, limit=32, what="the reason")
+    if v not in REPORT_REASONS:
+        raise Invalid(field, "please choose one of the reasons" if not v else
+                      f"'{v[:32]}' is not one of the reasons ({', '.join(REPORT_REASONS)})")
+    return v
+
+
+def report_text(value, reason: str = "", field: str = "text") -> str:
+    """Optional, except with the reason "other", which says nothing by itself."""
+    return text(value, field, limit=MAX_LEN["report_text"], lines=True, what="the text",
+                required=reason == "other")
 
 
 # --- mirror fields ---------------------------------------------------------------------------------

@@ -101,3 +101,19 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class MailRecorder:
+    """An aiosmtpd handler keeping (recipients, parsed message) of every mail it is handed:
+    ``Controller(MailRecorder(), hostname="127.0.0.1", port=free_port())``."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        import email.policy
+
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((list(envelope.rcpt_tos), msg))
+        return "250 OK"

@@ -11,8 +11,6 @@ mirror list and a mirror page under tests/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import datetime as _dt
-import email
-import email.policy
 
 import dns.message
 import dns.query
@@ -28,7 +26,7 @@ from dnsd.db import make_engine, upgrade
 from dnsd.models import applications, mirror_health, mirrors, probe_results, probe_rollups, utcnow
 from dnsd.validation import Rules
 from tests.browser_support import ARTIFACTS, ROOT, twistd, wait_until
-from tests.helpers import free_port
+from tests.helpers import MailRecorder, free_port
 
 PW = "browser-test-password"
 ZONE = "mirrors.example.org"
@@ -124,28 +122,18 @@ list = "mirrors@lists.example.org"
     engine = make_engine(f"sqlite:///{d}/mirrors.sqlite")
     upgrade(engine)
     ids = _seed(engine)
-    smtp = Controller(Recorder(), hostname="127.0.0.1", port=smtp_port)
+    smtp = Controller(MailRecorder(), hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     base = f"http://127.0.0.1:{web_port}"
     try:
         with twistd(cfg, f"{base}/admin/login", d / "twistd.log"):
             yield {"base": base, "dns_port": dns_port, "engine": engine, "ids": ids,
-                   "log": d / "twistd.log", "mails": smtp.handler.mails}
+                   "log": d / "twistd.log", "mails": smtp.handler.messages}
     finally:
         smtp.stop()
         engine.dispose()
 
 
-class Recorder:
-    """aiosmtpd handler keeping (recipients, parsed message) of every mail it is handed."""
-
-    def __init__(self):
-        self.mails = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.mails.append((list(envelope.rcpt_tos),
-                           email.message_from_bytes(envelope.content, policy=email.policy.default)))
-        return "250 OK"
 
 
 def login(page, base, user="alice"):

@@ -3,9 +3,6 @@ plan and picker reading the table, and the outbox sending to a real SMTP server 
 
 from __future__ import annotations
 
-import email
-import email.policy
-
 import pytest_twisted
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
@@ -19,19 +16,9 @@ from dnsd.db import DBPool
 from dnsd.geo import GeoLocator
 from dnsd.models import ACTIVE, DISABLED_PROBES, mirror_health, mirrors, utcnow
 from tests.dns_support import until
-from tests.helpers import free_port
+from tests.helpers import MailRecorder, free_port
 from tests.probe_mirrors import FakeMirror, serve
 from tests.probe_support import add_mirror
-
-
-class Recorder:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append((list(envelope.rcpt_tos), msg))
-        return "250 OK"
 
 
 @pytest_twisted.ensureDeferred
@@ -45,7 +32,7 @@ async def test_outage_and_recovery_end_to_end(sqlite_engine, test_mmdb):
                           emails=(f"ops{i}@example.net",))
                for i, p in ((1, p1), (2, p2))]
     smtp_port = free_port()
-    rec = Recorder()
+    rec = MailRecorder()
     ctl = Controller(rec, hostname="127.0.0.1", port=smtp_port)
     ctl.start()
     cfg = Config(

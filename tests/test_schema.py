@@ -143,6 +143,9 @@ def test_upgrading_a_populated_table_keeps_everything(tmp_path):
             assert conn.execute(sa.select(models.audit.c.actor)).scalar_one() == "root"
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 models.login_links)).scalar() == 0
+            # 0008: no report, no day key
+            for t in (models.mirror_reports, models.report_keys, models.report_mails):
+                assert conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() == 0
         from admin import store
         with engine.begin() as conn:                             # ... and the old mirror can
             w = store.plan_maintenance(conn, "de1", "root", starts_at=now + dt.timedelta(days=1),

@@ -14,6 +14,7 @@ import datetime as _dt
 import inspect
 import json
 import re
+from urllib.parse import quote
 
 from markupsafe import Markup
 from twisted.application import service
@@ -331,6 +332,8 @@ class ClosePages(resource.Resource):
             "logo": esc(logo) if logo.startswith(("https://", "http://")) else "",
             "link": esc(link) if link.startswith(("https://", "http://")) else "",
             "lookup": "",
+            "report": esc(report_link(e)) if e is not None and self.closer.cfg.reports.enabled
+            else "",
             "http": [esc(u) for u in sel.lists["http"]],
             "https": [esc(u) for u in sel.lists["https"]],
             "ftp": [esc(u) for u in sel.lists["ftp"]],
@@ -390,6 +393,11 @@ class ClosePages(resource.Resource):
         out = await self.ctx.render_threaded("closer/page.html", None, body=Markup(body),
                                              page_title=title)
         return out.encode("utf-8")
+
+
+def report_link(entry) -> str:
+    """The public report form for the mirror a page suggests (admin.web.report_pages)."""
+    return "/report?mirror=" + quote(entry.name or entry.hostname, safe="")
 
 
 def collapse_slashes(out: str, urls) -> str:

@@ -23,9 +23,10 @@ from admin.web.paths import contained
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 TEMPLATE_SUFFIXES = (".html", ".ezt", ".md")
 
-# The variables of the original, plus the archive page's [lookup] and the origin's base URL.
+# The variables of the original, plus the archive page's [lookup], the origin's base URL and
+# the link to report a problem with the preferred mirror.
 SCALARS = ("preferred", "path_info", "location", "country", "cca2", "project", "logo", "link",
-           "lookup", "origin")
+           "lookup", "origin", "report")
 LISTS = ("http", "https", "ftp", "rsync", "backup")
 # EZT's own commands; [include]/[insertfile] are left out on purpose (a template must not read
 # files outside the document root).

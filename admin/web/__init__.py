@@ -60,6 +60,8 @@ def build_root(ctx: WebContext) -> resource.Resource:
     from admin.web import api, metrics, network, public
     public.mount(root, ctx)                      # /, /mirrors.json, /apply...
     network.mount(root, ctx)                     # /country/<cc>, /status
+    from admin.web import report_pages
+    report_pages.mount(root, ctx)                # /report, /report.json
     root.putChild(b"api", api.build(ctx))
     if ctx.cfg.admin.metrics:
         root.putChild(b"metrics", metrics.build(ctx))

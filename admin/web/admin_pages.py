@@ -19,9 +19,9 @@ import datetime as _dt
 import sqlalchemy as sa
 from twisted.logger import Logger
 
-from admin import store
+from admin import mirror_reports, store
 from admin.passwords import hash_password, new_password_problem
-from admin.web import graphs, network, plans, queries
+from admin.web import graphs, network, plans, queries, report_pages
 from admin.web.auth import Busy, LoginPages, PasswordChecks, Throttled, throttled_message
 from admin.web.clients import client_ip
 from admin.web.framework import (
@@ -39,6 +39,7 @@ from admin.web.sessions import create_session
 from dnsd import countries, recipients, statuses, validation
 from dnsd import outbox as _outbox
 from dnsd.errors import Invalid, Refused
+from dnsd.errors import sentence as _sentence
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
 from probes import history
@@ -129,6 +130,7 @@ def build(ctx: WebContext) -> Router:
     r.add("GET", aid, p.application)
     r.add("POST", aid + "/status", p.application_status, role="admin")
     r.add("POST", aid + "/accept", p.accept, role="admin")
+    r.add("GET", r"reports", lambda request: report_pages.admin_list(ctx, request))
     r.add("GET", r"outbox", p.outbox, role="admin")
     r.add("POST", rf"outbox/(?P<oid>{ID})/(?P<op>retry|discard)", p.outbox_change,
           role="admin")
@@ -192,15 +194,18 @@ class AdminPages:
     async def mirror_page(self, request, mid, *, error: str = "", code: int = 200,
                           form: dict | None = None):
         m = await self._load(mid)
-        probe_request = await self.ctx.pool.run_readonly(lambda conn: (
-            probe_requests.get(conn, m.id), probe_requests.served(conn, m.id)))
+        cfg = self.ctx.cfg
+        probe_request, reports = await self.ctx.pool.run_readonly(lambda conn: (
+            (probe_requests.get(conn, m.id), probe_requests.served(conn, m.id)),
+            mirror_reports.of_mirror(conn, cfg, m.id, self.ctx.now())))
         html = await self.ctx.render_threaded(
             "admin/mirror.html", request, title=m.name or m.hostname, m=m,
             flash=error or _done(request), flash_kind="bad" if error else "ok",
             geo=self._geo_check(m), **await mirror_graphs(self.ctx, m.id),
             form=form or {}, max_age=self._max_age(), labels=LABELS,
             probe_request=probe_request[0], probe_served=probe_request[1],
-            probes_on=self.ctx.cfg.probes.enabled)
+            probes_on=self.ctx.cfg.probes.enabled, reports=reports,
+            report_reasons=validation.REPORT_REASONS)
         return Response(html, code=code)
 
     def _geo_check(self, m) -> list[dict]:
@@ -625,10 +630,6 @@ def _form_from_request(request) -> dict:
         else:
             form[k] = form_value(request, k)
     return form
-
-
-def _sentence(msg: str) -> str:
-    return msg[:1].upper() + msg[1:] + ("" if msg.endswith((".", "?", "!")) else ".")
 
 
 def validate_fields(form: dict, fields, rules: validation.Rules = validation.STRICT

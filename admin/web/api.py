@@ -29,8 +29,8 @@ from twisted.logger import Logger
 
 from admin import store
 from admin.web import plans
-from admin.web.framework import HTTPError, Response, Router, WebContext
-from admin.web.limits import FormError, body_bytes, query_args
+from admin.web.framework import HTTPError, Response, Router, WebContext, json_object
+from admin.web.limits import query_args
 from dnsd import countries, validation
 from dnsd.errors import Invalid, NotFound, Refused
 from dnsd.models import STATUSES, audit, users, utcnow
@@ -222,19 +222,9 @@ class API:
     @staticmethod
     def _body(request) -> dict:
         try:
-            raw = body_bytes(request)        # the listener has refused bodies over [admin] max_body
-        except FormError:
-            raise APIError(413, "request body too large") from None
-        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
-            raise APIError(415, "send the body as application/json")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise APIError(400, "the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "the body must be a JSON object")
-        return data
+            return json_object(request)
+        except HTTPError as e:
+            raise APIError(e.code, e.message) from None
 
     @staticmethod
     def _text(data: dict, key: str, required: bool, limit: int, lines: bool = False) -> str:

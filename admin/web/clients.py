@@ -87,18 +87,26 @@ def client_ip(ctx, request) -> str:
     return rule.client(request)
 
 
-def address_key(ip: str) -> str:
-    """The unit a limit counts: the address, IPv6 folded to its /64 (one subscriber usually holds
-    a whole /64), IPv4-mapped IPv6 as IPv4; anything else as it is."""
+def network_key(ip: str, v4_prefix: int = 32, v6_prefix: int = 64) -> str:
+    """The network a visitor counts as: their address's IPv4 /v4_prefix or IPv6 /v6_prefix
+    ('192.0.2.0/24', '2001:db8::/56'; a whole IPv4 address as it is), IPv4-mapped IPv6 as IPv4;
+    anything that is no address (UNKNOWN_CLIENT) as it is, so all such visitors are one."""
     try:
         a = ipaddress.ip_address(ip)
     except ValueError:
         return ip
-    if a.version == 6:
-        if a.ipv4_mapped is not None:
-            return str(a.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{a}/64", strict=False))
-    return str(a)
+    if a.version == 6 and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    prefix = v4_prefix if a.version == 4 else v6_prefix
+    if prefix == a.max_prefixlen:
+        return str(a)
+    return str(ipaddress.ip_network(f"{a}/{prefix}", strict=False))
+
+
+def address_key(ip: str) -> str:
+    """The unit a limit counts: the address, IPv6 folded to its /64 (one subscriber usually holds
+    a whole /64), IPv4-mapped IPv6 as IPv4; anything else as it is."""
+    return network_key(ip)
 
 
 class RateLimiter:
@@ -107,11 +115,11 @@ class RateLimiter:
     Expired keys are dropped as the table grows, so memory stays bounded by the recent visitors.
     """
 
-    def __init__(self, clock, limit: int, window: float, max_keys: int = 100_000):
+    def __init__(self, clock, limit: int, window: float, max_keys: int = 100_000, key=None):
+        """key(ip) -> the unit counted (default `address_key`: the address, IPv6 per /64)."""
         self.clock, self.limit, self.window, self.max_keys = clock, limit, window, max_keys
         self._hits: dict[str, collections.deque] = {}
-
-    key = staticmethod(address_key)
+        self.key = key or address_key
 
     def hit(self, ip: str) -> float:
         """Count one event; 0 when allowed, else the seconds until the next one would be."""
