@@ -42,6 +42,7 @@ from dnsd.db import upsert
 from dnsd.errors import NotFound
 from dnsd.models import mirror_reports, mirrors, report_keys, report_mails
 from dnsd.records import mirrors as _mirrors
+from dnsd.records._base import insert_if_missing
 from probes import mails
 from probes.requests import ProbeRequest, request_probe
 
@@ -104,8 +105,7 @@ def network(ip: str, v4_prefix: int = 24, v6_prefix: int = 56) -> str:
 def day_key(conn: sa.Connection, day: _dt.date) -> bytes:
     """The day's key, made by the first report of the day (an insert that loses to another
     node's leaves that node's key)."""
-    conn.execute(upsert(conn)(report_keys).values(day=day, key=secrets.token_hex(32))
-                 .on_conflict_do_nothing(index_elements=["day"]))
+    insert_if_missing(conn, report_keys, day=day, key=secrets.token_hex(32))
     return bytes.fromhex(conn.execute(sa.select(report_keys.c.key)
                                       .where(report_keys.c.day == day)).scalar_one())
 
@@ -138,8 +138,7 @@ def add_report(conn: sa.Connection, cfg, ref: str, reason: str, text: str, ip: s
     m = reportable(conn, ref)
     r = cfg.reports
     # the mirror's lock: every report of this mirror waits here for the one before it
-    conn.execute(upsert(conn)(report_mails).values(mirror_id=m.id, mailed_at=None)
-                 .on_conflict_do_nothing(index_elements=["mirror_id"]))
+    insert_if_missing(conn, report_mails, mirror_id=m.id, mailed_at=None)
     conn.execute(sa.select(report_mails.c.mirror_id).where(report_mails.c.mirror_id == m.id)
                  .with_for_update())
     visitor = visitor_hash(conn, network(ip, r.ipv4_prefix, r.ipv6_prefix), now)
