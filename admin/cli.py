@@ -26,7 +26,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from admin import importers, store
+from admin import figures, importers, store
 from admin.store import MailSettings, StoreError
 from dnsd import statuses, validation
 from dnsd.config import ConfigError, load_config
@@ -130,6 +130,11 @@ def print_table(rows: list[list[str]], header: list[str]) -> None:
 
 def _when(v) -> str:
     return v.strftime("%Y-%m-%d %H:%M") if isinstance(v, _dt.datetime) else "-"
+
+
+def _when_ago(v, now: _dt.datetime) -> str:
+    """'2026-11-21 09:00 (5 min ago)', or '-' for never."""
+    return f"{_when(v)} ({figures.ago(v, now)})" if isinstance(v, _dt.datetime) else "never"
 
 
 # --- db ----------------------------------------------------------------------------------------
@@ -346,39 +351,39 @@ def cmd_show(args, ctx):
                     "maintenance": plain(windows)})
         return
     zone = ctx.cfg.dns.zone
+    now = utcnow()
     print(f"{m.name or '#' + str(m.id)}.{zone}  ({m.hostname})")
-    print(f"  status      {m.status} since {_when(m.status_since)}"
+    print(f"  status      {m.status} since {_when_ago(m.status_since, now)}"
           + (f": {m.status_reason}" if m.status_reason else ""))
     print(f"  serving     {_serving_text(e)}")
     for i, w in enumerate(windows):
         print(f"  {'maintenance' if i == 0 else '':<11} {_window_text(w, ctx)}: {w.reason}")
     c = countries.get(m.country)
-    print(f"  country     {m.country} {c.name if c else ''}")
+    print(f"  country     {m.country} {c.name if c else ''}".rstrip())
     how = "pinned" if addr.pinned else f"resolved from {m.hostname} by the probes"
     print(f"  addresses   {addr.ipv4 or '-'}  {addr.ipv6 or '-'}  ({how})")
     for proto, url in m.urls.items():
         print(f"  {proto:<11} {url}")
-    print(f"  provider    {m.provider_name or '-'}  {m.provider_url}"
-          + (f"  logo {m.provider_logo}" if m.provider_logo else ""))
+    print((f"  provider    {m.provider_name or '-'}  {m.provider_url}"
+           + (f"  logo {m.provider_logo}" if m.provider_logo else "")).rstrip())
     print(f"  backup      {'yes' if m.backup else 'no'}    weight {m.weight:g}")
-    specs = [f"{m.bandwidth_mbit or '?'} Mbit/s", f"{m.cores or '?'} cores",
-             f"{m.memory_gb or '?'} GB memory", f"{m.disk_gb or '?'} GB disk",
+    specs = [figures.number(m.bandwidth_mbit, "Mbit/s"), figures.number(m.cores, "cores"),
+             figures.number(m.memory_gb, "GB memory"), figures.number(m.disk_gb, "GB disk"),
              "IPv6" if m.has_ipv6 else "no IPv6", "HTTPS" if m.has_https else "no HTTPS"]
     print(f"  declared    {', '.join(specs)}")
     print(f"  source      {m.source or '-'}   created {_when(m.created_at)}, "
-          f"updated {_when(m.updated_at)}")
+          f"updated {_when_ago(m.updated_at, now)}")
     print("  maintainers " + (_show_value(d.maintainers) if d.maintainers else "-"))
     if h.last_probe_at is not None:
-        print(f"  health      last probe {_when(h.last_probe_at)}, last ok {_when(h.last_ok_at)}"
-              f", synced {_when(h.last_sync_at)} "
-              f"({serving.freshness(serving.sync_age(h.last_sync_at, utcnow()), ctx.cfg)}), "
-              f"{h.failures_in_row} failures in a row")
-
-        def up(v):
-            return "-" if v is None else f"{v * 100:.1f}%"
-        print(f"              uptime 24h {up(h.uptime_24h)} 7d {up(h.uptime_7d)} "
-              f"30d {up(h.uptime_30d)}; rtt p50 {h.rtt_p50_ms or '-'} ms "
-              f"p95 {h.rtt_p95_ms or '-'} ms")
+        age = serving.sync_age(h.last_sync_at, now)
+        synced = (f"synced {figures.duration(age)} ago ({serving.freshness(age, ctx.cfg)})"
+                  if age is not None else "never synced")
+        print(f"  health      last probe {_when_ago(h.last_probe_at, now)}, "
+              f"last ok {_when_ago(h.last_ok_at, now)}")
+        print(f"              {synced}, {h.failures_in_row} failures in a row")
+        print(f"              uptime 24 h {figures.percent(h.uptime_24h)}, "
+              f"7 d {figures.percent(h.uptime_7d)}, 30 d {figures.percent(h.uptime_30d)}; "
+              f"response p50 {figures.ms(h.rtt_p50_ms)}, p95 {figures.ms(h.rtt_p95_ms)}")
         if h.last_error:
             print(f"              last error: {h.last_error}")
         if h.geo_check:
@@ -388,7 +393,7 @@ def cmd_show(args, ctx):
     for i, v in enumerate(views):
         counts = "counts" if v.standing.counts else f"does not count ({v.standing.reason})"
         print(f"  {'vantages' if i == 0 else '':<11} {v.vantage}: {v.says}; {counts}; "
-              f"last probe {_when(v.view.last_probe_at)}")
+              f"last probe {_when_ago(v.view.last_probe_at, now)}")
     if e is not None:
         print(f"  {e.score_explain}")
     print(f"  notes       {len(d.notes)} latest" if d.notes else "  notes       none")
@@ -462,9 +467,15 @@ def cmd_audit(args, ctx):
     if args.json:
         print_json(plain(rows))
         return
+    table = []
     for r in rows:
-        print(f"{_when(r.at)}  {r.actor}  {r.action}  #{r.mirror_id or '-'}  "
-              f"{r.before or '{}'} -> {r.after or '{}'}")
+        changes = [f"{k}: {new or '-'}" if not r.before else f"{k}: {old or '-'} -> {new or '-'}"
+                   for k, old, new in r.changes()]
+        table.append([_when(r.at), r.actor, r.action, r.target, "; ".join(changes)])
+    if table:
+        print_table(table, ["WHEN", "WHO", "WHAT", "TARGET", "CHANGES"])
+    else:
+        print("no changes recorded")
 
 
 # --- maintenance windows -----------------------------------------------------------------------

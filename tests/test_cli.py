@@ -6,8 +6,10 @@ Every error must be one line on stderr, a non-zero exit and an unchanged table.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +300,62 @@ def test_a_closed_pipe_ends_quietly(ctl):
         os.close(w)
     assert p.returncode != 0
     assert p.stderr == ""
+
+
+def _health(ctl, name: str, **values):
+    """Write what the probes would have found for one mirror (times relative to now)."""
+    from dnsd.models import mirror_health, mirrors, utcnow
+
+    now = utcnow()
+    e = sa.create_engine(f"sqlite:///{ctl.db}")
+    try:
+        with e.begin() as c:
+            mid = c.execute(sa.select(mirrors.c.id).where(mirrors.c.name == name)).scalar_one()
+            row = {k: (now - v if isinstance(v, _dt.timedelta) else v) for k, v in values.items()}
+            c.execute(mirror_health.insert().values(mirror_id=mid, updated_at=now, **row))
+    finally:
+        e.dispose()
+
+
+def test_show_prints_rounded_figures_and_ages_in_human_units(ctl):
+    ctl.ok("add", "--country", "DE", "--host", "ftp.example.de", "--ipv4", "192.0.2.10",
+           "--url", "http://ftp.example.de/", "--memory", "16", "--disk", "2500")
+    _health(ctl, "de1", passes_in_row=3, ipv4_up=True, uptime_24h=0.99583333,
+            uptime_7d=0.987654, uptime_30d=0.9912345, rtt_p50_ms=123.456789, rtt_p95_ms=4.56789,
+            last_probe_at=_dt.timedelta(hours=2, minutes=5, seconds=30),
+            last_ok_at=_dt.timedelta(minutes=30, seconds=30),
+            last_sync_at=_dt.timedelta(hours=3, minutes=25, seconds=30))
+    show = ctl.ok("show", "de1")
+    assert re.search(r"last probe \d{4}-\d\d-\d\d \d\d:\d\d \(2 h 5 min ago\), "
+                     r"last ok \S+ \S+ \(30 min ago\)", show), show
+    assert "synced 3 h 25 min ago (fresh), 0 failures in a row" in show
+    assert "uptime 24 h 99.6%, 7 d 98.8%, 30 d 99.1%; response p50 123 ms, p95 4.6 ms" in show
+    assert "16 GB memory, 2500 GB disk" in show
+    assert "123.45" not in show and "0.9876" not in show
+    assert re.search(r"status      active since \S+ \S+ \(\d+ s ago\)", show), show
+
+
+def test_audit_names_mirrors_and_says_when_one_is_gone(ctl):
+    ctl.ok("add", "--country", "DE", "--host", "ftp.example.de", "--url", "http://ftp.example.de/")
+    ctl.ok("add", "--country", "DE", "--host", "gone.example.de", "--url",
+           "http://gone.example.de/")
+    ctl.ok("disable", "de2", "--reason", "moving racks")
+    ctl.ok("user", "add", "bob", stdin="a fine password\n")
+    e = sa.create_engine(f"sqlite:///{ctl.db}")             # deleted by hand, FKs off
+    try:
+        with e.begin() as c:
+            c.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            c.exec_driver_sql("DELETE FROM mirrors WHERE name = 'de2'")
+    finally:
+        e.dispose()
+    lines = ctl.ok("audit").splitlines()
+    assert lines[0].split() == ["WHEN", "WHO", "WHAT", "TARGET", "CHANGES"]
+    rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
+    assert [r[2:4] for r in rows] == [["user-add", "user bob"], ["disable", "#2 (deleted)"],
+                                      ["add", "#2 (deleted)"], ["add", "de1 (ftp.example.de)"]]
+    assert rows[1][4] == "status: active -> disabled-by-admin; status_reason: - -> moving racks"
+    assert "hostname: ftp.example.de" in rows[3][4]
+    assert "#1" not in ctl.ok("audit", "de1")
+    shown = json.loads(ctl.ok("audit", "de1", "--json"))
+    assert [(a["action"], a["mirror_name"], a["mirror_host"]) for a in shown] == [
+        ("add", "de1", "ftp.example.de")]

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from admin import figures
 from admin.web import csrf
 from admin.web.limits import (
     BODY_METHODS,
@@ -102,6 +103,8 @@ def make_jinja_env() -> jinja2.Environment:
     env.filters["ago"] = format_ago
     env.filters["dt"] = format_dt
     env.filters["duration"] = format_duration
+    env.filters["ms"] = figures.ms
+    env.filters["percent"] = figures.percent
     env.tests["web_url"] = is_web_url
     env.globals["status_word"] = status_word
     env.globals["maintenance_word"] = maintenance_word
@@ -610,33 +613,14 @@ def maintenance_word(phase: str) -> str:
     return word(phase)
 
 
-def format_duration(seconds) -> str:
-    """3 d 4 h, 5 h 12 min, 40 s: two units at most, for ages and intervals."""
-    if seconds is None:
-        return "–"
-    s = int(abs(seconds))
-    d, rem = divmod(s, 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
-    if d:
-        return f"{d} d {h} h" if h else f"{d} d"
-    if h:
-        return f"{h} h {m} min" if m else f"{h} h"
-    if m:
-        return f"{m} min"
-    return f"{s} s"
+format_duration = figures.duration
 
 
 @jinja2.pass_context
 def format_ago(context, when) -> str:
     """'5 min ago', measured from the page's `now` (the context's clock, so tests are exact)."""
-    if when is None:
-        return "never"
     now = context.get("now") or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
-    delta = (now - when).total_seconds()
-    if delta < 0:
-        return "in " + format_duration(-delta)
-    return format_duration(delta) + " ago"
+    return figures.ago(when, now)
 
 
 def format_dt(when) -> str:

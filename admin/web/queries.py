@@ -139,34 +139,9 @@ def mirror_list(country: str = "", status: str = "", *, plan, cfg, now: _dt.date
     return thd
 
 
-def audit_entry(a: dict) -> dict:
-    """An audit row with its before/after JSON turned into [(field, before, after)] for display."""
-    def load(text):
-        try:
-            v = json.loads(text) if text else {}
-        except ValueError:
-            return {"": text}
-        return v if isinstance(v, dict) else {"": v}
-    before, after = load(a["before"]), load(a["after"])
-    changes = []
-    for k in sorted(before.keys() | after.keys()):
-        changes.append((k, _show(before.get(k)), _show(after.get(k))))
-    a["changes"] = changes
-    return a
-
-
-def _show(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return ", ".join(_show(x) for x in v)
-    if isinstance(v, dict):
-        if set(v) <= {"name", "email"} and "email" in v:
-            return f"{v.get('name', '')} <{v['email']}>".strip()
-        return json.dumps(v, sort_keys=True)
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return str(v)
+def audit_entry(a: _notes.AuditEntry) -> dict:
+    """An audit row for display, with its before/after JSON as [(field, before, after)]."""
+    return {**dataclasses.asdict(a), "target": a.target, "changes": a.changes()}
 
 
 def mirror_page(mid: int, *, plan, cfg, now: _dt.datetime, results: int = 50):
@@ -180,7 +155,7 @@ def mirror_page(mid: int, *, plan, cfg, now: _dt.datetime, results: int = 50):
         extra = {
             "maintainers": _maint.of_mirror(conn, mid),
             "notes": _notes.notes_of(conn, mid),
-            "audit": [audit_entry(dataclasses.asdict(a)) for a in
+            "audit": [audit_entry(a) for a in
                       _notes.audit_entries(conn, mid, 200)],
             "results": [dict(r._mapping) for r in conn.execute(
                 sa.select(probe_results).where(probe_results.c.mirror_id == mid)
@@ -284,7 +259,7 @@ def application(app_id: int, *, plan, cfg, now: _dt.datetime):
             except (ValueError, AttributeError):
                 continue
             if ref == app_id:
-                history.append(audit_entry(dataclasses.asdict(r)))
+                history.append(audit_entry(r))
         return {"app": app, "country_name": c.name if c else app.country, "mirror": mirror,
                 "history": history,
                 "serving_in_country": serving_by_country(p).get(app.country, 0)}
