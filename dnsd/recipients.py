@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 
 from dnsd import validation
+from dnsd.errors import Invalid
 
 
 @dataclass(frozen=True)
 class Recipient:
     name: str
     email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
 
     def header(self) -> Address:
         """The To: header form; the email package quotes and RFC 2047-encodes the name."""
@@ -88,30 +92,94 @@ def people(records: Iterable) -> tuple[Recipient, ...]:
     return tuple(Recipient(p.name, p.email) for p in records if p.email)
 
 
-def for_kind(kind: str, *, list_address: str = "", maintainers: Iterable = (),
-             applicant=None, address: str = "") -> tuple[Recipient, ...]:
-    """The recipients of one mail of this kind; () when nobody is to get it."""
+@dataclass(frozen=True)
+class LeftOut:
+    """Somebody the audience names who will not get the mail, and why (for a person to read
+    before sending: the mail form shows these beside the recipients)."""
+
+    name: str
+    email: str
+    reason: str
+
+    def __str__(self) -> str:
+        who = f"{self.name} <{self.email}>" if self.name and self.email else (
+            self.name or self.email or "(nobody)")
+        return f"{who}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Who gets one mail of a kind (`to`), and who is left out and why (`left_out`)."""
+
+    to: tuple[Recipient, ...]
+    left_out: tuple[LeftOut, ...]
+
+
+def _sorted_out(people_: Iterable, role: str) -> tuple[list[Recipient], list[LeftOut]]:
+    """Recipients that can be written to (dnsd.validation's rules), and the rest with why."""
+    ok: list[Recipient] = []
+    out: list[LeftOut] = []
+    for p in people_:
+        name, addr = getattr(p, "name", "") or "", getattr(p, "email", "") or ""
+        if not addr.strip():
+            out.append(LeftOut(name, "", f"no mail address is known for this {role}"))
+            continue
+        try:
+            ok.append(recipient(name, addr))
+        except Invalid as e:
+            out.append(LeftOut(name, addr, e.message))
+    return ok, out
+
+
+def audience(kind: str, *, list_address: str = "", maintainers: Iterable = (),
+             applicant=None, address: str = "") -> Delivery:
+    """The one rule of who receives a mail of this kind: `AUDIENCE[kind]`, minus addresses that
+    cannot be written to (none, or not one bare address by dnsd.validation), each address once.
+    Everybody the kind names and who does not get it is in `left_out`, with the reason."""
     aud = AUDIENCE[kind]
-    lst = (Recipient("", list_address),) if list_address else ()
-    mnt = people(maintainers)
+    maintainers = list(maintainers)
+    lst, lst_out = _sorted_out([Recipient("", list_address)] if list_address else [], "list")
+    mnt, mnt_out = _sorted_out(maintainers, "maintainer")
+    left: list[LeftOut] = []
+    if aud in (Audience.MAINTAINERS, Audience.LIST_AND_MAINTAINERS,
+               Audience.MAINTAINERS_ELSE_LIST) and not maintainers:
+        left.append(LeftOut("the maintainers", "", "no maintainer is listed for this mirror"))
+    if not list_address and (aud in (Audience.LIST, Audience.LIST_AND_MAINTAINERS)
+                             or (aud is Audience.MAINTAINERS_ELSE_LIST and not mnt)):
+        left.append(LeftOut("the list", "", "no list address is configured ([mail] list)"))
     if aud is Audience.LIST:
-        out = lst
+        out, left = lst, left + lst_out
     elif aud is Audience.MAINTAINERS:
-        out = mnt
+        out, left = mnt, left + mnt_out
     elif aud is Audience.LIST_AND_MAINTAINERS:
-        out = lst + mnt
+        out, left = lst + mnt, left + lst_out + mnt_out
     elif aud is Audience.MAINTAINERS_ELSE_LIST:
-        out = mnt or lst
+        out, left = (mnt, mnt_out) if mnt else (lst, mnt_out + lst_out)
     elif aud is Audience.APPLICANT:
-        out = people([applicant]) if applicant is not None else ()
+        out, left = _sorted_out([applicant] if applicant is not None else [], "applicant")
     else:
-        out = (Recipient("", address),) if address else ()
-    seen, unique = set(), []
+        out, left = _sorted_out([Recipient("", address)] if address else [], "address")
+    seen: set[str] = set()
+    unique = []
     for r in out:
-        if address_key(r.email) not in seen:
-            seen.add(address_key(r.email))
+        key = address_key(r.email)
+        if key not in seen:
+            seen.add(key)
             unique.append(r)
-    return tuple(unique)
+        else:
+            left.append(LeftOut(r.name, r.email, "the same address is listed twice: it gets "
+                                                 "one copy"))
+    return Delivery(tuple(unique), tuple(left))
+
+
+def for_kind(kind: str, **who) -> tuple[Recipient, ...]:
+    """The recipients of one mail of this kind; () when nobody is to get it (see `audience`)."""
+    return audience(kind, **who).to
+
+
+def why_not(kind: str, **who) -> tuple[LeftOut, ...]:
+    """Who a mail of this kind names but will not reach, and why (see `audience`)."""
+    return audience(kind, **who).left_out
 
 
 # --- contacts: who may look after a mirror -------------------------------------------------------

@@ -7,7 +7,7 @@ import datetime as _dt
 import pytest
 
 from admin import store
-from admin.web import queries
+from admin.web import admin_pages, queries
 from dnsd.config import Config
 from dnsd.models import applications, mirror_health, probe_results, utcnow
 from dnsd.outbox import queue_mail
@@ -59,8 +59,8 @@ def test_queries_agree_on_both_databases(engine):
         assert (page.addresses.ipv4, page.addresses.pinned) == ("93.184.216.34", False)
         assert queries.mirror_page(999, plan=None, cfg=cfg, now=now)(conn) is None
         assert queries.sent_mails()(conn)[0]["mirror_name"] == a.name
-        groups = queries.maintainer_groups(conn)
-        assert [g["id"] for g in groups] == [a.id]
+        mails = admin_pages._mail_audience(conn, "all", None, "")
+        assert [(m.mirror_id, bool(m.to)) for m in mails] == [(a.id, True), (_b.id, False)]
         apps = queries.applications_list(plan=None, cfg=cfg, now=now)(conn)
         assert apps["counts"]["new"] == 1 and apps["groups"][0]["country"] == "FR"
     with engine.begin() as conn:

@@ -711,6 +711,53 @@ class MailTests(AdminWebCase):
                                 .where(outbox.c.kind == "admin-mail-list"))[0][0],
                          "mirrors@lists.example.org")
 
+    def _broken_contacts(self):
+        """c.example.fr has a maintainer whose stored address fails validation (an old row)
+        beside a good one; d.example.fr has none."""
+        c = add_mirror(self.engine, "FR", "c.example.fr", ipv4="192.0.2.30",
+                       maintainers_=["Good <good@example.fr>"])
+        d = add_mirror(self.engine, "FR", "d.example.fr", ipv4="192.0.2.31")
+        with self.engine.begin() as conn:
+            conn.execute(maintainers.insert().values(mirror_id=c.id, name="Old",
+                                                     email="old at example.fr"))
+        return c, d
+
+    def test_the_form_says_who_will_not_receive_it_before_sending(self):
+        c, d = self._broken_contacts()
+        csrf = self.login()
+        r, body = self.get(f"/admin/mail?target=mirror&mirror={c.id}")   # "write to them"
+        self.assertEqual(r.code, 200)
+        left = body.split('id="left-out"')[1].split("</ul>")[0]
+        self.assertIn("Old &lt;old at example.fr&gt;", left)
+        self.assertIn("does not look like a mail address", left)
+        self.assertIn("Good &lt;good@example.fr&gt;", body.split("Who gets it")[1])
+        r, body = self.post("/admin/mail", {"csrf": csrf, "target": "all", "subject": "News",
+                                            "body": "b", "action": "preview"})
+        self.assertEqual(r.code, 200)
+        left = body.split('id="left-out"')[1].split("</ul>")[0]
+        self.assertIn(f"<b>{d.name}</b>: the maintainers <span class=\"no\">no maintainer is "
+                      "listed for this mirror</span>", left)
+        self.assertIn("old at example.fr", left)
+        self.assertIn("Send 3 mails", body)                  # a, b and c; not d
+        r, _ = self.post("/admin/mail", {"csrf": csrf, "target": "all", "subject": "News",
+                                         "body": "b", "action": "send"})
+        self.assertEqual(r.code, 303)
+        rows = sorted(x for (x,) in self.q(sa.select(outbox.c.recipients)
+                                           .where(outbox.c.kind == "admin-mail")))
+        self.assertEqual(rows, ["a@example.de", "b@example.com,c@example.com",
+                                "good@example.fr"])
+
+    def test_a_mirror_nobody_can_be_written_to_is_refused_with_the_reason(self):
+        _c, d = self._broken_contacts()
+        csrf = self.login()
+        r, body = self.post("/admin/mail", {"csrf": csrf, "target": "mirror",
+                                            "mirror": str(d.id), "subject": "Hi", "body": "b",
+                                            "action": "send"})
+        self.assertEqual(r.code, 400)
+        self.assertIn("Nobody to send to: the maintainers: no maintainer is listed for this "
+                      "mirror.", body)
+        self.assertEqual(self.q(sa.select(outbox.c.id).where(outbox.c.kind == "admin-mail")), [])
+
     def test_validation(self):
         csrf = self.login()
         r, body = self.post("/admin/mail", {"csrf": csrf, "target": "mirror", "subject": "",

@@ -20,6 +20,7 @@ from dnsd import recipients
 from dnsd.config import Config, MailConfig
 from dnsd.db import DBPool
 from dnsd.errors import Invalid
+from dnsd.models import maintainers as maintainers_table
 from dnsd.models import outbox
 from dnsd.outbox import queue_mail
 from dnsd.records.maintainers import Maintainer
@@ -144,3 +145,45 @@ async def test_smtp_gets_bare_addresses_and_the_header_encoded_names(sqlite_engi
     finally:
         ctl.stop()
         pool.stop()
+
+
+def test_why_not_says_who_is_left_out_and_for_kind_leaves_them_out():
+    """One rule: the addresses for_kind drops are exactly those why_not explains."""
+    people = [Maintainer("Jane", "jane@example.org"), Maintainer("Typo", "jane(at)example.org"),
+              Maintainer("Nobody", ""), Maintainer("Jane again", "JANE@example.org"),
+              Maintainer("Bad\nName", "bad@example.org")]
+    got = recipients.audience("admin-mail", maintainers=people)
+    assert [str(r) for r in got.to] == ["Jane <jane@example.org>"]
+    assert [(x.name, x.email) for x in got.left_out] == [
+        ("Typo", "jane(at)example.org"), ("Nobody", ""), ("Bad\nName", "bad@example.org"),
+        ("Jane again", "JANE@example.org")]
+    reasons = [x.reason for x in got.left_out]
+    assert "does not look like a mail address" in reasons[0]
+    assert reasons[1] == "no mail address is known for this maintainer"
+    assert "line" in reasons[2]                         # a name must be one line
+    assert reasons[3] == "the same address is listed twice: it gets one copy"
+    assert recipients.for_kind("admin-mail", maintainers=people) == got.to
+    assert recipients.why_not("admin-mail", maintainers=people) == got.left_out
+    # nobody to name: said so, for the maintainers and for a list that is not configured
+    assert [x.reason for x in recipients.why_not("admin-mail", maintainers=())] == [
+        "no maintainer is listed for this mirror"]
+    assert [x.reason for x in recipients.why_not("weekly")] == [
+        "no list address is configured ([mail] list)"]
+    # the probes' mails go to the list when no maintainer can be written to
+    fallback = recipients.audience("disabled", list_address="list@example.org",
+                                   maintainers=[Maintainer("Typo", "x@")])
+    assert [r.email for r in fallback.to] == ["list@example.org"]
+    assert [x.email for x in fallback.left_out] == ["x@"]
+
+
+def test_a_stored_address_that_fails_validation_does_not_stop_a_change(sqlite_engine):
+    """An old row with a broken address (written before the rules, or by hand): disabling the
+    mirror still works and mails everyone else, instead of failing the whole change."""
+    with sqlite_engine.begin() as conn:
+        m = store.add_mirror(conn, actor="t", mail=None, country="DE", hostname="a.example.de",
+                             http_url="http://a.example.de/", maintainers_=["A <a@example.de>"])
+        conn.execute(sa.insert(maintainers_table).values(mirror_id=m.id, name="Old",
+                                                         email="old at example.de"))
+        store.disable(conn, f"#{m.id}", "alice", "broken", MAIL)
+    (row,) = [r for r in _rows(sqlite_engine) if r[0] == "mirror-disabled"]
+    assert row[1] == "list@example.org,a@example.de"

@@ -15,6 +15,7 @@ not repeat the change; a refused change re-renders the page with the message and
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -42,6 +43,7 @@ from dnsd.errors import Invalid, Refused
 from dnsd.errors import sentence as _sentence
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
+from dnsd.records import maintainers as _maint
 from probes import history
 from probes import requests as probe_requests
 
@@ -383,14 +385,27 @@ class AdminPages:
     async def mail_form(self, request):
         form = {"target": form_value(request, "target") or "mirror",
                 "mirror": form_value(request, "mirror"), "subject": "", "body": ""}
-        return await self._mail_page(request, form, {}, None, 200, flash=_done(request))
+        audience = None
+        mirror_id = parse_id(form["mirror"])
+        if form["target"] == "mirror" and mirror_id is not None:      # from a mirror's page
+            audience = await self._audience(form["target"], mirror_id)
+        return await self._mail_page(request, form, {}, None, 200, flash=_done(request),
+                                     audience=audience)
 
-    async def _mail_page(self, request, form, errors, preview, code, flash=""):
+    async def _audience(self, target: str, mirror_id: int | None) -> list[OutgoingMail]:
+        list_addr = self.ctx.cfg.mail.list
+        return await self.ctx.pool.run_readonly(lambda conn: _mail_audience(
+            conn, target, mirror_id, list_addr))
+
+    async def _mail_page(self, request, form, errors, preview, code, flash="", audience=None):
         choices = await self.ctx.pool.run_readonly(queries.mirror_choices)
         sent = await self.ctx.pool.run_readonly(queries.sent_mails())
+        if audience is None and preview is not None:
+            audience = preview["audience"]
+        left_out = [(m.label, x) for m in audience or () for x in m.left_out]
         html = await self.ctx.render_threaded(
             "admin/mail.html", request, title="Mail", form=form, errors=errors, preview=preview,
-            choices=choices, sent=sent, flash=flash)
+            choices=choices, sent=sent, flash=flash, audience=audience, left_out=left_out)
         return Response(html, code=code)
 
     async def mail(self, request):
@@ -412,24 +427,31 @@ class AdminPages:
         mirror_id = parse_id(form["mirror"])
         if form["target"] == "mirror" and mirror_id is None:
             errors["mirror"] = "Choose a mirror."
-        mails = []
-        if not errors:
-            mails = await self.ctx.pool.run_readonly(lambda conn: _mail_recipients(
-                conn, form["target"], mirror_id, self.ctx.cfg.mail.list))
-            if not mails:
-                errors["mirror" if form["target"] == "mirror" else "target"] = (
-                    "Nobody to send to: no maintainer addresses (or no list address) are known.")
+        audience: list[OutgoingMail] = []
+        if "target" not in errors and "mirror" not in errors:
+            audience = await self._audience(form["target"], mirror_id)
+        mails = [m for m in audience if m.to]
+        if audience and not mails:
+            why = ("; ".join(str(x) for x in audience[0].left_out) if len(audience) == 1 else
+                   "nobody listed can be written to (see who is left out, and why)")
+            errors["mirror" if form["target"] == "mirror" else "target"] = (
+                f"Nobody to send to: {why}.")
+        elif not audience and not errors:
+            errors["mirror" if form["target"] == "mirror" else "target"] = (
+                "Nobody to send to: no such mirror, or no mirror that can be mailed.")
         if errors or action != "send":
-            preview = None if errors else {"mails": mails, "count": len(mails)}
-            return await self._mail_page(request, form, errors, preview, 400 if errors else 200)
+            preview = None if errors else {"mails": mails, "count": len(mails),
+                                           "audience": audience}
+            return await self._mail_page(request, form, errors, preview, 400 if errors else 200,
+                                         audience=audience or None)
         actor = _actor(request)
         cfg = self.ctx.cfg
 
         def thd(conn):
             for mail in mails:
-                queue_mail(conn, kind=mail["kind"], sender=cfg.mail.from_, to=mail["to"],
+                queue_mail(conn, kind=mail.kind, sender=cfg.mail.from_, to=mail.to,
                            subject=form["subject"], body=form["body"],
-                           mirror_id=mail["mirror_id"], author=actor,
+                           mirror_id=mail.mirror_id, author=actor,
                            reply_to=cfg.mail.reply_to, auto=False)
             return len(mails)
         n = await self.ctx.pool.run(thd)
@@ -690,22 +712,33 @@ def reason_error(reason: str) -> str:
     return ""
 
 
-def _mail_recipients(conn, target: str, mirror_id: int | None, list_addr: str) -> list[dict]:
+@dataclass(frozen=True)
+class OutgoingMail:
+    """One mail the form would queue: to whom, and who it names but will not reach (why)."""
+
+    label: str
+    kind: str
+    mirror_id: int | None
+    to: tuple[recipients.Recipient, ...]
+    left_out: tuple[recipients.LeftOut, ...]
+
+
+def _mail_audience(conn, target: str, mirror_id: int | None, list_addr: str
+                   ) -> list[OutgoingMail]:
     """One mail per mirror (maintainers stay private to each other), or one to the list; who is
-    in each is dnsd.recipients' rule."""
+    in each, and who is left out, is dnsd.recipients' rule. Mails that reach nobody are kept, so
+    the page can say why."""
     if target == "list":
-        to = recipients.for_kind("admin-mail-list", list_address=list_addr)
-        return [{"to": to, "mirror_id": None, "label": "the mailing list",
-                 "kind": "admin-mail-list"}] if to else []
-    groups = queries.maintainer_groups(conn)
+        a = recipients.audience("admin-mail-list", list_address=list_addr)
+        return [OutgoingMail("the mailing list", "admin-mail-list", None, a.to, a.left_out)]
+    ms = queries.mirror_choices(conn)
     if target == "mirror":
-        groups = [g for g in groups if g["id"] == mirror_id]
+        ms = [m for m in ms if m.id == mirror_id]
+    people = _maint.of(conn, [m.id for m in ms])
     out = []
-    for g in groups:
-        to = recipients.for_kind("admin-mail", maintainers=g["people"])
-        if to:
-            out.append({"to": to, "mirror_id": g["id"], "label": g["name"] or g["hostname"],
-                        "kind": "admin-mail"})
+    for m in ms:
+        a = recipients.audience("admin-mail", maintainers=people.get(m.id, ()))
+        out.append(OutgoingMail(m.name or m.hostname, "admin-mail", m.id, a.to, a.left_out))
     return out
 
 

@@ -197,14 +197,6 @@ def sent_mails(limit: int = 100):
     return thd
 
 
-def maintainer_groups(conn) -> list[dict]:
-    """[{id, name, hostname, people: (Maintainer, ...)}] for every live mirror with maintainers."""
-    ms = mirror_choices(conn)
-    people = _maint.of(conn, [m.id for m in ms])
-    return [{"id": m.id, "name": m.name, "hostname": m.hostname, "people": people[m.id]}
-            for m in ms if people[m.id]]
-
-
 def serving_by_country(plan) -> dict[str, int]:
     out: dict[str, int] = {}
     for e in plan.serving:
