@@ -11,9 +11,16 @@ a sender that dies holding claims leaves those mails to another sender once the 
 nothing is lost. A claim is renewed before a send that could outlast it, and a row whose claim
 went to another sender meanwhile is left to that sender.
 
-While the SMTP server is down, each row's `next_attempt_at` moves back exponentially
-(`[mail] retry_base` seconds, doubling, capped at 6 hours) and its `last_error` says why; after
-`retry_max` attempts the row is parked (`failed`) for an admin to look at.
+While the SMTP server cannot be reached (refused, unreachable, timed out, the connection lost),
+the sender holds the whole outbox back: one mail is tried per attempt, the wait between attempts
+doubles (`[mail] retry_base` seconds, capped at 6 hours), and each failed attempt is ONE log line
+naming the server, the error, how many mails wait and when the next try is; the line after the
+first success says the server is back. Twisted's own sender would retry five times at once and
+log each (`SMTP Client retrying server`), and announce every connection: `sendmail` here is
+Twisted's without those retries and that noise. A server that answers but refuses a mail fails
+that mail alone. Either way the row's `next_attempt_at` moves back by the same doubling and its
+`last_error` says why; after `retry_max` attempts the row is parked (`failed`) for an admin to
+look at. Nothing is lost: a row leaves the pending state only when the server accepted it.
 
 Stopping: no new send starts; the one in flight gets `STOP_GRACE` seconds, then it is cancelled
 (not counted as an attempt), and the rows still claimed are released for the next sender.
@@ -26,15 +33,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import io
 import os
 import random
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.logger import Logger
 from twisted.mail import smtp
 
+from admin import figures
 from dnsd import outbox as dnsd_outbox
 from dnsd.config import split_hostport
 from dnsd.models import outbox
@@ -44,6 +54,46 @@ from dnsd.statuses import MAIL_PENDING
 MAX_BACKOFF = 6 * 3600
 SEND_TIMEOUT = 120            # seconds for one SMTP conversation
 STOP_GRACE = 2.0              # seconds a send in flight may finish in once the node stops
+
+
+def sendmail(smtphost, from_addr, to_addrs, msg, port=25, reactor=None, username=None,
+             password=None, requireAuthentication=False, requireTransportSecurity=False):
+    """twisted.mail.smtp.sendmail without its five immediate retries of a server that is down
+    and without a log line per connection: the outbox retries, with backoff, and logs once."""
+    if reactor is None:
+        from twisted.internet import reactor
+    d = defer.Deferred(lambda _d: _cancel())
+    factory = smtp.ESMTPSenderFactory(
+        username.encode() if isinstance(username, str) else username,
+        password.encode() if isinstance(password, str) else password,
+        from_addr, to_addrs, io.BytesIO(bytes(msg)), d, retries=0, heloFallback=True,
+        requireAuthentication=requireAuthentication,
+        requireTransportSecurity=requireTransportSecurity, hostname=smtphost)
+    factory.noisy = False
+    connector = reactor.connectTCP(smtphost, port, factory)
+
+    def _cancel():
+        factory.sendFinished = True
+        if factory.currentProtocol:
+            factory.currentProtocol.transport.abortConnection()
+        else:
+            connector.disconnect()
+    return d
+
+
+UNREACHABLE = (smtp.SMTPConnectError, error.ConnectError, error.TimeoutError, defer.TimeoutError,
+               ConnectionError, TimeoutError)
+"""Errors that say nothing about the mail, only that the server cannot be talked to."""
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The SMTP server has not been reachable since `since`; `attempts` failed in a row; the
+    sender holds the outbox back until `until`."""
+
+    since: _dt.datetime
+    attempts: int
+    until: _dt.datetime
 
 
 def _now(reactor) -> _dt.datetime:
@@ -130,6 +180,11 @@ def mark_failed(conn: sa.Connection, row_id: int, now: _dt.datetime, error: str,
     return parked
 
 
+def pending_count(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(outbox)
+                        .where(dnsd_outbox.STATE_WHERE[MAIL_PENDING])).scalar_one()
+
+
 class Outcome(enum.Enum):
     SENT = "sent"
     FAILED = "failed"          # the server refused or is down: the rest of the batch waits
@@ -141,7 +196,7 @@ class OutboxSender(service.Service):
     name = "outbox"
     _log = Logger()
 
-    def __init__(self, cfg, pool, reactor, sendmail=smtp.sendmail, batch: int = 20, rng=None):
+    def __init__(self, cfg, pool, reactor, sendmail=sendmail, batch: int = 20, rng=None):
         self.cfg, self.pool, self.reactor = cfg, pool, reactor
         self._sendmail = sendmail
         self.batch = batch
@@ -155,6 +210,11 @@ class OutboxSender(service.Service):
         self._loop = self._loop_done = None
         self._stopping = False
         self._inflight: defer.Deferred | None = None
+        self.outage: Outage | None = None
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def startService(self):
         super().startService()
@@ -198,6 +258,8 @@ class OutboxSender(service.Service):
     async def _send_due(self) -> int:
         sent = 0
         lease = self.cfg.mail.claim_lease
+        if self.outage is not None and _now(self.reactor) < self.outage.until:
+            return 0                        # the server is down: nothing is tried before then
         try:
             while not self._stopping:
                 now = _now(self.reactor)
@@ -247,24 +309,55 @@ class OutboxSender(service.Service):
                            kind=row["kind"])
             return Outcome.STOPPED
         except Exception as e:
-            err = f"{type(e).__name__}: {e}"
-            delay = backoff(row["attempts"] + 1, self.cfg.mail.retry_base, self.rng)
-            now = _now(self.reactor)
-            parked = await self.pool.run(lambda conn: mark_failed(
-                conn, row["id"], now, err, self.cfg.mail.retry_max, delay))
-            log = self._log.error if parked else self._log.warn
-            log("mail {id} ({kind}) to {to} not sent, attempt {attempt}: {error}"
-                + (" (given up)" if parked else " (retry in {delay:.0f} s)"),
-                id=row["id"], kind=row["kind"], to=row["recipients"], attempt=row["attempts"] + 1,
-                error=err, delay=delay)
+            await self._failed(row, e)
             return Outcome.FAILED
         finally:
             self._inflight = None
         now = _now(self.reactor)
         await self.pool.run(lambda conn: mark_sent(conn, row["id"], now))
+        if self.outage is not None:
+            o, self.outage = self.outage, None
+            waiting = await self.pool.run_readonly(pending_count)
+            self._log.info("SMTP server {server} reachable again after {attempts} failed "
+                           "attempts in {outage}; {waiting} mails to send",
+                           server=self.server, attempts=o.attempts, waiting=waiting,
+                           outage=figures.duration((now - o.since).total_seconds()))
         self._log.info("mail {id} ({kind}) sent to {to}", id=row["id"], kind=row["kind"],
                        to=row["recipients"])
         return Outcome.SENT
+
+    async def _failed(self, row: dict, e: Exception) -> None:
+        """One failed attempt: the row's backoff, the outage's (when the server could not be
+        talked to), and one log line that says when the next try is."""
+        down = isinstance(e, UNREACHABLE)
+        cause = e.__cause__ if isinstance(e, smtp.SMTPConnectError) and e.__cause__ else e
+        err = f"{type(cause).__name__}: {cause}"        # the refusal, not Twisted's wrapper
+        now = _now(self.reactor)
+        attempt = row["attempts"] + 1
+        streak = (self.outage.attempts + 1 if self.outage else 1) if down else 0
+        delay = backoff(max(attempt, streak), self.cfg.mail.retry_base, self.rng)
+        retry_max = self.cfg.mail.retry_max
+
+        def thd(conn):
+            return (mark_failed(conn, row["id"], now, err, retry_max, delay),
+                    pending_count(conn))
+        parked, waiting = await self.pool.run(thd)
+        until = now + _dt.timedelta(seconds=delay)
+        fields = dict(id=row["id"], kind=row["kind"], to=row["recipients"], attempt=attempt,
+                      retry_max=retry_max, error=err, delay=delay, waiting=waiting,
+                      server=self.server, next_at=f"{until:%Y-%m-%d %H:%M:%S} UTC",
+                      wait=figures.duration(delay), parked=parked)
+        mail_state = ("given up, parked for an admin" if parked
+                      else "attempt {attempt} of {retry_max}")
+        if down:
+            self.outage = Outage(self.outage.since if self.outage else now, streak, until)
+            self._log.warn("SMTP server {server} unreachable ({error}); {waiting} mails wait, "
+                           "none lost; next try {next_at} (in {wait}); mail {id}: "
+                           + mail_state, outage_attempt=streak, **fields)
+        else:
+            log = self._log.error if parked else self._log.warn
+            log("mail {id} ({kind}) to {to} refused by {server} ({error}); "
+                + mail_state + ("" if parked else "; next try {next_at} (in {wait})"), **fields)
 
 
 def makeService(cfg, pool, reactor) -> OutboxSender:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from admin.outbox import OutboxSender, backoff
 from dnsd.config import Config, MailConfig
@@ -106,6 +107,79 @@ async def test_nothing_lost_while_smtp_is_down(sqlite_engine):
         if ctl:
             ctl.stop()
         pool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outage_is_one_log_line_per_attempt_and_loses_nothing(sqlite_engine):
+    """SMTP down, then up: each failed attempt is one line (server, error, mails waiting, the
+    next try), nothing from Twisted's own sender (no 'retrying server' x5, no factory noise),
+    the wait doubles, one line when the server is back, and every mail arrives once."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    port = free_port()                                  # nobody listens yet
+    pool = DBPool(sqlite_engine, reactor, 1)
+    s = OutboxSender(cfg_for(port), pool, reactor)
+    queue(sqlite_engine, 3)
+    s.startService()
+    ctl = None
+    try:
+        await until(lambda: s.outage is not None and s.outage.attempts >= 3, timeout=15)
+        outage = [e for e in events if "outage_attempt" in e]
+        assert [e["outage_attempt"] for e in outage] == list(range(1, len(outage) + 1))
+        rows = mails(sqlite_engine)
+        assert sum(r["attempts"] for r in rows) == len(outage)   # one line per attempt
+        assert all(r["sent_at"] is None and not r["failed"] for r in rows)
+        for e in outage:
+            text = formatEvent(e)
+            assert text.startswith(f"SMTP server 127.0.0.1:{port} unreachable (ConnectionRefusedError: ")
+            assert "3 mails wait, none lost; next try 20" in text and " UTC (in " in text
+            assert e["log_level"].name == "warn"
+        delays = [e["delay"] for e in outage]
+        assert all(b >= 1.8 * a for a, b in itertools.pairwise(delays))    # doubling
+        ctl, rec = smtp_server(port)                    # the server comes back
+        await until(lambda: len(rec.messages) == 3, timeout=20)
+        await until(lambda: all(r["sent_at"] for r in mails(sqlite_engine)), timeout=10)
+        assert sorted(email.message_from_bytes(m[2])["Subject"] for m in rec.messages) == \
+            ["hello 0", "hello 1", "hello 2"]
+        back = [formatEvent(e) for e in events if "reachable again" in e.get("log_format", "")]
+        assert len(back) == 1 and back[0].startswith(
+            f"SMTP server 127.0.0.1:{port} reachable again after {len(outage)} failed attempts")
+        assert s.outage is None
+        texts = [formatEvent(e) for e in events]
+        assert not [t for t in texts if "retrying server" in t or "factory" in t.lower()]
+        assert not [e for e in events if e.get("log_namespace", "").startswith("twisted.mail")]
+        assert len([e for e in events if e.get("log_namespace") == "admin.outbox.OutboxSender"
+                    and e["log_level"].name in ("warn", "error")]) == len(outage)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        s.stopService()
+        if ctl:
+            ctl.stop()
+        pool.stop()
+
+
+def test_a_refused_mail_fails_alone_and_holds_nothing_back(sqlite_engine):
+    """A server that answers but refuses one mail: that mail backs off, the others go."""
+    from twisted.mail import smtp
+
+    clock = Clock()
+    clock.advance(_dt.datetime.now(_dt.UTC).timestamp() + 1)
+    sent = []
+
+    def picky(host, frm, to, msg, **kw):
+        if b"hello 0" in msg:
+            return defer.fail(smtp.SMTPDeliveryError(550, b"no such user"))
+        sent.append(msg)
+        return defer.succeed((1, []))
+
+    s = OutboxSender(cfg_for(25, retry_base=60), SyncPool(sqlite_engine), clock, sendmail=picky)
+    queue(sqlite_engine, 3)
+    for _ in range(3):                                  # the failure ends a round; next poll
+        s.send_due()
+        clock.advance(1)
+    assert len(sent) == 2 and s.outage is None
+    failed = [r for r in mails(sqlite_engine) if r["sent_at"] is None]
+    assert len(failed) == 1 and "550" in failed[0]["last_error"]
 
 
 def test_backoff_and_parking_with_a_clock(sqlite_engine):
