@@ -22,8 +22,17 @@ from playwright.sync_api import expect
 
 from admin import store
 from admin.passwords import hash_password
+from admin.web import sorting
 from dnsd.db import make_engine, upgrade
-from dnsd.models import applications, mirror_health, mirrors, probe_results, probe_rollups, utcnow
+from dnsd.models import (
+    applications,
+    maintainers,
+    mirror_health,
+    mirrors,
+    probe_results,
+    probe_rollups,
+    utcnow,
+)
 from dnsd.validation import Rules
 from tests.browser_support import ARTIFACTS, ROOT, twistd, wait_until
 from tests.helpers import MailRecorder, free_port
@@ -258,6 +267,42 @@ def test_visitor_applies_and_admin_accepts(stack, browser, page):
     # probes are off here, so the admins' word and the pinned address are enough to serve
     expect(page.locator("p.plan")).to_contain_text("Serving in the DNS plan")
     assert a_records(stack["dns_port"], f"at.{ZONE}") == {"192.0.2.77"}
+
+
+def test_sort_by_a_click_and_the_mail_form_says_who_is_left_out(stack, page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = stack["base"]
+    login(page, base)
+    head = page.locator("table.mirrors thead")
+    expect(head.locator("th[aria-sort='ascending']")).to_contain_text("Country")   # default
+    page.click("table.mirrors thead a.sort:text-is('host')")
+    expect(head.locator("th[aria-sort='ascending']")).to_contain_text("host")
+    hosts = page.locator("table.mirrors tbody td:first-child > span.muted.small")
+    shown = hosts.all_text_contents()
+    assert len(shown) >= 4 and shown == sorted(shown, key=sorting.natural)
+    page.click("table.mirrors thead a.sort:text-is('host')")          # again: the other way
+    expect(head.locator("th[aria-sort='descending']")).to_contain_text("host")
+    assert hosts.all_text_contents() == shown[::-1]
+    page.click("table.mirrors thead a.sort:has-text('Score')")         # highest first
+    expect(head.locator("th[aria-sort='descending']")).to_contain_text("Score")
+    scores = [float(t) for t in page.locator("table.mirrors tbody td:nth-child(7)")
+              .all_text_contents() if t.strip() not in ("", "–")]
+    assert scores and scores == sorted(scores, reverse=True)
+    page.select_option("select[name=country]", "DE")                  # a filter keeps the order
+    page.click("button:has-text('Filter')")
+    expect(head.locator("th[aria-sort='descending']")).to_contain_text("Score")
+    page.screenshot(path=str(ARTIFACTS / "admin-mirror-list-sorted.png"), full_page=True)
+    # an old maintainer row whose address the rules refuse: the form says so before sending
+    mid = stack["ids"]["de1"]
+    with stack["engine"].begin() as conn:
+        conn.execute(maintainers.insert().values(mirror_id=mid, name="Old Admin",
+                                                 email="old-admin at uni-example.de"))
+    page.goto(f"{base}/admin/mirrors/{mid}")
+    page.click("a:has-text('write to them')")
+    left = page.locator("#left-out + ul")
+    expect(left).to_contain_text("old-admin at uni-example.de")
+    expect(left).to_contain_text("does not look like a mail address")
+    page.screenshot(path=str(ARTIFACTS / "admin-mail-left-out.png"), full_page=True)
 
 
 def test_screenshots(stack, page):
