@@ -19,11 +19,13 @@ from tests.probe_support import add_mirror
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    stamp = 0        # the timestamp file, written once as a sync writes it (set by the fixture)
+
     def do_GET(self):
         if not self.path.endswith("/TIME"):             # a real mirror: 404 for what it lacks
             self.send_error(404)
             return
-        body = f"{int(time.time()) - 7200}\n".encode()
+        body = f"{self.stamp}\n".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -35,7 +37,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_mirror():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # static between two syncs: a time read per request differs when the probe's fetches for two
+    # Host names straddle a second, which the probe rightly reads as two different sites
+    handler = type("Synced", (Handler,), {"stamp": int(time.time()) - 7200})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
     yield srv.server_address[1]
