@@ -32,6 +32,7 @@ from dnsd.models import login_links
 from dnsd.outbox import queue_mail
 from dnsd.records import mirrors as _mirrors
 from dnsd.records.notes import Note
+from probes import requests as probe_requests
 
 KEEP_USED = _dt.timedelta(days=1)       # used and expired links are swept after this
 
@@ -137,3 +138,27 @@ def add_note(conn: sa.Connection, mirror_id: int, address: str, text: str) -> No
     """A note on the maintainer's own mirror, signed with their address."""
     m = store.own_mirror(conn, mirror_id, address)
     return store.add_note(conn, f"#{m.id}", address, text)
+
+
+def request_probe(conn: sa.Connection, mirror_id: int, address: str, now: _dt.datetime):
+    """"Probe now" on the maintainer's own mirror (probes.requests, the one way to ask)."""
+    m = store.own_mirror(conn, mirror_id, address)
+    return probe_requests.request_probe(conn, m.id, "maintainer", address, now=now)
+
+
+def plan_maintenance(conn: sa.Connection, mirror_id: int, address: str, mail, *, starts_at,
+                     ends_at, reason: str, now: _dt.datetime):
+    """A maintenance window on the maintainer's own mirror (admin.store.plan_maintenance: the
+    admins' own planning, audited and mailed the same way), planned under their address."""
+    m = store.own_mirror(conn, mirror_id, address)
+    return store.plan_maintenance(conn, f"#{m.id}", address, starts_at=starts_at,
+                                  ends_at=ends_at, reason=reason, mail=mail, now=now)
+
+
+def cancel_maintenance(conn: sa.Connection, mirror_id: int, window_id: int, address: str, mail,
+                       now: _dt.datetime):
+    """Cancel (or end now) a window of the maintainer's own mirror; another mirror's window is
+    NotFound (admin.store.cancel_maintenance's mirror_ref)."""
+    m = store.own_mirror(conn, mirror_id, address)
+    return store.cancel_maintenance(conn, window_id, address, mirror_ref=f"#{m.id}", mail=mail,
+                                    now=now)

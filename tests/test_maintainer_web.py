@@ -28,6 +28,7 @@ from dnsd.models import (
     mirrors,
     notes,
     outbox,
+    probe_requests,
     probe_results,
     sessions,
     users,
@@ -420,6 +421,20 @@ class OwnMirrorTests(MaintainerCase):
         self.assertEqual(r.code, 400)
         self.assertIn("field-error", body)
 
+    def test_probe_now_asks_every_probe_node_once(self):
+        for _ in range(2):
+            r, _ = self.post(f"/maintainer/mirrors/{self.de.id}/probe", {"csrf": self.csrf()})
+            self.assertEqual(r.code, 303)
+        self.assertEqual(r.headers.getRawHeaders("location"),
+                         [f"/maintainer/mirrors/{self.de.id}?done=probe"])
+        [row] = self.q(sa.select(probe_requests))
+        self.assertEqual((row.mirror_id, row.reason, row.requested_by, row.requests),
+                         (self.de.id, "maintainer", "jane@example.de", 2))   # coalesced
+        _, body = self.get(f"/maintainer/mirrors/{self.de.id}?done=probe")
+        self.assertIn("Probe requested: every probe node", body)
+        self.assertIn("by jane@example.de; 2 requests in one", body)
+        self.assertIn("no probe node has served it yet", body)
+
     def test_taking_the_address_off_the_mirror_ends_the_access_at_once(self):
         self.assertEqual(self.get(f"/maintainer/mirrors/{self.de.id}")[0].code, 200)
         with self.engine.begin() as conn:
@@ -471,7 +486,8 @@ class AuthorisationTests(MaintainerCase):
             "subject": "s", "body": "b", "action": "send", "status": "declined", "name": "fr9",
             "current": "x", "new": "a new and long password", "again": "a new and long password",
             "provider_name": "pwned", "role": "admin", "email": "jane@example.de"}
-    TABLES = (mirrors, maintainers, notes, outbox, audit, sessions, users, login_links)
+    TABLES = (mirrors, maintainers, notes, outbox, audit, sessions, users, login_links,
+              probe_requests)
 
     def setUp(self):
         super().setUp()

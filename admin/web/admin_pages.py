@@ -197,16 +197,14 @@ class AdminPages:
                           form: dict | None = None):
         m = await self._load(mid)
         cfg = self.ctx.cfg
-        probe_request, reports = await self.ctx.pool.run_readonly(lambda conn: (
-            (probe_requests.get(conn, m.id), probe_requests.served(conn, m.id)),
-            mirror_reports.of_mirror(conn, cfg, m.id, self.ctx.now())))
+        reports = await self.ctx.pool.run_readonly(lambda conn: mirror_reports.of_mirror(
+            conn, cfg, m.id, self.ctx.now()))
         html = await self.ctx.render_threaded(
             "admin/mirror.html", request, title=m.name or m.hostname, m=m,
             flash=error or _done(request), flash_kind="bad" if error else "ok",
             geo=self._geo_check(m), **await mirror_graphs(self.ctx, m.id),
-            form=form or {}, max_age=self._max_age(), labels=LABELS,
-            probe_request=probe_request[0], probe_served=probe_request[1],
-            probes_on=self.ctx.cfg.probes.enabled, reports=reports,
+            **await probe_request_state(self.ctx, m.id),
+            form=form or {}, max_age=self._max_age(), labels=LABELS, reports=reports,
             report_reasons=validation.REPORT_REASONS)
         return Response(html, code=code)
 
@@ -749,6 +747,14 @@ async def mirror_graphs(ctx: WebContext, mid: int) -> dict:
     h = await ctx.pool.run_readonly(_history(mid, now))
     return {"uptime": graphs.uptime_days(h["days"], now.date()),
             "rtt": graphs.rtt_hours(h["hours"], now)}
+
+
+async def probe_request_state(ctx: WebContext, mid: int) -> dict:
+    """The mirror's "probe now" request and which probe nodes served it, for the mirror page's
+    probe_now macro (the admin's and the maintainer's page)."""
+    req, served = await ctx.pool.run_readonly(lambda conn: (
+        probe_requests.get(conn, mid), probe_requests.served(conn, mid)))
+    return {"probe_request": req, "probe_served": served, "probes_on": ctx.cfg.probes.enabled}
 
 
 def _history(mid: int, now: _dt.datetime):

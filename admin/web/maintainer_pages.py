@@ -35,6 +35,7 @@ from admin.web.admin_pages import (
     _sentence,
     mirror_graphs,
     note_from_form,
+    probe_request_state,
     validate_fields,
 )
 from admin.web.auth import throttled_message
@@ -72,7 +73,9 @@ HINTS = {
     "provider_logo": "https URL of a small image",
 }
 DONE = {"saved": "Changes saved; the list and your co-maintainers have been told.",
-        "unchanged": "Nothing changed.", "note": "Note added."}
+        "unchanged": "Nothing changed.", "note": "Note added.",
+        "probe": "Probe requested: every probe node probes your mirror within seconds (at most "
+                 "once a minute each); reload to see the results below."}
 GONE = ("This login link is unknown, used or expired. Links work once, for a few minutes: "
         "ask for a new one.")
 
@@ -93,6 +96,7 @@ def build(ctx: WebContext) -> Router:
     r.add("GET", mid + "/edit", p.own(p.edit_form))
     r.add("POST", mid + "/edit", p.own(p.edit))
     r.add("POST", mid + "/notes", p.own(p.add_note))
+    r.add("POST", mid + "/probe", p.own(p.probe_now))
     return r
 
 
@@ -245,7 +249,8 @@ class MaintainerPages:
             "maintainer/mirror.html", request, title=m.name or m.hostname, m=m,
             maintainer=_address(request), by_vantage=by_vantage, flash=done,
             form=form or {}, max_age=float(self.ctx.cfg.dns.max_sync_age), labels=LABELS,
-            fields=FIELDS, **await mirror_graphs(self.ctx, mid))
+            fields=FIELDS, **await mirror_graphs(self.ctx, mid),
+            **await probe_request_state(self.ctx, mid))
         return Response(html, code=code)
 
     async def _edit_page(self, request, m, form: dict, errors: dict, code: int):
@@ -289,3 +294,14 @@ class MaintainerPages:
         except NotFound:
             raise HTTPError(404, "No such mirror among yours.") from None
         return redirect(f"/maintainer/mirrors/{mid}", done="note")
+
+    async def probe_now(self, request, mid):
+        """Ask every probe node to probe the mirror once, now (probes.requests, as the admin's
+        button)."""
+        address, now = _address(request), self.ctx.now()
+        try:
+            await self.ctx.pool.run(lambda conn: maintainers.request_probe(conn, mid, address,
+                                                                           now))
+        except NotFound:
+            raise HTTPError(404, "No such mirror among yours.") from None
+        return redirect(f"/maintainer/mirrors/{mid}", done="probe")
