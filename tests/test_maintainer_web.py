@@ -25,6 +25,7 @@ from dnsd.models import (
     audit,
     login_links,
     maintainers,
+    maintenance_windows,
     mirrors,
     notes,
     outbox,
@@ -435,6 +436,64 @@ class OwnMirrorTests(MaintainerCase):
         self.assertIn("by jane@example.de; 2 requests in one", body)
         self.assertIn("no probe node has served it yet", body)
 
+    def plan(self, start="2026-11-22 10:00", end="2026-11-22 12:00", reason="new disks"):
+        return self.post(f"/maintainer/mirrors/{self.de.id}/maintenance", {
+            "csrf": self.csrf(), "starts_at": start, "ends_at": end, "reason": reason})
+
+    def test_plan_a_window_on_ones_own_mirror_as_the_admins_do(self):
+        r, _ = self.plan()
+        self.assertEqual(r.code, 303)
+        self.assertEqual(r.headers.getRawHeaders("location"),
+                         [f"/maintainer/mirrors/{self.de.id}?done=maintenance"])
+        [w] = self.q(sa.select(maintenance_windows))
+        self.assertEqual((w.mirror_id, w.reason, w.created_by, str(w.starts_at)),
+                         (self.de.id, "new disks", "jane@example.de", "2026-11-22 10:00:00"))
+        [a] = self.q(sa.select(audit.c.actor).where(audit.c.action == "maintenance-plan"))
+        self.assertEqual(a[0], "jane@example.de")
+        [to] = self.q(sa.select(outbox.c.recipients).where(outbox.c.kind == "maintenance-planned"))
+        self.assertEqual(set(to[0].split(",")),
+                         {"mirrors@lists.example.org", "Jane@Example.DE", "joe@example.de"})
+        _, body = self.get(f"/maintainer/mirrors/{self.de.id}?done=maintenance")
+        self.assertIn("Maintenance planned", body)
+        self.assertIn("new disks", body)
+        self.assertIn(f'action="/maintainer/mirrors/{self.de.id}/maintenance/{w.id}/cancel"', body)
+        # an overlapping one is refused by its start field, the text kept
+        r, body = self.plan("2026-11-22 11:00", "2026-11-22 13:00", "again")
+        self.assertEqual(r.code, 400)
+        self.assertIn('id="err-starts_at"', body)
+        self.assertIn('value="again"', body)
+        # and cancelled
+        r, _ = self.post(f"/maintainer/mirrors/{self.de.id}/maintenance/{w.id}/cancel",
+                         {"csrf": self.csrf()})
+        self.assertEqual(r.code, 303)
+        [w] = self.q(sa.select(maintenance_windows))
+        self.assertEqual(w.cancelled_by, "jane@example.de")
+        r, body = self.post(f"/maintainer/mirrors/{self.de.id}/maintenance/{w.id}/cancel",
+                            {"csrf": self.csrf()})
+        self.assertEqual(r.code, 409)                          # cancelled already: said so
+        self.assertIn('class="flash bad"', body)
+
+    def test_bad_windows_are_refused_by_each_field(self):
+        r, body = self.plan("yesterday", "2026-11-20 10:00", "")
+        self.assertEqual(r.code, 400)
+        for f in ("starts_at", "reason"):
+            self.assertIn(f'id="err-{f}"', body)
+        self.assertIn('value="yesterday"', body)
+        r, body = self.plan("2026-11-22 10:00", "2026-11-22 09:00", "x")
+        self.assertEqual(r.code, 400)
+        self.assertIn('id="err-ends_at"', body)
+        self.assertEqual(self.q(sa.select(maintenance_windows)), [])
+
+    def test_another_mirrors_window_cannot_be_cancelled_through_ones_own(self):
+        with self.engine.begin() as conn:
+            w = store.plan_maintenance(conn, f"#{self.us.id}", "alice",
+                                       starts_at="2026-11-22 10:00", ends_at="2026-11-22 11:00",
+                                       reason="bob's", now=T0)
+        r, _ = self.post(f"/maintainer/mirrors/{self.de.id}/maintenance/{w.id}/cancel",
+                         {"csrf": self.csrf()})
+        self.assertEqual(r.code, 404)
+        self.assertIsNone(self.q(sa.select(maintenance_windows.c.cancelled_at))[0][0])
+
     def test_taking_the_address_off_the_mirror_ends_the_access_at_once(self):
         self.assertEqual(self.get(f"/maintainer/mirrors/{self.de.id}")[0].code, 200)
         with self.engine.begin() as conn:
@@ -481,16 +540,24 @@ def _fill(pattern: str, values: dict) -> str:
 class AuthorisationTests(MaintainerCase):
     """Jane, logged in as a maintainer, tries every route with every id that is not hers."""
 
-    FORM = {"reason": "x", "text": "x", "hostname": "evil.example.org", "country": "DE",
+    FORM = {"reason": "x", "text": "x", "starts_at": "2026-11-25 10:00",
+            "ends_at": "2026-11-25 11:00", "hostname": "evil.example.org", "country": "DE",
             "ipv4": "192.0.2.66", "http_url": "http://evil.example.org/", "target": "list",
             "subject": "s", "body": "b", "action": "send", "status": "declined", "name": "fr9",
             "current": "x", "new": "a new and long password", "again": "a new and long password",
             "provider_name": "pwned", "role": "admin", "email": "jane@example.de"}
     TABLES = (mirrors, maintainers, notes, outbox, audit, sessions, users, login_links,
-              probe_requests)
+              probe_requests, maintenance_windows)
 
     def setUp(self):
         super().setUp()
+        with self.engine.begin() as conn:           # windows of another mirror, and of hers
+            self.bobs = store.plan_maintenance(conn, f"#{self.us.id}", "alice", now=T0,
+                                               starts_at="2026-11-22 10:00",
+                                               ends_at="2026-11-22 11:00", reason="bob's")
+            self.janes = store.plan_maintenance(conn, f"#{self.de.id}", "alice", now=T0,
+                                                starts_at="2026-11-23 10:00",
+                                                ends_at="2026-11-23 11:00", reason="jane's")
         self.cookie = self.log_in("jane@example.de")
         self.token = self.csrf()
         self.foreign = [str(self.us.id), str(self.old.id), "0", "99999", "999999999",
@@ -503,18 +570,26 @@ class AuthorisationTests(MaintainerCase):
         from admin.web import maintainer_pages
 
         routes = [r for r in maintainer_pages.build(self.ctx).routes if "mid" in r.pattern.pattern]
-        self.assertGreaterEqual(len(routes), 4)
+        self.assertGreaterEqual(len(routes), 7)
         before = self.snapshot()
+        wids = [str(self.bobs.id), str(self.janes.id), "99999", "999999999"]
         for route in routes:
             for mid in self.foreign:
-                path = "/maintainer/" + _fill(route.pattern.pattern, {"mid": mid})
-                if route.method == b"GET":
-                    r, body = self.get(path)
-                else:
-                    r, body = self.post(path, {**self.FORM, "csrf": self.token})
-                self.assertIn(r.code, (404, 405), (route.method, path))
-                self.assertNotIn("mirror.example.com", body)
-                self.assertNotIn("old.example.fr", body)
+                for wid in wids if "wid" in route.pattern.pattern else wids[:1]:
+                    path = "/maintainer/" + _fill(route.pattern.pattern,
+                                                  {"mid": mid, "wid": wid})
+                    if route.method == b"GET":
+                        r, body = self.get(path)
+                    else:
+                        r, body = self.post(path, {**self.FORM, "csrf": self.token})
+                    self.assertIn(r.code, (404, 405), (route.method, path))
+                    self.assertNotIn("mirror.example.com", body)
+                    self.assertNotIn("old.example.fr", body)
+        # her own mirror with Bob's window, or one nobody has: refused the same way
+        for wid in (str(self.bobs.id), "99999"):
+            r, _ = self.post(f"/maintainer/mirrors/{self.de.id}/maintenance/{wid}/cancel",
+                             {"csrf": self.token})
+            self.assertEqual(r.code, 404)
         self.assertEqual(self.snapshot(), before)
         # and her own mirror through the same routes works, so the test tests something
         r, _ = self.get(f"/maintainer/mirrors/{self.de.id}")

@@ -39,7 +39,7 @@ from admin.web.framework import (
 from admin.web.sessions import create_session
 from dnsd import countries, recipients, statuses, validation
 from dnsd import outbox as _outbox
-from dnsd.errors import Invalid, Refused
+from dnsd.errors import Invalid, NotFound, Refused
 from dnsd.errors import sentence as _sentence
 from dnsd.models import STATUSES, users
 from dnsd.outbox import queue_mail
@@ -351,26 +351,14 @@ class AdminPages:
     # --- maintenance windows -----------------------------------------------------------------
 
     async def plan_maintenance(self, request, mid):
-        """Plan a window from the mirror page's form; every field's problem is shown by it, the
-        text typed kept (dnsd.validation.maintenance_window_errors, then the store's own
-        refusals such as an overlapping window)."""
-        form = {f: form_value(request, f) for f in validation.WINDOW_FIELDS}
-        _w, errors = validation.maintenance_window_errors(
-            form["starts_at"], form["ends_at"], form["reason"], self.ctx.now())
-        if not errors:
-            m = await self._load(mid)
-            actor, now = _actor(request), self.ctx.now()
-            try:
-                await plans.change(self.ctx, lambda conn: store.plan_maintenance(
-                    conn, f"#{m.id}", actor, starts_at=form["starts_at"],
-                    ends_at=form["ends_at"], reason=form["reason"], mail=self.mail_settings,
-                    now=now))
-            except Refused as e:
-                errors[e.field if e.field in form else "starts_at"] = e.message
-            else:
-                return redirect(f"/admin/mirrors/{m.id}", done="maintenance")
-        return await self.mirror_page(request, mid, code=400, form={
-            "maint": form, "maint_errors": {k: _sentence(v) for k, v in errors.items()}})
+        m = await self._load(mid)
+        actor, now, mail = _actor(request), self.ctx.now(), self.mail_settings
+        refused = await plan_window(self.ctx, request, lambda conn, start, end, reason: (
+            store.plan_maintenance(conn, f"#{m.id}", actor, starts_at=start, ends_at=end,
+                                   reason=reason, mail=mail, now=now)))
+        if refused:
+            return await self.mirror_page(request, mid, code=400, form=refused)
+        return redirect(f"/admin/mirrors/{m.id}", done="maintenance")
 
     async def cancel_maintenance(self, request, mid, wid):
         actor, now = _actor(request), self.ctx.now()
@@ -747,6 +735,28 @@ async def mirror_graphs(ctx: WebContext, mid: int) -> dict:
     h = await ctx.pool.run_readonly(_history(mid, now))
     return {"uptime": graphs.uptime_days(h["days"], now.date()),
             "rtt": graphs.rtt_hours(h["hours"], now)}
+
+
+async def plan_window(ctx: WebContext, request, op) -> dict:
+    """Plan a maintenance window from a mirror page's form with op(conn, starts_at, ends_at,
+    reason) (the admin's planning or a maintainer's): {} once planned, else the form values that
+    show every field's problem by it with the text kept (dnsd.validation's
+    maintenance_window_errors, then the store's own refusals such as an overlapping window).
+    The change waits for the live plan (admin.web.plans.change). NotFound passes through."""
+    form = {f: form_value(request, f) for f in validation.WINDOW_FIELDS}
+    _w, errors = validation.maintenance_window_errors(
+        form["starts_at"], form["ends_at"], form["reason"], ctx.now())
+    if not errors:
+        try:
+            await plans.change(ctx, lambda conn: op(conn, form["starts_at"], form["ends_at"],
+                                                    form["reason"]))
+        except NotFound:
+            raise
+        except Refused as e:
+            errors[e.field if e.field in form else "starts_at"] = e.message
+        else:
+            return {}
+    return {"maint": form, "maint_errors": {k: _sentence(v) for k, v in errors.items()}}
 
 
 async def probe_request_state(ctx: WebContext, mid: int) -> dict:

@@ -32,9 +32,9 @@ from admin import maintainers, store
 from admin.web import plans, queries
 from admin.web.admin_pages import (
     LABELS,
-    _sentence,
     mirror_graphs,
     note_from_form,
+    plan_window,
     probe_request_state,
     validate_fields,
 )
@@ -58,6 +58,7 @@ from admin.web.sessions import (
 )
 from dnsd import recipients, validation
 from dnsd.errors import Invalid, NotFound, Refused
+from dnsd.errors import sentence as _sentence
 from probes import history
 
 _log = Logger(namespace="admin.web.maintainer")
@@ -75,7 +76,10 @@ HINTS = {
 DONE = {"saved": "Changes saved; the list and your co-maintainers have been told.",
         "unchanged": "Nothing changed.", "note": "Note added.",
         "probe": "Probe requested: every probe node probes your mirror within seconds (at most "
-                 "once a minute each); reload to see the results below."}
+                 "once a minute each); reload to see the results below.",
+        "maintenance": "Maintenance planned; the mirror leaves the DNS answers one TTL before "
+                       "it starts, and returns after it once a probe passed.",
+        "maintenance-cancelled": "Maintenance cancelled."}
 GONE = ("This login link is unknown, used or expired. Links work once, for a few minutes: "
         "ask for a new one.")
 
@@ -97,6 +101,8 @@ def build(ctx: WebContext) -> Router:
     r.add("POST", mid + "/edit", p.own(p.edit))
     r.add("POST", mid + "/notes", p.own(p.add_note))
     r.add("POST", mid + "/probe", p.own(p.probe_now))
+    r.add("POST", mid + "/maintenance", p.own(p.plan_maintenance))
+    r.add("POST", mid + rf"/maintenance/(?P<wid>{ID})/cancel", p.own(p.cancel_maintenance))
     return r
 
 
@@ -211,13 +217,13 @@ class MaintainerPages:
         """The route's mirror must list the session's address now; else 404, the same answer
         as for an id nobody has (nothing about other mirrors leaks)."""
         @functools.wraps(handler)
-        async def guarded(request, mid):
+        async def guarded(request, mid, **more):
             address = _address(request)
             scope = await self.ctx.pool.run_readonly(
                 lambda conn: recipients.contact_mirrors(conn, address))
             if int(mid) not in scope:
                 raise HTTPError(404, "No such mirror among yours.")
-            return await handler(request, int(mid))
+            return await handler(request, int(mid), **more)
         return guarded
 
     async def home(self, request):
@@ -240,14 +246,16 @@ class MaintainerPages:
             raise HTTPError(404, "No such mirror among yours.")
         return m
 
-    async def mirror_page(self, request, mid, *, code: int = 200, form: dict | None = None):
+    async def mirror_page(self, request, mid, *, code: int = 200, form: dict | None = None,
+                          error: str = ""):
         m = await self._load(mid)
         by_vantage = await self.ctx.pool.run_readonly(
             lambda conn: history.recent_by_vantage(conn, mid))
         done = DONE.get(form_value(request, "done"), "") if request.method == b"GET" else ""
         html = await self.ctx.render_threaded(
             "maintainer/mirror.html", request, title=m.name or m.hostname, m=m,
-            maintainer=_address(request), by_vantage=by_vantage, flash=done,
+            maintainer=_address(request), by_vantage=by_vantage, flash=error or done,
+            flash_kind="bad" if error else "ok",
             form=form or {}, max_age=float(self.ctx.cfg.dns.max_sync_age), labels=LABELS,
             fields=FIELDS, **await mirror_graphs(self.ctx, mid),
             **await probe_request_state(self.ctx, mid))
@@ -305,3 +313,32 @@ class MaintainerPages:
         except NotFound:
             raise HTTPError(404, "No such mirror among yours.") from None
         return redirect(f"/maintainer/mirrors/{mid}", done="probe")
+
+    async def plan_maintenance(self, request, mid):
+        """A window on one's own mirror: the admins' planning (admin.store.plan_maintenance),
+        under the maintainer's address, with the admin page's form rules (plan_window)."""
+        address, now = _address(request), self.ctx.now()
+        mail = store.MailSettings.from_config(self.ctx.cfg)
+        try:
+            refused = await plan_window(self.ctx, request, lambda conn, start, end, reason: (
+                maintainers.plan_maintenance(conn, mid, address, mail, starts_at=start,
+                                             ends_at=end, reason=reason, now=now)))
+        except NotFound:
+            raise HTTPError(404, "No such mirror among yours.") from None
+        if refused:
+            return await self.mirror_page(request, mid, code=400, form=refused)
+        return redirect(f"/maintainer/mirrors/{mid}", done="maintenance")
+
+    async def cancel_maintenance(self, request, mid, wid):
+        """Cancel a planned window (or end one in progress) of one's own mirror; a window of
+        another mirror is the same 404 as a mirror that is not theirs."""
+        address, now = _address(request), self.ctx.now()
+        mail = store.MailSettings.from_config(self.ctx.cfg)
+        try:
+            await plans.change(self.ctx, lambda conn: maintainers.cancel_maintenance(
+                conn, mid, int(wid), address, mail, now))
+        except NotFound:
+            raise HTTPError(404, "No such maintenance window of yours.") from None
+        except Refused as e:
+            return await self.mirror_page(request, mid, code=409, error=_sentence(e.message))
+        return redirect(f"/maintainer/mirrors/{mid}", done="maintenance-cancelled")
