@@ -8,9 +8,11 @@ imported only when a test asks for them).
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -81,3 +83,35 @@ def twistd(config: Path, ready_url: str, log_path: Path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+class TimeFile(http.server.BaseHTTPRequestHandler):
+    """A mirror that is up: /pub/TIME holds the time it was started (mirmon's format), as a sync
+    leaves it, anything else 404. One value for every fetch: a time read per request differs
+    between the probe's fetches for two Host names when they straddle a second."""
+
+    stamp = 0
+
+    def do_GET(self):
+        if self.path == "/pub/TIME":
+            body = f"{self.stamp}\n".encode()
+            self.send_response(200)
+        else:
+            body = b"not found\n"
+            self.send_response(404)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_mirror(address: str) -> http.server.ThreadingHTTPServer:
+    """A real HTTP mirror on `address` (a 127.0.x.y of its own, port chosen by the system) for
+    the probes of a twistd under test; `.shutdown()` it when done."""
+    handler = type("SyncedTimeFile", (TimeFile,), {"stamp": int(time.time())})
+    srv = http.server.ThreadingHTTPServer((address, 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv

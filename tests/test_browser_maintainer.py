@@ -12,10 +12,7 @@ back. Screenshots go to tests/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import datetime as _dt
-import http.server
 import re
-import threading
-import time
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -25,7 +22,7 @@ from admin import store
 from dnsd.db import make_engine, upgrade
 from dnsd.models import mirror_health, utcnow
 from dnsd.validation import Rules
-from tests.browser_support import ROOT, screenshot, twistd, wait_until
+from tests.browser_support import ROOT, screenshot, serve_mirror, twistd, wait_until
 from tests.helpers import MailRecorder, free_port
 from tests.test_browser_admin import a_records
 
@@ -33,30 +30,6 @@ ZONE = "mirrors.example.org"
 TTL = 3                      # [dns] ttl: the mirror leaves the answers this long before a window
 JANE = "jane@example.de"
 LINK_RE = re.compile(r"(http://127\.0\.0\.1:\d+/maintainer/login/[A-Za-z0-9_-]+)")
-
-
-class TimeFile(http.server.BaseHTTPRequestHandler):
-    """A mirror: a fresh timestamp file at /pub/TIME (mirmon's format), 404 for anything else."""
-
-    def do_GET(self):
-        if self.path == "/pub/TIME":
-            body = f"{int(time.time())}\n".encode()
-            self.send_response(200)
-        else:
-            body = b"not found\n"
-            self.send_response(404)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_a):
-        pass
-
-
-def serve_mirror(address: str) -> http.server.ThreadingHTTPServer:
-    srv = http.server.ThreadingHTTPServer((address, 0), TimeFile)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
 
 
 @pytest.fixture(scope="module")

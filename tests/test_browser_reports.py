@@ -12,10 +12,6 @@ mirror's page with the request served by the probe node. Screenshots go to tests
 
 from __future__ import annotations
 
-import http.server
-import threading
-import time
-
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
@@ -26,42 +22,17 @@ from admin.passwords import hash_password
 from dnsd.db import make_engine, upgrade
 from dnsd.models import mirror_health, probe_results, utcnow
 from dnsd.validation import Rules
-from tests.browser_support import ROOT, screenshot, twistd, wait_until
+from tests.browser_support import ROOT, screenshot, serve_mirror, twistd, wait_until
 from tests.helpers import MailRecorder, free_port
 
 PW = "browser-test-password"
 MIRROR_IP = "127.0.1.41"
-# the timestamp file as a sync leaves it: one value for every fetch (a time read per request
-# differs between the probe's fetches for two Host names when they straddle a second)
-STAMP = int(time.time())
-
-
-class TimeFile(http.server.BaseHTTPRequestHandler):
-    """A mirror that is up: /pub/TIME holds the time now (mirmon's format), anything else 404."""
-
-    def do_GET(self):
-        if self.path == "/pub/TIME":
-            body = f"{STAMP}\n".encode()
-            self.send_response(200)
-        else:
-            body = b"not found\n"
-            self.send_response(404)
-        self.send_header("content-type", "text/plain")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, test_mmdb):
     d = tmp_path_factory.mktemp("reports")
-    mirror = http.server.ThreadingHTTPServer((MIRROR_IP, 0), TimeFile)
-    threading.Thread(target=mirror.serve_forever, daemon=True).start()
+    mirror = serve_mirror(MIRROR_IP)
     mport = mirror.server_address[1]
     dns_port, web_port, smtp_port = free_port(), free_port(), free_port()
     cfg = d / "mirrordns.toml"
