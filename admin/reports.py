@@ -23,10 +23,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from admin import mirror_reports, waitinglist
-from dnsd import serving
+from dnsd import maintenance, serving
 from dnsd.jobs import Job, run_once
 from dnsd.models import mirror_health
 from dnsd.records import health as _health
+from dnsd.records import maintenance as _windows
 from dnsd.records import mirrors as _mirrors
 from dnsd.serving import fmt_age
 from dnsd.statuses import ACTIVE, DISABLED_ADMIN, DISABLED_PROBES, PENDING
@@ -79,11 +80,16 @@ def weekly_report(conn: sa.Connection, cfg, now: _dt.datetime) -> int | None:
 def daily_reminders(conn: sa.Connection, cfg, now: _dt.datetime) -> list[int]:
     """Queue a reminder to the maintainers of every mirror disabled by probes for more than
     `[mail] reminder_hours`, or active but stale (dnsd.serving's one freshness rule), unless it
-    got one within `reminder_hours` (an hour's slack)."""
+    got one within `reminder_hours` (an hour's slack). A mirror in a maintenance window gets
+    none: its probes count for nothing then, so what they last said is not news
+    (dnsd.maintenance.probes_paused)."""
     hours = _dt.timedelta(hours=cfg.mail.reminder_hours)
     again = hours - _dt.timedelta(hours=1)
     out = []
+    windows = _windows.relevant(conn, now)
     for m, h, has_row in _mirrors_with_health(conn):
+        if maintenance.probes_paused(windows.get(m.id, ()), now) is not None:
+            continue
         age = serving.sync_age(h.last_sync_at, now)
         disabled = m.status == DISABLED_PROBES and m.status_since <= now - hours
         out_of_sync = m.status == ACTIVE and serving.is_stale(age, cfg)

@@ -506,3 +506,22 @@ def test_the_plan_reads_the_windows_with_a_say_only(engine):
         got = _windows.relevant(conn, T0 + dt.timedelta(days=4))
     assert [w.reason for w in got[mid]] == ["w2", "ahead"]   # the last ended one, and what's ahead
     assert dataclasses.asdict(got[mid][0])["created_by"] == "ada"
+
+
+def test_no_reminder_while_a_window_runs(engine):
+    """A mirror whose last sync looks stale because nothing counted its probes during a window
+    gets no "out of sync" reminder until the window is over."""
+    from admin.reports import daily_reminders
+
+    with engine.begin() as conn:
+        mid = add_mirror(conn, name="de1")
+        conn.execute(models.mirror_health.insert().values(
+            mirror_id=mid, last_probe_at=T0, last_ok_at=T0, updated_at=T0,
+            last_sync_at=T0 - dt.timedelta(hours=40)))             # stale by [dns] max_sync_age
+        store.plan_maintenance(conn, "de1", "ada", starts_at=START, ends_at=END, reason="r",
+                               now=T0)
+    with engine.begin() as conn:
+        assert daily_reminders(conn, pcfg(), START + MIN) == []        # in the window: none
+    with engine.begin() as conn:
+        assert len(daily_reminders(conn, pcfg(), END + MIN)) == 1     # after it: as usual
+    assert [m["kind"] for m in mails(engine)] == ["reminder"]
