@@ -13,7 +13,9 @@ Speed comes from doing the work when the plan changes, not per query:
   OPT) without building objects: header check, one `find` for the name's end, one dict lookup for
   the name, one for the OPT record bytes (payload size, DO bit and ECS option decoded once and
   cached), one for the client location (per source address or per ECS option), then `next()` on
-  the ring and a join. Everything else (odd counts, EDNS errors, NXDOMAIN, REFUSED, FORMERR,
+  the ring and a join. A query seen before (the same bytes after the header, and an answer that
+  does not depend on the source address) skips even that: one lookup of `data[12:]` in the hot
+  cache gives its ring, question and reply OPT (`_Hot`). Everything else (odd counts, EDNS errors, NXDOMAIN, REFUSED, FORMERR,
   NOTIMP) goes through `_full`, a careful decoder of the whole message.
 
 Names, first match wins: the zone file's records (static); the mirrors' own names `ccN` (any status
@@ -69,6 +71,8 @@ DELEG_KEY = -2                   # acts[DELEG_KEY]: the cut a name is at or belo
 WILD_KEY = -3                    # acts[WILD_KEY]: this name, when "*.<name>" exists (RFC 4592)
 OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
 OPT_CACHE_KEY_MAX = 64           # ... of at most this many bytes (ECS /128 and NSID: 39)
+HOT_CACHE = 4096                 # queries (all after the header) whose answer is kept ready
+HOT_CACHE_KEY_MAX = 320          # ... of at most this many bytes (a 255-octet name + ECS /128)
 MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
 # Types 128-254 are Q-TYPEs and Meta-TYPEs (RFC 6895 3.1), not data a name can own: AXFR 252,
 # IXFR 251, MAILB 253, MAILA 254 (see docs/dns.md, "Zone transfers"), TSIG 250 and TKEY 249 (only
@@ -632,6 +636,32 @@ class _GeoView:
         self.opts: dict[bytes, tuple] = {}
 
 
+class _Hot:
+    """Queries seen before, each mapped to what its reply is made of, valid for one table and one
+    geo view: replaced (never emptied for another) when either changes, and filled only by a
+    query that was answered from this very pair, so an entry never outlives what made it.
+
+    An entry (`data[12:]` -> (ring, question, reply OPT, max UDP size, counted qtype, counted
+    ring key)) is made on a query's second sighting, when its OPT record came from the view's
+    cache: traffic from ever new subnets pays one failed lookup here and fills nothing."""
+
+    __slots__ = ("table", "view", "answers")
+
+    def __init__(self, table, view):
+        self.table = table
+        self.view = view
+        self.answers: dict[bytes, tuple] = {}
+
+    def remember(self, t, v, data: bytes, qe: int, ring, ropt: bytes, maxsize: int,
+                 qtype: int, rk) -> None:
+        if t is not self.table or v is not self.view or len(data) - 12 > HOT_CACHE_KEY_MAX:
+            return                              # answered from what was current before a swap
+        c = self.answers
+        if len(c) >= HOT_CACHE:
+            c.clear()
+        c[data[12:]] = (ring, data[12:qe], ropt, maxsize, min(256, qtype), rk)
+
+
 class Answerer:
     """answer(data, src, udp) -> reply bytes, or None to stay silent. Never raises.
 
@@ -643,7 +673,7 @@ class Answerer:
     (dnsd.server). What they share is either replaced whole by one assignment of an object
     nobody changes afterwards (the table, the geo view, the cookie secrets), or a cache dict
     that is only read, filled and emptied in place by single dict operations (the OPT records,
-    the ECS shapes, the zone's cached misses). The counters are plain dict and int updates: two
+    the ECS shapes, the zone's cached misses, the hot answers). The counters are plain dict and int updates: two
     threads bumping one at the same instant may lose a count, never raise. Nothing on the query
     path takes a lock.
     """
@@ -651,12 +681,13 @@ class Answerer:
     def __init__(self, geo, table: WireTable | None = None, *, cookies=None, nsid: bytes = b"",
                  rrl=None):
         self.geo = geo
-        self.table = table
         self.stats = Stats()
         self.cookies = cookies
         self.nsid = nsid
         self.rrl = rrl
+        self._table = table
         self._view = _GeoView(getattr(geo, "index", None))
+        self._hot = _Hot(table, self._view)
         self._ecs_heads: dict[bytes, tuple | bool] = {}
         if geo is not None and hasattr(geo, "on_reload"):
             geo.on_reload(self.clear_caches)
@@ -670,10 +701,20 @@ class Answerer:
 
     def clear_caches(self):
         """The geo database changed: take its new compiled index, with an empty OPT cache."""
-        self._view = _GeoView(getattr(self.geo, "index", None))
+        self._view = v = _GeoView(getattr(self.geo, "index", None))
+        self._hot = _Hot(self._table, v)          # after the view: see _Hot.remember
 
     def set_table(self, table: WireTable) -> None:
-        self.table = table
+        self._table = table
+        self._hot = _Hot(table, self._view)       # after the table: see _Hot.remember
+
+    @property
+    def table(self) -> WireTable | None:
+        return self._table
+
+    @table.setter
+    def table(self, table: WireTable | None) -> None:
+        self.set_table(table)
 
     # the location of a client ------------------------------------------------------------------
 
@@ -798,19 +839,40 @@ class Answerer:
 
     def answer(self, data: bytes, src: str, udp: bool = True) -> bytes | None:
         try:
-            t = self.table
+            hot = self._hot
+            h = hot.answers.get(data[12:])
+            if h is not None and not data[2] & 0xF8 and data[4:12] == (_C_OPT if h[2]
+                                                                      else _C_NOOPT):
+                ring, question, ropt, maxsize, qt, rk = h
+                trip = next(ring)
+                fl = trip[3][data[2] & 1]
+                out = b"".join((data[:2], fl, trip[1] if ropt else trip[0], question, trip[2],
+                                ropt))
+                if udp and len(out) > maxsize:
+                    return self._truncated(data, 12 + len(question), ropt, fl)
+                st = self.stats
+                k = (qt, fl[1])
+                st.by_type_rcode[k] = st.by_type_rcode.get(k, 0) + 1
+                if rk is not None:
+                    st.by_country[rk] = st.by_country.get(rk, 0) + 1
+                return out
+            t = self._table
             counts = data[4:12]
             if t is not None and not data[2] & 0xF8 and (counts == _C_OPT or counts == _C_NOOPT):
                 z = data.find(0, 12)
                 key = data[12:z + 1].lower()
                 if data[z + 3:z + 5] == b"\x00\x01":
                     qe = z + 5
+                    v = self._view
                     if counts[7]:
                         rest = data[qe:]
-                        v = self._view
-                        o = v.opts.get(rest) or self._opt_miss(rest, src, v)
+                        o = v.opts.get(rest)
+                        seen = o is not None        # decoded before: worth a hot entry
+                        if not seen:
+                            o = self._opt_miss(rest, src, v)
                     else:
                         o = None if len(data) != qe else False
+                        seen = True
                     if o is not None:
                         qtype = data[z + 1] << 8 | data[z + 2]
                         acts = t.names.get(key)
@@ -824,12 +886,17 @@ class Answerer:
                             if o:
                                 out = b"".join((data[:2], fl, trip[1], data[12:qe], trip[2],
                                                 ropt))
-                                if udp and len(out) > o[4]:
-                                    return self._truncated(data, qe, ropt, fl)
+                                maxsize = o[4]
                             else:
                                 out = b"".join((data[:2], fl, trip[0], data[12:qe], trip[2]))
-                                if udp and len(out) > 512:
-                                    return self._truncated(data, qe, b"", fl)
+                                maxsize = 512
+                            if seen and (act[0] != 2 or (o and o[0] is not None)):
+                                # the same bytes get this answer again, whoever sends them
+                                ring = act[1] if act[0] == 1 else itertools.repeat(trip) \
+                                    if act[0] == 0 else act[1].get(o[0]) or act[2]
+                                hot.remember(t, v, data, qe, ring, ropt, maxsize, qtype, rk)
+                            if udp and len(out) > maxsize:
+                                return self._truncated(data, qe, ropt, fl)
                             st = self.stats
                             k = (min(256, qtype), fl[1])
                             st.by_type_rcode[k] = st.by_type_rcode.get(k, 0) + 1

@@ -116,7 +116,7 @@ def test_answers_follow_a_reloaded_geo_database(tmp_path, test_mmdb, compiled):
         assert geo.load_index() and geo.index is not None
     a = Answerer(geo, compile_table(plan, parse_zone(ZONE, Z), cfg))
     ecs = [dns.edns.ECSOption("192.0.2.0", 24)]
-    for _ in range(2):                                      # the second time from any cache
+    for _ in range(3):                                      # then from every cache there is
         assert addrs(ask(a, f"www.{Z}", use_edns=0, options=ecs))[0] == "192.0.2.1"
         assert addrs(ask(a, f"www.{Z}", src="127.0.1.1"))[0] == "192.0.2.1"
     w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
@@ -202,9 +202,10 @@ def test_fast_path_equals_full_decoder(test_mmdb, name, rdtype, edns, do, subnet
     q = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=do and edns is not None,
                                options=opts).to_wire()
     a.answer(q, "127.0.1.1", True)                  # fills the OPT cache
-    fast = a.answer(q, "127.0.1.1", True)
+    fast = a.answer(q, "127.0.1.1", True)           # ... and makes the hot entry
+    hot = a.answer(q, "127.0.1.1", True)
     full = a._full(q, "127.0.1.1", True)
-    assert fast == full
+    assert fast == full == hot
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -326,6 +327,103 @@ def test_cookie_fast_path_equals_full_decoder(test_mmdb, name, rdtype, subnet, k
     [mine] = [o for o in r.options if o.otype == 10]
     assert mine.client == client and len(mine.server) == 16
     assert (mine.server == cookie[8:]) == (kind == "valid")     # kept only when valid and young
+
+
+def _hot_query(name, rdtype="A", subnet=None, qid=7):
+    opts = [dns.edns.ECSOption(*subnet)] if subnet else []
+    q = dns.message.make_query(name, rdtype, use_edns=0 if subnet else None, options=opts)
+    q.id = qid
+    q.flags = 0
+    return q.to_wire()
+
+
+def test_hot_answers_are_the_answers_they_repeat(test_mmdb):
+    """A query seen before is answered from the hot cache with the bytes the full path makes,
+    rings turning as before, the counters counting it; its ID and RD bit are the new query's."""
+    a = make(test_mmdb, ring_size=1, min_candidates=1)
+    b = make(test_mmdb, ring_size=1, min_candidates=1)    # the same table, never hot
+    queries = [_hot_query(f"www.{Z}", "A", ("192.0.2.0", 24)),
+               _hot_query(f"www.{Z}", "AAAA", ("2001:db8:5::", 56)),
+               _hot_query(f"de.{Z}"), _hot_query(f"DE.{Z}", "A", ("198.51.100.0", 24)),
+               _hot_query(f"ns1.{Z}"), _hot_query(f"nx.{Z}", "A", ("192.0.2.0", 24)),
+               _hot_query(Z, "SOA"), _hot_query(f"de1.{Z}", "TXT")]
+    for q in queries:
+        for i in range(4):
+            q2 = struct.pack("!H", 100 + i) + bytes([q[2] | (i & 1)]) + q[3:]   # ID, RD
+            assert a.answer(q2, "127.0.2.1", True) == b._full(q2, "127.0.2.1", True)
+            r = dns.message.from_wire(a.answer(q2, "127.0.2.1", False))
+            assert r.id == 100 + i and bool(r.flags & dns.flags.RD) == bool(i & 1)
+    assert len(a._hot.answers) == len(queries)
+    assert a.stats.by_type_rcode == {(1, 0): 32, (28, 0): 8, (1, 3): 8, (6, 0): 8, (16, 0): 8}
+    assert a.stats.by_country == {"DE": 24, "US": 8}
+
+
+def test_hot_answers_depend_on_nothing_but_the_bytes(test_mmdb):
+    """The same bytes from two resolvers in two countries are two answers when the query does
+    not say where its client is (no ECS, or ECS /0): those are never made hot. Nor is a query
+    whose header differs from the hot one's, or one with a cookie (checked per source)."""
+    from dnsd.cookies import CookieJar
+
+    a = make(test_mmdb, min_candidates=1)
+    for q in (_hot_query(f"www.{Z}"), _hot_query(f"www.{Z}", "A", ("0.0.0.0", 0))):
+        for _ in range(3):
+            de = dns.message.from_wire(a.answer(q, "127.0.1.9", True))
+            us = dns.message.from_wire(a.answer(q, "127.0.2.9", True))
+            assert addrs(de)[0].startswith("192.0.2.") and addrs(us) == ["198.51.100.1"]
+    assert not a._hot.answers
+    q = _hot_query(f"de1.{Z}", "A", ("192.0.2.0", 24))
+    for _ in range(2):
+        a.answer(q, "127.0.1.9", True)
+    assert len(a._hot.answers) == 1
+    two = q[:4] + b"\x00\x02" + q[6:]                    # QDCOUNT 2, the same bytes after it
+    assert dns.message.from_wire(a.answer(two, "127.0.1.9", True)).rcode() == dns.rcode.FORMERR
+    a.cookies = CookieJar([COOKIE_KEY], clock=lambda: COOKIE_NOW)
+    c = dns.message.make_query(f"de1.{Z}", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(10, b"\x5a" * 8)]).to_wire()
+    for _ in range(3):
+        r = dns.message.from_wire(a.answer(c, "127.0.1.9", True))
+        assert [len(o.server) for o in r.options if o.otype == 10] == [16]
+    assert len(a._hot.answers) == 1
+
+
+def test_hot_answers_end_with_the_table_and_the_geo_view(test_mmdb):
+    """A new plan or a new geo database replaces the hot cache, and an answer worked out from
+    the table or view before a swap is not remembered beside the new ones."""
+    a = make(test_mmdb, min_candidates=1)
+    q = _hot_query(f"www.{Z}", "A", ("198.51.100.0", 24))
+    for _ in range(3):
+        assert addrs(dns.message.from_wire(a.answer(q, "127.0.0.1", True))) == ["198.51.100.1"]
+    old_table, old_view = a.table, a._view
+    a.set_table(make(test_mmdb, rows=[row(id=9, name="us9", country="US",
+                                          ipv4="198.51.100.9")]).table)
+    assert not a._hot.answers
+    for _ in range(3):
+        assert addrs(dns.message.from_wire(a.answer(q, "127.0.0.1", True))) == ["198.51.100.9"]
+    a.clear_caches()
+    assert not a._hot.answers and a._hot.view is a._view is not old_view
+    a._hot.remember(old_table, a._view, q, q.index(b"\x00", 12) + 5, iter(()), b"", 512, 1, None)
+    a._hot.remember(a.table, old_view, q, q.index(b"\x00", 12) + 5, iter(()), b"", 512, 1, None)
+    assert not a._hot.answers
+
+
+def test_hot_cache_stays_small(test_mmdb):
+    """Bounded in entries and in key size, whatever clients send."""
+    from dnsd.answer import HOT_CACHE, HOT_CACHE_KEY_MAX
+
+    a = make(test_mmdb)
+    for i in range(HOT_CACHE + 50):
+        q = _hot_query(f"x{i}.{Z}")
+        a.answer(q, "127.0.0.1", True)
+        a.answer(q, "127.0.0.1", True)
+        assert len(a._hot.answers) <= HOT_CACHE
+    long = _hot_query(".".join(["a" * 60] * 3) + f".{Z}")
+    pad = dns.message.make_query(f"de1.{Z}", "A", use_edns=0, options=[
+        dns.edns.GenericOption(65001, bytes(200))]).to_wire()
+    a._hot.answers.clear()
+    for q in (long, pad):
+        for _ in range(3):
+            a.answer(q, "127.0.0.1", False)
+    assert all(len(k) <= HOT_CACHE_KEY_MAX for k in a._hot.answers) and len(long) - 12 < 320
 
 
 def test_caches_keyed_by_client_bytes_stay_small(test_mmdb):
