@@ -15,11 +15,11 @@ $(PY):
 	python3 -m venv $(VENV) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+$(VENV)/.installed: pyproject.toml dnsd/_udpio.c | $(PY)
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(PY)
+$(VENV)/.installed-test: pyproject.toml dnsd/_udpio.c | $(PY)
 	$(PIP) install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 

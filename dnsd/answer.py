@@ -738,16 +738,6 @@ class Answerer:
         loc, scope = self.geo.locate(ip, srcp)
         return ring_key(loc), max(0, min(scope, srcp))
 
-    def _opt_miss(self, rest: bytes, src: str, v: _GeoView):
-        """The OPT tuple (see _parse_opt) for the OPT record `rest` (the end of a query whose
-        only other part is its question) that is not in the cache, by the cheapest way that
-        applies, or None: let _full decode the whole message. Exactly one ECS option
-        (_ecs_opt); else, with cookies on, a record with one COOKIE option (_cookie_opt)."""
-        o = self._ecs_opt(rest, v)
-        if o is None and self.cookies is not None:
-            return self._cookie_opt(rest, src, v)
-        return o
-
     def _ecs_opt(self, rest: bytes, v: _GeoView | None = None):
         """The OPT tuple (see _parse_opt) of an OPT RR that is exactly one ECS option, the form
         resolvers send, decoded here rather than by _full: under traffic from many client
@@ -775,7 +765,10 @@ class Answerer:
         a = int.from_bytes(addr, "big") << shift
         rk, scope = ix.ecs4(a, srcp) if v4 else ix.ecs6(a, srcp)
         o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize, None)
-        _remember(v, rest, o)
+        c = v.opts                                  # _remember, inline: 19 + 16 bytes at most
+        if len(c) >= OPT_CACHE:
+            c.clear()
+        c[rest] = o
         return o
 
     def _cookie_opt(self, rest: bytes, src: str, v: _GeoView):
@@ -869,7 +862,11 @@ class Answerer:
                         o = v.opts.get(rest)
                         seen = o is not None        # decoded before: worth a hot entry
                         if not seen:
-                            o = self._opt_miss(rest, src, v)
+                            # not cached: exactly one ECS option (_ecs_opt), else, with cookies
+                            # on, one COOKIE beside anything else (_cookie_opt), else _full
+                            o = self._ecs_opt(rest, v)
+                            if o is None and self.cookies is not None:
+                                o = self._cookie_opt(rest, src, v)
                     else:
                         o = None if len(data) != qe else False
                         seen = True

@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from dnsd import countries
@@ -51,7 +51,6 @@ SUBPROCESS_ABOVE = 1 << 20       # mmdb files larger than this are built in a ch
 M32 = (1 << 32) - 1
 M64 = (1 << 64) - 1
 _MAPPED = 0xFFFF                 # the top 96 bits of ::ffff:a.b.c.d
-B4_SHIFT = 16                    # IPv4 lookups start from the runs of the address's /16
 
 
 def client_country(country: str | None, registered_country: str | None) -> str | None:
@@ -78,15 +77,16 @@ class GeoIndexError(ValueError):
 class GeoIndex:
     """Ring key (and ECS scope) of an address, from flat arrays. Immutable once built.
 
-    The arrays are what is stored; lookups read lists made from them at construction (a list
-    item is a pointer to an int that exists, an array item is an int made on every read, and
-    `bisect` on a list runs at C speed), plus, for IPv4, the first run of every /16
-    (`_b4`), so a lookup bisects only the runs that start inside the client's /16: none for most
-    of the address space. Both cost memory in the DNS process (about 13 MB for GeoLite2 City,
-    docs/benchmarks.md), not in the index file."""
+    A lookup first reads which runs start inside the address's first 16 bits (`_b4`, `_b6`: the
+    run holding the first address of each such block), so it bisects only those: none for most
+    of the IPv4 space, a few thousand at most for the busiest IPv6 /16. IPv4 reads lists made
+    from the arrays (a list item is an int that exists, an array item an int made on each read);
+    IPv6 bisects the contiguous arrays, which on a cold cache (a query after the thread slept)
+    touch less memory than a list of 128-bit ints would. The tables and lists cost about 10 MB
+    in the DNS process for GeoLite2 City (docs/benchmarks.md), nothing in the index file."""
 
     __slots__ = ("keys", "aliases", "stamp", "_s4", "_k4", "_h6", "_l6", "_k6", "_n6",
-                 "_s4l", "_key4", "_b4", "_s6l", "_k6l")
+                 "_s4l", "_key4", "_b4", "_b6")
 
     def __init__(self, keys, aliases, s4: array, k4: array, h6: array, l6: array, k6: array,
                  stamp: tuple[int, int] | None = None):
@@ -99,15 +99,14 @@ class GeoIndex:
         # what lookups read (see the class docstring)
         self._s4l = s4l = s4.tolist()
         self._key4 = [self.keys[k] for k in k4]
-        self._b4 = [bisect_right(s4l, h << B4_SHIFT) - 1 for h in range((1 << (32 - B4_SHIFT)) + 1)]
-        self._s6l = [h << 64 | lo for h, lo in zip(h6, l6)]
-        self._k6l = k6.tolist()
+        self._b4 = [bisect_right(s4l, t << 16) - 1 for t in range((1 << 16) + 1)]
+        self._b6 = _blocks6(h6, l6)
 
     # -- lookups (the answer path) ---------------------------------------------------------------
 
     def _run4(self, a: int) -> int:
         b = self._b4
-        h = a >> B4_SHIFT
+        h = a >> 16
         i = b[h]
         j = b[h + 1]
         if i == j:                       # no run starts inside this /16 (after its first address)
@@ -117,10 +116,27 @@ class GeoIndex:
     def key4(self, a: int) -> str:
         return self._key4[self._run4(a)]
 
+    def _run6(self, a: int) -> int:
+        b = self._b6
+        t = a >> 112
+        lo = b[t]
+        up = b[t + 1]
+        if lo == up:                     # no run starts inside this /16 (after its first address)
+            return lo
+        h = a >> 64
+        hi = self._h6
+        j = bisect_right(hi, h, lo, up + 1) - 1
+        if hi[j] != h or self._l6[j] <= (a & M64):
+            return j
+        # runs start inside this /64 after the address: look among them by the low half
+        k = bisect_left(hi, h, lo, j)
+        i = bisect_right(self._l6, a & M64, k, j) - 1
+        return i if i >= k else k - 1
+
     def key6(self, a: int) -> str:
         if a >> 32 == _MAPPED:
             return self.key4(a & M32)
-        k = self._k6l[bisect_right(self._s6l, a) - 1]
+        k = self._k6[self._run6(a)]
         if k >= ALIAS_BASE:
             return self.key4((a >> (96 - self.aliases[k - ALIAS_BASE])) & M32)
         return self.keys[k]
@@ -137,7 +153,7 @@ class GeoIndex:
     def ecs4(self, a: int, source: int) -> tuple[str, int]:
         """(ring key, scope prefix) for the IPv4 subnet a/source (a: the network address)."""
         b = self._b4
-        h = a >> B4_SHIFT
+        h = a >> 16
         i = b[h]
         j = b[h + 1]
         s4 = self._s4l
@@ -155,15 +171,15 @@ class GeoIndex:
         if a >> 32 == _MAPPED and source > 96:
             key, scope = self.ecs4(a & M32, source - 96)
             return key, 96 + scope
-        s6 = self._s6l
-        i = bisect_right(s6, a) - 1
-        k = self._k6l[i]
+        i = self._run6(a)
+        k = self._k6[i]
         if k >= ALIAS_BASE:
             d = self.aliases[k - ALIAS_BASE]
             key, scope = self.ecs4((a >> (96 - d)) & M32, max(0, source - d))
             return key, min(source, d + scope)
-        lo = (a ^ (s6[i] - 1)).bit_length() if i else 129
-        hi = (a ^ s6[i + 1]).bit_length() if i + 1 < self._n6 else 129
+        h6, l6 = self._h6, self._l6
+        lo = (a ^ ((h6[i] << 64 | l6[i]) - 1)).bit_length() if i else 129
+        hi = (a ^ (h6[i + 1] << 64 | l6[i + 1])).bit_length() if i + 1 < self._n6 else 129
         scope = 129 - (lo if lo < hi else hi)
         return self.keys[k], (scope if scope < source else source)
 
@@ -255,6 +271,19 @@ class GeoIndex:
             raise GeoIndexError(f"damaged ({e})") from e
         return cls(keys, aliases, s4, k4, h6, l6, k6,
                    tuple(h["stamp"]) if h["stamp"] else None)
+
+
+def _blocks6(h6: array, l6: array) -> list[int]:
+    """For each IPv6 /16 t (and t = 65536, past the end): the run holding address t << 112."""
+    out = []
+    i = 0
+    n = len(h6)
+    for t in range((1 << 16) + 1):
+        start = t << 48                     # the /16's first address, in high halves (low 0)
+        while i + 1 < n and h6[i + 1] <= start and (h6[i + 1] < start or l6[i + 1] == 0):
+            i += 1
+        out.append(i)
+    return out
 
 
 def _check(keys, aliases, s4, k4, h6, l6, k6) -> None:

@@ -16,6 +16,7 @@ import time
 import dns.edns
 import dns.message
 import dns.rcode
+import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from twisted.logger import globalLogPublisher
@@ -99,7 +100,8 @@ def _client(port: int, sources: list[str], jar: CookieJar, n: int, failures: lis
             c.close()
 
 
-def test_two_udp_threads_and_every_swap_at_once(tmp_path, test_mmdb):
+@pytest.mark.parametrize("native", [True, False], ids=["c-loop", "python-loop"])
+def test_two_udp_threads_and_every_swap_at_once(tmp_path, test_mmdb, native):
     cfg = parse_config(f'[dns]\nzone = "{Z}"\nmin_candidates = 1\nring_size = 3\n'
                        f'[probes]\nenabled = false\n')
     zone = parse_zone(ZONE, Z)
@@ -128,7 +130,8 @@ def test_two_udp_threads_and_every_swap_at_once(tmp_path, test_mmdb):
 
     globalLogPublisher.addObserver(observer)
     socks = [udp_socket("127.0.0.1", 0), udp_socket("127.0.0.1", 0)]
-    servers = [UDPAnswerThread(s, a, f"dns-udp-test-{i}") for i, s in enumerate(socks)]
+    servers = [UDPAnswerThread(s, a, f"dns-udp-test-{i}", native=native)
+               for i, s in enumerate(socks)]
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)                             # switch threads as often as can be
     clients = []

@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from array import array
 
 import geoip2.database
 import geoip2.errors
@@ -330,3 +331,53 @@ def test_a_build_in_a_child_stops_when_cancelled(tmp_path):
         with pytest.raises(BuildCancelled):
             with _locked(tmp_path / "d", cancel2):
                 pass
+
+
+def _ref_scope(starts: list[int], end: int, a: int, bits: int) -> tuple[int, int]:
+    """(run, shortest prefix whose aligned block around `a` lies in that run), the slow way."""
+    i = bisect.bisect_right(starts, a) - 1
+    lo, hi = starts[i], starts[i + 1] if i + 1 < len(starts) else end
+    for p in range(bits + 1):
+        size = 1 << (bits - p)
+        first = a & ~(size - 1)
+        if first >= lo and first + size <= hi:
+            return i, p
+    raise AssertionError("unreachable: a /bits block always fits")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lookups_match_a_plain_search_at_block_edges(seed):
+    """Runs crowded around the edges lookups start from (IPv4 and IPv6 /16s, IPv6 /64s, the
+    last /16 of each family) and addresses on and beside them: the key and scope the /16
+    tables find are those of a plain search over every run."""
+    rng = random.Random(seed)
+    keys = ["", "DE", "FR", "@EU", "US"]
+
+    def near(edge_bits: int, bits: int) -> int:
+        edge = rng.getrandbits(bits - edge_bits) << edge_bits
+        if rng.random() < 0.2:
+            edge = ((1 << (bits - edge_bits)) - 1) << edge_bits       # the last block
+        return max(0, min((1 << bits) - 1, edge + rng.choice((-1, 0, 1, 2, 255, 256))))
+
+    s4 = sorted({0} | {near(16, 32) for _ in range(300)} | {rng.getrandbits(32) for _ in range(50)})
+    s6 = sorted({0} | {near(rng.choice((64, 112)), 128) for _ in range(300)}
+                | {rng.getrandbits(128) for _ in range(50)})
+    k4 = [rng.randrange(len(keys)) for _ in s4]
+    k6 = [rng.randrange(len(keys)) for _ in s6]
+    ix = GeoIndex(keys, [], array("Q", s4 + [1 << 32]), array("H", k4),
+                  array("Q", [a >> 64 for a in s6]), array("Q", [a & (2**64 - 1) for a in s6]),
+                  array("H", k6))
+    probes4 = [max(0, min(2**32 - 1, s + d)) for s in s4 for d in (-1, 0, 1)]
+    probes4 += [t << 16 for t in range(0, 1 << 16, 97)] + [2**32 - 1]
+    for a in probes4:
+        i, scope = _ref_scope(s4, 1 << 32, a, 32)
+        assert ix.key4(a) == keys[k4[i]], hex(a)
+        assert ix.ecs4(a, 32) == (keys[k4[i]], scope), hex(a)
+    probes6 = [max(0, min(2**128 - 1, s + d)) for s in s6 for d in (-1, 0, 1)]
+    probes6 += [t << 112 for t in range(0, 1 << 16, 97)] + [2**128 - 1]
+    for a in probes6:
+        if a >> 32 == 0xFFFF:
+            continue                                    # IPv4-mapped: looked up as IPv4
+        i, scope = _ref_scope(s6, 1 << 128, a, 128)
+        assert ix.key6(a) == keys[k6[i]], hex(a)
+        assert ix.ecs6(a, 128) == (keys[k6[i]], scope), hex(a)
