@@ -73,7 +73,11 @@ def test_stale_reason_reads_as_out_of_sync():
 def make_cfg(**kw):
     p = {"interval": INTERVAL, "fail_after": 3, "pass_after": 2, "concurrency": 4, "stats_interval": 3600}
     p.update(kw)
-    return Config(probes=ProbesConfig(**p), dns=DNSConfig(zone="mirrors.example.org"),
+    # notify off: a Clock drives these loops, and the NOTIFY listener's thread hands what it hears
+    # to a real reactor (callFromThread); requests are polled as on SQLite, and the listener has
+    # its own tests on PostgreSQL (test_probe_requests, test_dns_follow)
+    return Config(probes=ProbesConfig(**p), dns=DNSConfig(zone="mirrors.example.org",
+                                                          notify=False),
                   mail=MailConfig(reply_to="admins@example.org"))
 
 
