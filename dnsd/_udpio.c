@@ -14,7 +14,7 @@
  *            shutdown() the socket, which makes a blocked recvmmsg return)
  *   failed   callable(exception), called when `answer` raises (it never should); the datagram is
  *            dropped and the loop goes on
- * Returns when stop[0] is set or the socket is closed (EBADF, ENOTSOCK, EINVAL).
+ * Returns when stop[0] is set, the socket is shut down or closed (EBADF, ENOTSOCK, EINVAL).
  * The GIL is released while waiting and while sending.
  */
 #define _GNU_SOURCE
@@ -105,8 +105,6 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
                         "callable, stop a bytearray of one byte");
         return NULL;
     }
-    Py_INCREF(stop);                /* read without the caller's reference */
-    volatile char *stopped = PyByteArray_AS_STRING(stop);
     struct slot *slots = PyMem_RawCalloc(BATCH, sizeof(struct slot));
     struct mmsghdr *in = PyMem_RawCalloc(BATCH, sizeof(struct mmsghdr));
     struct mmsghdr *out = PyMem_RawCalloc(BATCH, sizeof(struct mmsghdr));
@@ -117,20 +115,24 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
         PyMem_RawFree(oiov); PyMem_RawFree(replies);
         return PyErr_NoMemory();
     }
+    Py_INCREF(stop);                /* read without the caller's reference */
+    volatile char *stopped = PyByteArray_AS_STRING(stop);
     struct src_cache cache = {0, {0}, NULL};
     PyObject *result = Py_None;
 
+    for (int i = 0; i < BATCH; i++) {     /* calloc zeroed the rest */
+        slots[i].iov.iov_base = slots[i].buf;
+        slots[i].iov.iov_len = BUFSIZE;
+        in[i].msg_hdr.msg_name = &slots[i].addr;
+        in[i].msg_hdr.msg_namelen = sizeof slots[i].addr;
+        in[i].msg_hdr.msg_iov = &slots[i].iov;
+        in[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = 0;
     for (;;) {
-        for (int i = 0; i < BATCH; i++) {
-            slots[i].iov.iov_base = slots[i].buf;
-            slots[i].iov.iov_len = BUFSIZE;
-            memset(&in[i].msg_hdr, 0, sizeof in[i].msg_hdr);
-            in[i].msg_hdr.msg_name = &slots[i].addr;
+        for (int i = 0; i < n; i++)         /* what the last receive wrote over */
             in[i].msg_hdr.msg_namelen = sizeof slots[i].addr;
-            in[i].msg_hdr.msg_iov = &slots[i].iov;
-            in[i].msg_hdr.msg_iovlen = 1;
-        }
-        int n, err;
+        int err;
         Py_BEGIN_ALLOW_THREADS
         n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
         err = errno;
@@ -140,10 +142,12 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
                 break;
             continue;               /* EINTR, or ECONNREFUSED from an ICMP error: not ours */
         }
-        int m = 0;
+        int m = 0, shut = 0;
         for (int i = 0; i < n; i++) {
-            if (in[i].msg_len == 0 && in[i].msg_hdr.msg_namelen == 0)
-                continue;           /* woken by shutdown() */
+            if (in[i].msg_len == 0 && in[i].msg_hdr.msg_namelen == 0) {
+                shut = 1;           /* shutdown(): this socket receives nothing more */
+                continue;
+            }
             PyObject *data = PyBytes_FromStringAndSize(slots[i].buf, in[i].msg_len);
             PyObject *src = data ? src_text(&cache, &slots[i].addr) : NULL;
             PyObject *r = NULL;
@@ -176,19 +180,16 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
             int done = 0;
             while (done < m) {
                 int s = sendmmsg(fd, out + done, m - done, 0);
-                if (s < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    done++;                     /* EAGAIN/ENOBUFS in a flood: drop, keep serving */
-                } else {
+                if (s > 0)
                     done += s;
-                }
+                else if (s == 0 || errno != EINTR)
+                    done++;                     /* EAGAIN/ENOBUFS in a flood: drop, keep serving */
             }
             Py_END_ALLOW_THREADS
             for (int i = 0; i < m; i++)
                 Py_DECREF(replies[i]);
         }
-        if (*stopped)
+        if (*stopped || shut)
             break;
     }
     Py_DECREF(stop);

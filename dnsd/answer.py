@@ -642,24 +642,36 @@ class _Hot:
     query that was answered from this very pair, so an entry never outlives what made it.
 
     An entry (`data[12:]` -> (ring, question, reply OPT, max UDP size, counted qtype, counted
-    ring key)) is made on a query's second sighting, when its OPT record came from the view's
-    cache: traffic from ever new subnets pays one failed lookup here and fills nothing."""
+    ring key)) is made when a query is answered the second time while the first is still
+    remembered in `once` (a doorkeeper of the last HOT_CACHE distinct queries): a flood of
+    one-off names (random subdomains, 0x20 letter case) churns `once`, not the hot set. A
+    query whose OPT record is new (a fresh ECS subnet) is not even counted: traffic from ever
+    new subnets pays one failed lookup here and fills nothing."""
 
-    __slots__ = ("table", "view", "answers")
+    __slots__ = ("table", "view", "answers", "once")
 
     def __init__(self, table, view):
         self.table = table
         self.view = view
         self.answers: dict[bytes, tuple] = {}
+        self.once: set[bytes] = set()
 
     def remember(self, t, v, data: bytes, qe: int, ring, ropt: bytes, maxsize: int,
                  qtype: int, rk) -> None:
         if t is not self.table or v is not self.view or len(data) - 12 > HOT_CACHE_KEY_MAX:
             return                              # answered from what was current before a swap
+        key = data[12:]
+        once = self.once
+        if key not in once:
+            if len(once) >= HOT_CACHE:
+                once.clear()
+            once.add(key)
+            return
+        once.discard(key)
         c = self.answers
         if len(c) >= HOT_CACHE:
             c.clear()
-        c[data[12:]] = (ring, data[12:qe], ropt, maxsize, min(256, qtype), rk)
+        c[key] = (ring, data[12:qe], ropt, maxsize, min(256, qtype), rk)
 
 
 class Answerer:
@@ -682,8 +694,8 @@ class Answerer:
                  rrl=None):
         self.geo = geo
         self.stats = Stats()
-        self.cookies = cookies
-        self.nsid = nsid
+        self._cookies = cookies
+        self._nsid = nsid
         self.rrl = rrl
         self._table = table
         self._view = _GeoView(getattr(geo, "index", None))
@@ -707,6 +719,25 @@ class Answerer:
     def set_table(self, table: WireTable) -> None:
         self._table = table
         self._hot = _Hot(table, self._view)       # after the table: see _Hot.remember
+
+    @property
+    def cookies(self):
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, jar) -> None:
+        """Cookies on or off changes how OPT records decode: nothing cached may outlive that."""
+        self._cookies = jar
+        self.clear_caches()
+
+    @property
+    def nsid(self) -> bytes:
+        return self._nsid
+
+    @nsid.setter
+    def nsid(self, nsid: bytes) -> None:
+        self._nsid = nsid
+        self.clear_caches()
 
     @property
     def table(self) -> WireTable | None:
@@ -865,7 +896,7 @@ class Answerer:
                             # not cached: exactly one ECS option (_ecs_opt), else, with cookies
                             # on, one COOKIE beside anything else (_cookie_opt), else _full
                             o = self._ecs_opt(rest, v)
-                            if o is None and self.cookies is not None:
+                            if o is None and self._cookies is not None:
                                 o = self._cookie_opt(rest, src, v)
                     else:
                         o = None if len(data) != qe else False
@@ -921,7 +952,7 @@ class Answerer:
             verdict = self.rrl.check(src)
             if verdict == ALLOW:
                 return Answerer.answer(self, data, src, True)
-            if self.cookies is not None and b"\x00\x0a" in data[12:] and \
+            if self._cookies is not None and b"\x00\x0a" in data[12:] and \
                     self._valid_cookie(data, src):
                 self.stats.rrl_cookie_exempt += 1
                 return Answerer.answer(self, data, src, True)

@@ -116,6 +116,13 @@ class UDPAnswerThread:
         _log.failure("dns udp answer failed", Failure(exc))
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self._stopping:               # stop() closes it only once this thread is gone
+                self.sock.close()
+
+    def _serve(self) -> None:
         if self.native:
             _udpio.serve(self.sock.fileno(), self.answerer.answer, self._stop, self._failed)
             return
@@ -129,8 +136,8 @@ class UDPAnswerThread:
                 if self._stopping or e.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
                     break
                 continue                     # e.g. ECONNREFUSED from an ICMP error: not ours
-            if not data and addr is None:    # woken by stop()
-                continue
+            if not data and addr is None:    # shutdown(): this socket receives nothing more
+                break
             try:
                 out = answer(data, addr[0], True)
             except Exception as e:           # Answerer.answer never raises; if it did, serve on
@@ -143,15 +150,18 @@ class UDPAnswerThread:
                     pass                     # EAGAIN/ENOBUFS in a flood: drop, keep serving
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Blocking (briefly: the thread only finishes the datagram it holds); call it from a
-        pool thread when the reactor must not wait."""
+        """Blocking (briefly: the thread only finishes the datagrams it holds); call it from a
+        pool thread when the reactor must not wait. A thread still answering after `timeout`
+        closes the socket itself when it ends: the C loop holds the bare descriptor, which must
+        not be closed (and its number reused by another socket) under it."""
         self._stopping = True
         self._stop[0] = 1
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self.sock.close()
+        if not self._thread.is_alive():
+            self.sock.close()
 
     @property
     def alive(self) -> bool:

@@ -372,7 +372,7 @@ def test_hot_answers_depend_on_nothing_but_the_bytes(test_mmdb):
             assert addrs(de)[0].startswith("192.0.2.") and addrs(us) == ["198.51.100.1"]
     assert not a._hot.answers
     q = _hot_query(f"de1.{Z}", "A", ("192.0.2.0", 24))
-    for _ in range(2):
+    for _ in range(3):                  # decoded, counted once, made hot
         a.answer(q, "127.0.1.9", True)
     assert len(a._hot.answers) == 1
     two = q[:4] + b"\x00\x02" + q[6:]                    # QDCOUNT 2, the same bytes after it
@@ -383,7 +383,7 @@ def test_hot_answers_depend_on_nothing_but_the_bytes(test_mmdb):
     for _ in range(3):
         r = dns.message.from_wire(a.answer(c, "127.0.1.9", True))
         assert [len(o.server) for o in r.options if o.otype == 10] == [16]
-    assert len(a._hot.answers) == 1
+    assert not a._hot.answers            # (turning cookies on replaced the cache, too)
 
 
 def test_hot_answers_end_with_the_table_and_the_geo_view(test_mmdb):
@@ -424,6 +424,90 @@ def test_hot_cache_stays_small(test_mmdb):
         for _ in range(3):
             a.answer(q, "127.0.0.1", False)
     assert all(len(k) <= HOT_CACHE_KEY_MAX for k in a._hot.answers) and len(long) - 12 < 320
+
+
+def test_hot_answers_keep_every_header_rule(test_mmdb):
+    """The hot bytes after the header with another header: a response is dropped, another opcode
+    is NOTIMP, another ARCOUNT makes the OPT trailing bytes (FORMERR); a reply too large for UDP
+    is truncated there and whole over TCP; each as the careful decoder says."""
+    cfg = parse_config(f'[dns]\nzone = "{Z}"\n[probes]\nenabled = false\n')
+    plan = build_plan({"version": 1, "mirrors": [
+        row(id=1, name="de1", country="DE", ipv4="192.0.2.1")]}, cfg, NOW)
+    big = " ".join(f'"{c * 200}"' for c in "abc")                 # a TXT of 600 bytes
+    a = Answerer(GeoLocator(test_mmdb), compile_table(plan, parse_zone(ZONE + f"big TXT {big}\n",
+                                                                       Z), cfg))
+    ecs = _hot_query(f"de1.{Z}", "A", ("192.0.2.0", 24))
+    for _ in range(3):
+        a.answer(ecs, "127.0.0.1", True)
+    assert list(a._hot.answers) == [ecs[12:]]
+    resp = ecs[:2] + bytes([ecs[2] | 0x80]) + ecs[3:]
+    notify = ecs[:2] + bytes([ecs[2] | 0x20]) + ecs[3:]              # opcode 4
+    no_ar = ecs[:10] + b"\x00\x00" + ecs[12:]
+    assert a.answer(resp, "127.0.0.1", True) is None
+    for q, rcode in ((notify, dns.rcode.NOTIMP), (no_ar, dns.rcode.FORMERR)):
+        out = a.answer(q, "127.0.0.1", True)
+        assert out == a._full(q, "127.0.0.1", True)
+        assert dns.message.from_wire(out).rcode() == rcode
+    txt = dns.message.make_query(f"big.{Z}", "TXT", use_edns=False).to_wire()   # 512 bytes
+    for _ in range(3):
+        udp = a.answer(txt, "127.0.0.1", True)
+        assert udp == a._full(txt, "127.0.0.1", True)
+        assert dns.message.from_wire(udp).flags & dns.flags.TC
+        tcp = dns.message.from_wire(a.answer(txt, "127.0.0.1", False))
+        assert not tcp.flags & dns.flags.TC and len(tcp.answer[0][0].strings) == 3
+    assert txt[12:] in a._hot.answers
+
+
+def test_hot_answers_are_rate_limited_like_any(test_mmdb):
+    """Rate limiting comes before the hot cache: a limited client gets nothing or a truncated
+    reply for a hot query too, counted as such."""
+    from dnsd.rrl import RateLimiter
+
+    now = [100.0]
+    a = make(test_mmdb)
+    a.rrl = RateLimiter(3, slip=2, clock=lambda: now[0])
+    a.answer = a._answer_limited
+    q = _hot_query(f"de1.{Z}", "A", ("192.0.2.0", 24))
+    got = [a.answer(q, "127.0.0.1", True) for _ in range(3)]         # the bucket's 3, made hot
+    assert all(got) and q[12:] in a._hot.answers
+    limited = [a.answer(q, "127.0.0.1", True) for _ in range(4)]
+    assert [x is None for x in limited] == [True, False, True, False]
+    assert all(dns.message.from_wire(x).flags & dns.flags.TC for x in limited if x)
+    assert (a.stats.rrl_dropped, a.stats.rrl_slipped) == (2, 2)
+    now[0] += 1.0
+    assert addrs(dns.message.from_wire(a.answer(q, "127.0.0.1", True))) == ["192.0.2.1"]
+
+
+def test_one_off_queries_do_not_evict_the_hot_ones(test_mmdb):
+    """A flood of names asked once each (random subdomains) passes the doorkeeper only."""
+    from dnsd.answer import HOT_CACHE
+
+    a = make(test_mmdb)
+    q = _hot_query(f"de1.{Z}")
+    for _ in range(3):
+        a.answer(q, "127.0.0.1", True)
+    for i in range(3 * HOT_CACHE):
+        a.answer(_hot_query(f"r{i}.{Z}"), "127.0.0.1", True)
+    assert list(a._hot.answers) == [q[12:]] and len(a._hot.once) <= HOT_CACHE
+
+
+def test_turning_cookies_on_forgets_what_was_decoded_without(test_mmdb):
+    from dnsd.cookies import CookieJar
+
+    a = make(test_mmdb)
+    q = dns.message.make_query(f"de1.{Z}", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(10, b"\x5a" * 8)]).to_wire()
+    for _ in range(3):                                  # cookies off: the option is ignored
+        r = dns.message.from_wire(a.answer(q, "127.0.0.1", True))
+        assert not [o for o in r.options if o.otype == 10]
+    a.cookies = CookieJar([COOKIE_KEY], clock=lambda: COOKIE_NOW)
+    r = dns.message.from_wire(a.answer(q, "127.0.0.1", True))
+    assert [len(o.server) for o in r.options if o.otype == 10] == [16]
+    a.nsid = b"ns-x"
+    r = dns.message.from_wire(a.answer(dns.message.make_query(
+        f"de1.{Z}", "A", use_edns=0, options=[dns.edns.GenericOption(3, b"")]).to_wire(),
+        "127.0.0.1", True))
+    assert [o.nsid for o in r.options if o.otype == 3] == [b"ns-x"]
 
 
 def test_caches_keyed_by_client_bytes_stay_small(test_mmdb):

@@ -5,8 +5,10 @@ answerer that raises or stays silent costs that datagram only; stop() ends a blo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 
 import pytest
 from twisted.logger import globalLogPublisher
@@ -37,6 +39,10 @@ class Echo:
             return None
         if data == b"boom":
             raise ValueError("boom")
+        if data == b"huge":
+            return b"x" * 70_000                     # over any UDP datagram: sendto fails
+        if data.startswith(b"slow"):
+            time.sleep(0.3)
         return src.encode() + b" " + data
 
 
@@ -138,3 +144,49 @@ def test_stop_ends_a_loop_that_waits_and_closes_the_socket(native):
 
     threading.Thread(target=stop).start()
     assert done.wait(5) and not t.alive and t.sock.fileno() == -1
+
+
+@pytest.mark.parametrize("native", LOOPS)
+def test_an_empty_datagram_is_answered_and_a_reply_that_cannot_be_sent_is_dropped(native):
+    t, addr = _serve(native)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(3)
+    try:
+        for data in (b"a", b"huge", b"", b"c"):         # one batch: the reply to "huge" fails
+            c.sendto(data, addr)
+        assert [c.recv(100) for _ in range(3)] == [b"127.0.0.1 a", b"127.0.0.1 ", b"127.0.0.1 c"]
+    finally:
+        c.close()
+        t.stop()
+    assert t.answerer.calls == 4
+
+
+@pytest.mark.parametrize("native", LOOPS)
+def test_a_socket_shut_down_under_the_loop_ends_it(native):
+    """Not a spin: a shut-down socket returns at once, every time, with nothing."""
+    t, _ = _serve(native)
+    time.sleep(0.1)                                      # the thread waits in its receive
+    with contextlib.suppress(OSError):                   # ENOTCONN, and the receive returns
+        t.sock.shutdown(socket.SHUT_RDWR)
+    t._thread.join(5)
+    assert not t.alive
+    t.stop()
+
+
+@pytest.mark.parametrize("native", LOOPS)
+def test_a_loop_still_answering_at_the_stop_timeout_closes_its_own_socket(native):
+    """stop() does not close the descriptor under a thread that still uses it (its number could
+    be another socket's by the time the thread sends); the thread closes it when it ends."""
+    t, addr = _serve(native)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(3)
+    try:
+        for i in range(3):
+            c.sendto(b"slow%d" % i, addr)
+        time.sleep(0.1)                                  # the thread is in the first answer
+        t.stop(timeout=0.05)
+        assert t.alive and t.sock.fileno() != -1
+        t._thread.join(5)
+        assert not t.alive and t.sock.fileno() == -1
+    finally:
+        c.close()
