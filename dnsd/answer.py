@@ -73,6 +73,7 @@ OPT_CACHE = 4096                 # decoded OPT records kept (emptied when full)
 OPT_CACHE_KEY_MAX = 64           # ... of at most this many bytes (ECS /128 and NSID: 39)
 HOT_CACHE = 4096                 # queries (all after the header) whose answer is kept ready
 HOT_CACHE_KEY_MAX = 320          # ... of at most this many bytes (a 255-octet name + ECS /128)
+FIXED = "fixed"                  # Answerer._choose's ring of a fixed reply (kind 0)
 MISS_CACHE_MAX = 20_000          # answers cached per question length for referrals, wildcards
 # Types 128-254 are Q-TYPEs and Meta-TYPEs (RFC 6895 3.1), not data a name can own: AXFR 252,
 # IXFR 251, MAILB 253, MAILA 254 (see docs/dns.md, "Zone transfers"), TSIG 250 and TKEY 249 (only
@@ -656,8 +657,10 @@ class _Hot:
         self.answers: dict[bytes, tuple] = {}
         self.once: set[bytes] = set()
 
-    def remember(self, t, v, data: bytes, qe: int, ring, ropt: bytes, maxsize: int,
+    def remember(self, t, v, data: bytes, qe: int, ring, trip, ropt: bytes, maxsize: int,
                  qtype: int, rk) -> None:
+        """Count the query `data`, answered with `trip` drawn from `ring` (Answerer._choose);
+        make it hot on its second count."""
         if t is not self.table or v is not self.view or len(data) - 12 > HOT_CACHE_KEY_MAX:
             return                              # answered from what was current before a swap
         key = data[12:]
@@ -671,7 +674,8 @@ class _Hot:
         c = self.answers
         if len(c) >= HOT_CACHE:
             c.clear()
-        c[key] = (ring, data[12:qe], ropt, maxsize, min(256, qtype), rk)
+        c[key] = (itertools.repeat(trip) if ring is FIXED else ring, data[12:qe], ropt, maxsize,
+                  min(256, qtype), rk)
 
 
 class Answerer:
@@ -796,10 +800,7 @@ class Answerer:
         a = int.from_bytes(addr, "big") << shift
         rk, scope = ix.ecs4(a, srcp) if v4 else ix.ecs6(a, srcp)
         o = (rk, scope, ohead + _BYTE[scope] + addr, ohead + b"\x00" + addr, maxsize, None)
-        c = v.opts                                  # _remember, inline: 19 + 16 bytes at most
-        if len(c) >= OPT_CACHE:
-            c.clear()
-        c[rest] = o
+        _remember(v, rest, o)
         return o
 
     def _cookie_opt(self, rest: bytes, src: str, v: _GeoView):
@@ -848,16 +849,21 @@ class Answerer:
                 None)
 
     def _choose(self, act, o, src: str):
-        """(reply triple, ring key counted in the metrics, OPT bytes) for one name's action:
-        a fixed reply (kind 0), a ring (1), or a ring per client location (2), the ECS option's
-        location winning over the source address's."""
+        """(reply triple, ring key counted in the metrics, OPT bytes, ring) for one name's
+        action: a fixed reply (kind 0), a ring (1), or a ring per client location (2), the ECS
+        option's location winning over the source address's. `ring` is what the triple was
+        drawn from when nothing but the query's bytes decided it (FIXED for a fixed reply), None
+        when the source address did: what a hot entry (_Hot) may keep."""
         kind = act[0]
         if kind == 2:
             if o and o[0] is not None:
-                return next(act[1].get(o[0]) or act[2]), o[0], o[2]
+                ring = act[1].get(o[0]) or act[2]
+                return next(ring), o[0], o[2], ring
             rk = self._src_key(src)
-            return next(act[1].get(rk) or act[2]), rk, (o[3] if o else b"")
-        return (next(act[1]) if kind == 1 else act[1]), act[3], (o[3] if o else b"")
+            return next(act[1].get(rk) or act[2]), rk, (o[3] if o else b""), None
+        if kind == 1:
+            return next(act[1]), act[3], (o[3] if o else b""), act[1]
+        return act[1], act[3], (o[3] if o else b""), FIXED
 
     # the hot path --------------------------------------------------------------------------------
 
@@ -909,7 +915,7 @@ class Answerer:
                         if act is not None and qtype not in NOTIMP_TYPES:
                             if act[0] == 3:
                                 return self._chain(t, data, key, qe, act, o, src, udp, qtype, b"")
-                            trip, rk, ropt = self._choose(act, o, src)
+                            trip, rk, ropt, ring = self._choose(act, o, src)
                             fl = trip[3][data[2] & 1]
                             if o:
                                 out = b"".join((data[:2], fl, trip[1], data[12:qe], trip[2],
@@ -918,11 +924,9 @@ class Answerer:
                             else:
                                 out = b"".join((data[:2], fl, trip[0], data[12:qe], trip[2]))
                                 maxsize = 512
-                            if seen and (act[0] != 2 or (o and o[0] is not None)):
+                            if seen and ring is not None:
                                 # the same bytes get this answer again, whoever sends them
-                                ring = act[1] if act[0] == 1 else itertools.repeat(trip) \
-                                    if act[0] == 0 else act[1].get(o[0]) or act[2]
-                                hot.remember(t, v, data, qe, ring, ropt, maxsize, qtype, rk)
+                                hot.remember(t, v, data, qe, ring, trip, ropt, maxsize, qtype, rk)
                             if udp and len(out) > maxsize:
                                 return self._truncated(data, qe, ropt, fl)
                             st = self.stats
@@ -998,7 +1002,7 @@ class Answerer:
         rd = data[2] & 1
         tacts = t.names.get(act[2])
         tact = (tacts.get(qtype) or tacts[ANY_KEY]) if tacts is not None else _SERVFAIL_ACT
-        trip, rk, ropt = self._choose(tact, o, src)
+        trip, rk, ropt, _ring = self._choose(tact, o, src)
         if extra:
             ropt = _opt_plus(ropt, extra)
         if rcode_of(trip) == SERVFAIL:
@@ -1230,7 +1234,7 @@ class Answerer:
             return self._error(data, REFUSED, question, ropt_flat, qtype=qtype)
         if act[0] == 3:
             return self._chain(t, data, key, qe, act, o, src, udp, qtype, extra)
-        trip, rk, ropt = self._choose(act, o, src)
+        trip, rk, ropt, _ring = self._choose(act, o, src)
         if extra:
             ropt = _opt_plus(ropt, extra)
         fl = trip[3][f1 & 1]

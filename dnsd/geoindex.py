@@ -152,13 +152,8 @@ class GeoIndex:
 
     def ecs4(self, a: int, source: int) -> tuple[str, int]:
         """(ring key, scope prefix) for the IPv4 subnet a/source (a: the network address)."""
-        b = self._b4
-        h = a >> 16
-        i = b[h]
-        j = b[h + 1]
         s4 = self._s4l
-        if i != j:
-            i = bisect_right(s4, a, i, j + 1) - 1
+        i = self._run4(a)
         # largest aligned block around a inside [s4[i], s4[i+1]): its size is below the lowest
         # bit where a differs from the address before the run and from the one after it
         lo = (a ^ (s4[i] - 1)).bit_length() if i else 33

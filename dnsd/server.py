@@ -104,8 +104,7 @@ class UDPAnswerThread:
         self.native = (_udpio is not None) if native is None else native
         if self.native and _udpio is None:
             raise RuntimeError("dnsd._udpio is not built (pip install -e . builds it)")
-        self._stopping = False
-        self._stop = bytearray(1)           # the C loop's view of _stopping
+        self._stop = bytearray(1)           # set by stop(); the C loop reads it too
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -119,7 +118,7 @@ class UDPAnswerThread:
         try:
             self._serve()
         finally:
-            if self._stopping:               # stop() closes it only once this thread is gone
+            if self._stop[0]:                # stop() closes it only once this thread is gone
                 self.sock.close()
 
     def _serve(self) -> None:
@@ -129,11 +128,12 @@ class UDPAnswerThread:
         recv = self.sock.recvfrom
         send = self.sock.sendto
         answer = self.answerer.answer
-        while not self._stopping:
+        stop = self._stop
+        while not stop[0]:
             try:
                 data, addr = recv(8192)
             except OSError as e:
-                if self._stopping or e.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
+                if stop[0] or e.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
                     break
                 continue                     # e.g. ECONNREFUSED from an ICMP error: not ours
             if not data and addr is None:    # shutdown(): this socket receives nothing more
@@ -154,7 +154,6 @@ class UDPAnswerThread:
         pool thread when the reactor must not wait. A thread still answering after `timeout`
         closes the socket itself when it ends: the C loop holds the bare descriptor, which must
         not be closed (and its number reused by another socket) under it."""
-        self._stopping = True
         self._stop[0] = 1
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
